@@ -1,0 +1,291 @@
+"""Complete, exactly-resumable checkpoints in any store.
+
+A run folder holds::
+
+    checkpoints/step-0000500.pt   torch.save of a plain dict of tensors and JSON-able values
+    latest.json                   {"step": 500, "key": "checkpoints/step-0000500.pt", ...}
+    best.json                     same shape, for the best checkpoint by a metric (optional)
+
+A checkpoint holds G, D, G_ema, both optimizers, the step, every RNG state (torch, CUDA,
+numpy, python), the config, the dataset manifest id and a format version. It is loaded with
+`torch.load(weights_only=True)`, so a pickle payload is refused. `latest.json` is written only
+after its checkpoint is complete, so a reader never sees half a checkpoint; old checkpoints
+are pruned to the newest `keep_last` plus the best.
+
+`CheckpointWriter` serialises and uploads on a background thread so training never waits for
+storage; `save()` returns once the state is copied off the live tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import random
+import re
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegan.storage import StorageError, Store, open_store, split_uri
+
+FORMAT = "facegan-checkpoint"
+VERSION = 1
+LATEST = "latest.json"
+BEST = "best.json"
+CKPT_DIR = "checkpoints"
+_CKPT_RE = re.compile(r"^checkpoints/step-(\d{7,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not a facegan checkpoint; the message names it."""
+
+
+def ckpt_key(step: int) -> str:
+    """Key of the checkpoint for `step` inside a run folder."""
+    return f"{CKPT_DIR}/step-{step:07d}.pt"
+
+
+# ------------------------------------------------------------------ RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state a run draws from, as tensors and plain values (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------ (de)serialising
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Deep copy of nested dicts/lists with every tensor cloned to CPU (detached from training)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def to_bytes(state: dict[str, Any]) -> bytes:
+    """Serialise a checkpoint dict (tensors must already be on CPU)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes, where: str) -> dict[str, Any]:
+    """Load and validate a checkpoint; refuses pickled code and foreign or newer formats."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad input
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where}: not a loadable facegan checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not a facegan checkpoint (format tag missing)")
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{where}: checkpoint format version {version!r} is newer than this facegan ({VERSION})"
+        )
+    return state
+
+
+def make_state(step: int, config: dict, dataset_id: str, **parts: Any) -> dict[str, Any]:
+    """Assemble a checkpoint dict: the given parts (state dicts) plus step, config, RNG, tags."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "config": config,
+        "dataset_id": dataset_id,
+        "rng": rng_state(),
+        "saved_at": time.time(),
+        **parts,
+    }
+
+
+# ------------------------------------------------------------------ run folder
+
+
+def read_pointer(run: Store, name: str = LATEST) -> dict | None:
+    """The parsed pointer (`latest.json` / `best.json`), or None when the run has none."""
+    if not run.exists(name):
+        return None
+    try:
+        pointer = run.get_json(name)
+    except StorageError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("key"), str):
+        raise CheckpointError(f"{run.uri(name)}: pointer has no 'key'")
+    return pointer
+
+
+def load_run(run: Store, which: str = LATEST) -> dict[str, Any] | None:
+    """Load the checkpoint a run's pointer names; None when the run has no pointer yet."""
+    pointer = read_pointer(run, which)
+    if pointer is None:
+        return None
+    try:
+        data = run.get_bytes(pointer["key"])
+    except StorageError as exc:
+        raise CheckpointError(f"{run.uri(which)} points at a missing checkpoint: {exc}") from None
+    return from_bytes(data, run.uri(pointer["key"]))
+
+
+def load(uri: str) -> dict[str, Any]:
+    """Load a checkpoint from a run folder URI (its latest, or best if asked) or a `.pt` URI."""
+    uri = str(uri)
+    if uri.endswith(".pt"):
+        store, key = split_uri(uri)
+        try:
+            data = store.get_bytes(key)
+        except StorageError as exc:
+            raise CheckpointError(f"checkpoint {exc}") from None
+        return from_bytes(data, uri)
+    state = load_run(open_store(uri))
+    if state is None:
+        raise CheckpointError(f"{uri}: no checkpoint ({LATEST} missing); has this run trained?")
+    return state
+
+
+def list_checkpoints(run: Store) -> list[tuple[int, str]]:
+    """(step, key) of every checkpoint in a run folder, oldest first."""
+    found = []
+    for key in run.list(CKPT_DIR):
+        m = _CKPT_RE.match(key)
+        if m:
+            found.append((int(m.group(1)), key))
+    return sorted(found)
+
+
+def write_checkpoint(
+    run: Store, state: dict[str, Any], keep_last: int, metric: tuple[str, float] | None = None,
+    lower_is_better: bool = True,
+) -> str:
+    """Write a CPU checkpoint dict, then `latest.json` (and `best.json`), then prune old ones.
+
+    Returns the checkpoint's URI. The order makes every visible pointer valid at every moment.
+    """
+    step = state["step"]
+    key = ckpt_key(step)
+    run.put_bytes(key, to_bytes(state))
+    pointer = {"step": step, "key": key, "uri": run.uri(key), "written_at": time.time()}
+    if metric is not None:
+        pointer["metric"] = {"name": metric[0], "value": metric[1]}
+    run.put_json(LATEST, pointer)
+    best = read_pointer(run, BEST)
+    if metric is not None:
+        old = best.get("metric", {}).get("value") if best else None
+        better = old is None or (metric[1] < old if lower_is_better else metric[1] > old)
+        if better:
+            run.put_json(BEST, pointer)
+            best = pointer
+    keep = {k for _, k in list_checkpoints(run)[-keep_last:]} | {key}
+    if best:
+        keep.add(best["key"])
+    for _, old_key in list_checkpoints(run):
+        if old_key not in keep:
+            run.delete(old_key)
+    return run.uri(key)
+
+
+class CheckpointWriter:
+    """Writes checkpoints on one background thread, so the training step never waits for S3.
+
+    `save` copies the state to CPU (on the caller's thread, so later steps cannot change it) and
+    queues it; at most one write is pending, so a slow store applies back-pressure instead of
+    piling up memory. `close` waits for the queue and re-raises the first write error.
+    """
+
+    def __init__(self, run: Store, keep_last: int, on_written=None) -> None:
+        self.run = run
+        self.keep_last = keep_last
+        self.on_written = on_written
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="facegan-ckpt", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                state, extra_files, metric = item
+                for key, data in extra_files.items():
+                    self.run.put_bytes(key, data() if callable(data) else data)
+                uri = write_checkpoint(self.run, state, self.keep_last, metric)
+                if self.on_written:
+                    self.on_written(state["step"], uri)
+            except BaseException as exc:  # noqa: BLE001 - surfaced in save()/close()
+                self._error = self._error or exc
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def save(self, state: dict[str, Any], extra_files: dict | None = None,
+             metric: tuple[str, float] | None = None) -> None:
+        """Queue a checkpoint (live tensors are copied now) plus extra objects written first."""
+        self._raise()
+        self._queue.put((_to_cpu(state), extra_files or {}, metric))
+
+    def wait(self) -> None:
+        """Block until every queued write is done; re-raise a write error."""
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Finish pending writes and stop the thread."""
+        self._queue.join()
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+
+def describe(state: dict[str, Any]) -> str:
+    """One line about a checkpoint, for logs."""
+    cfg = state.get("config", {})
+    res = cfg.get("model", {}).get("resolution")
+    return f"step {state['step']} ({res}px, dataset {state.get('dataset_id')})"
+
+
+def config_json(state: dict[str, Any]) -> str:
+    """The run config stored in a checkpoint, as JSON."""
+    return json.dumps(state["config"], indent=2, sort_keys=True)

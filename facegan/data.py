@@ -1,0 +1,373 @@
+"""The dataset contract: uint8 shards plus a JSON manifest, and how to make and read it.
+
+Layout under a dataset URI::
+
+    manifest.json            format, version, resolution, count, shards, source, skipped, id
+    shard-00000.npy          uint8 array (N, H, W, 3), numpy .npy format
+    shard-00001.npy          ...
+
+`prepare()` turns raw CelebA (the `img_align_celeba/` folder or its .zip of 178x218 JPEGs), an
+already-cropped folder (Udacity's `processed_celeba_small/celeba/`) or any folder of face
+images into that layout, in parallel across cores. Aligned CelebA frames are cropped to the
+face box `CELEBA_FACE_BOX`; any other image is centre-cropped to a square. Crops are resized
+with an antialiasing filter (Lanczos). Bad files are converted where safe or skipped, and
+every skip is listed in the manifest with its reason.
+
+`load()` verifies the manifest and every shard's sha256 and returns one uint8 tensor
+(N, H, W, 3); `BatchSampler` draws batches from it on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from facegan.storage import StorageError, Store, open_store
+
+FORMAT = "facegan-dataset"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_SIZE = 8192
+CELEBA_SIZE = (178, 218)
+# Face box (left, top, right, bottom) for aligned CelebA: a 128x128 square centred on the
+# face (x centre 89, y centre 121), the usual crop for 64 px CelebA GAN training.
+CELEBA_FACE_BOX = (25, 57, 153, 185)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+class DatasetError(ValueError):
+    """The dataset (input, manifest or shard) is unusable; the message names it."""
+
+
+# ------------------------------------------------------------------ preparing
+
+
+def crop_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The crop for an image of `size` (w, h): the face box on aligned CelebA, else a centre square."""
+    if size == CELEBA_SIZE:
+        return CELEBA_FACE_BOX
+    w, h = size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return (left, top, left + side, top + side)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert the modes that can be converted safely to RGB; raise ValueError otherwise."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("L", "CMYK", "YCbCr", "P", "LA", "PA", "RGBA", "RGBa", "1"):
+        if mode in ("P", "PA") and "transparency" in img.info:
+            img = img.convert("RGBA")
+            mode = "RGBA"
+        if mode in ("RGBA", "LA", "RGBa"):
+            background = Image.new("RGB", img.size, (255, 255, 255))
+            background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+            return background
+        return img.convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.uint32)
+        top = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
+        arr8 = (arr.astype(np.float64) * 255.0 / top).round().clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    raise ValueError(f"unsupported image mode {mode}")
+
+
+def process_image(data: bytes, resolution: int) -> np.ndarray:
+    """Decode, crop and resize one image to (R, R, 3) uint8; raise ValueError with a reason."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        box = crop_box(img.size)
+        side = min(box[2] - box[0], box[3] - box[1])
+        if side < resolution:
+            raise ValueError(
+                f"too small: {img.size[0]}x{img.size[1]} crops to {side}px < {resolution}px"
+            )
+        if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+            # decode at 1/2, 1/4 or 1/8 scale while the crop stays at least `resolution` wide
+            full = img.size
+            scale = side // resolution
+            img.draft(img.mode, (full[0] // scale, full[1] // scale))
+            if img.size != full:
+                f = full[0] / img.size[0]
+                left, top, s = round(box[0] / f), round(box[1] / f), max(resolution, int(side / f))
+                box = (left, top, min(left + s, img.size[0]), min(top + s, img.size[1]))
+        img.load()
+    except ValueError:
+        raise
+    except UnidentifiedImageError:
+        raise ValueError("not an image") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"corrupt or truncated ({exc})") from None
+    img = _to_rgb(img)
+    img = img.crop(box).resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _list_source(source: Path) -> list[str]:
+    if source.suffix.lower() == ".zip" and source.is_file():
+        with zipfile.ZipFile(source) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+    elif source.is_dir():
+        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+    else:
+        raise DatasetError(f"{source}: no such folder or .zip file")
+    hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
+    return sorted(n for n in names if not hidden(n))
+
+
+def _process_chunk(args: tuple[str, list[str], int]) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Worker: process a chunk of files; returns (images, kept names, skipped records)."""
+    source, names, resolution = args
+    path = Path(source)
+    archive = zipfile.ZipFile(path) if path.suffix.lower() == ".zip" and path.is_file() else None
+    images, kept, skipped = [], [], []
+    try:
+        for name in names:
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append({"file": name, "reason": "not an image (file suffix)"})
+                continue
+            try:
+                data = archive.read(name) if archive else (path / name).read_bytes()
+                images.append(process_image(data, resolution))
+                kept.append(name)
+            except ValueError as exc:
+                skipped.append({"file": name, "reason": str(exc)})
+            except (OSError, zipfile.BadZipFile) as exc:
+                skipped.append({"file": name, "reason": f"unreadable ({exc})"})
+    finally:
+        if archive:
+            archive.close()
+    out = np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8)
+    return out, kept, skipped
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare` wrote: the manifest and where."""
+
+    uri: str
+    manifest: dict
+
+    @property
+    def summary(self) -> str:
+        m = self.manifest
+        return (
+            f"prepared {m['count']} images at {m['resolution']}px into {len(m['shards'])} "
+            f"shard(s) at {self.uri}; skipped {len(m['skipped'])}"
+        )
+
+
+def prepare(
+    source: str | Path,
+    out_uri: str,
+    resolution: int = 64,
+    workers: int | None = None,
+    shard_size: int = SHARD_SIZE,
+    limit: int | None = None,
+    log=print,
+) -> PrepareResult:
+    """Build a dataset at `out_uri` from a folder or .zip of face images.
+
+    `workers` defaults to the number of cores; `limit` keeps only the first N files (sorted).
+    Bad files are skipped and listed in the manifest; an input with no usable image is an error.
+    """
+    from facegan.config import RESOLUTIONS
+
+    if resolution not in RESOLUTIONS:
+        raise DatasetError(f"resolution={resolution} is not supported; choose one of {RESOLUTIONS}")
+    source = Path(source).expanduser()
+    names = _list_source(source)
+    if limit is not None:
+        names = names[:limit]
+    if not names:
+        raise DatasetError(f"{source}: empty input, no files found")
+    workers = workers or os.cpu_count() or 1
+    chunk = max(16, min(512, len(names) // (workers * 4) + 1))
+    jobs = [(str(source), names[i : i + chunk], resolution) for i in range(0, len(names), chunk)]
+    store = open_store(out_uri)
+    shards: list[dict] = []
+    skipped: list[dict] = []
+    pending: list[np.ndarray] = []
+    pending_n = 0
+    count = 0
+    started = time.perf_counter()
+
+    def flush(final: bool) -> None:
+        nonlocal pending, pending_n
+        while pending_n >= shard_size or (final and pending_n):
+            block = np.concatenate(pending)
+            shard, rest = block[:shard_size], block[shard_size:]
+            pending, pending_n = ([rest] if len(rest) else []), len(rest)
+            name = f"shard-{len(shards):05d}.npy"
+            data = _npy_bytes(np.ascontiguousarray(shard))
+            store.put_bytes(name, data)
+            shards.append(
+                {"name": name, "count": int(len(shard)), "sha256": hashlib.sha256(data).hexdigest()}
+            )
+
+    # map() keeps results in input order, so the dataset does not depend on scheduling
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
+        for done, (images, kept, skips) in enumerate(results, 1):
+            skipped += skips
+            count += len(kept)
+            if len(images):
+                pending.append(images)
+                pending_n += len(images)
+            flush(final=False)
+            if done % 20 == 0 or done == len(jobs):
+                rate = (count + len(skipped)) / max(time.perf_counter() - started, 1e-9)
+                log(f"prepare: {count + len(skipped)}/{len(names)} files, {rate:.0f} img/s")
+        flush(final=True)
+    finally:
+        if pool:
+            pool.shutdown()
+    if count == 0:
+        reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
+        raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "resolution": resolution,
+        "count": count,
+        "shards": shards,
+        "source": str(source),
+        "crop": {"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
+        "resize": "PIL Lanczos (antialiased)",
+        "skipped": skipped,
+    }
+    manifest["id"] = manifest_id(manifest)
+    store.put_json(MANIFEST, manifest)  # written last: a dataset without it is incomplete
+    result = PrepareResult(store.root, manifest)
+    log(result.summary)
+    return result
+
+
+def manifest_id(manifest: dict) -> str:
+    """Content id of a dataset: sha256 over resolution and the shard hashes (first 16 hex)."""
+    key = json.dumps([manifest["resolution"], [s["sha256"] for s in manifest["shards"]]])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ loading
+
+
+def read_manifest(store: Store) -> dict:
+    """Read and validate `manifest.json`; a wrong manifest is a DatasetError naming the field."""
+    where = store.uri(MANIFEST)
+    try:
+        m = store.get_json(MANIFEST)
+    except StorageError as exc:
+        raise DatasetError(f"{exc} (is this a prepared dataset?)") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise DatasetError(f"{where}: not a facegan dataset manifest (format != {FORMAT!r})")
+    if not isinstance(m.get("version"), int) or m["version"] > VERSION:
+        raise DatasetError(f"{where}: dataset version {m.get('version')!r} is newer than {VERSION}")
+    for key, kind in (("resolution", int), ("count", int), ("shards", list)):
+        if not isinstance(m.get(key), kind):
+            raise DatasetError(f"{where}: field {key!r} missing or not {kind.__name__}")
+    if sum(s.get("count", 0) for s in m["shards"]) != m["count"]:
+        raise DatasetError(f"{where}: shard counts do not add up to count={m['count']}")
+    if m.get("id") != manifest_id(m):
+        raise DatasetError(f"{where}: id does not match the shard hashes")
+    return m
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan"))
+
+
+def _read_shard(store: Store, shard: dict, resolution: int, cache: Path | None) -> np.ndarray:
+    name = shard["name"]
+    cached = cache / f"{shard['sha256']}.npy" if cache else None
+    data = None
+    if cached is not None and cached.is_file():
+        data = cached.read_bytes()
+        if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            cached.unlink()  # a damaged cache entry is refetched, never used
+            data = None
+    if data is None:
+        data = store.get_bytes(name)
+        if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            raise DatasetError(f"{store.uri(name)}: sha256 mismatch, shard is corrupt")
+        if cached is not None:
+            open_store(cached.parent).put_bytes(cached.name, data)
+    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    expect = (shard["count"], resolution, resolution, 3)
+    if arr.dtype != np.uint8 or arr.shape != expect:
+        raise DatasetError(
+            f"{store.uri(name)}: shape {arr.shape} {arr.dtype}, manifest says {expect} uint8"
+        )
+    return arr
+
+
+def load(
+    uri: str, cache: bool | str | Path = True, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, dict]:
+    """Verify and load a dataset as one uint8 tensor (N, H, W, 3) on `device`.
+
+    With `cache` (default: $FACEGAN_CACHE or ~/.cache/facegan) shards of a remote store are kept
+    locally by sha256 and reused across runs; every byte is hash-checked either way.
+    """
+    store = open_store(uri)
+    m = read_manifest(store)
+    res = m["resolution"]
+    cache_dir = None
+    if cache and str(uri).startswith("s3://"):
+        cache_dir = Path(cache) if isinstance(cache, (str, Path)) else _cache_root() / "shards"
+    out = torch.empty((m["count"], res, res, 3), dtype=torch.uint8)
+    at = 0
+    for shard in m["shards"]:
+        arr = _read_shard(store, shard, res, cache_dir)
+        out[at : at + len(arr)] = torch.from_numpy(arr)
+        at += len(arr)
+    return out.to(device), m
+
+
+class BatchSampler:
+    """Draws random batches from a uint8 (N, H, W, 3) tensor, on its device.
+
+    Indices are drawn with replacement by `torch.randint` on the device (the global generator
+    of that device, so checkpointed RNG state makes runs resumable), half the images are
+    flipped horizontally, and pixels are scaled to [-1, 1] as float (N, 3, H, W).
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, channels_last: bool = False) -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+            raise DatasetError(f"images must be uint8 (N, H, W, 3), got {tuple(images.shape)} {images.dtype}")
+        self.images = images
+        self.batch_size = batch_size
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self) -> torch.Tensor:
+        """One batch (B, 3, H, W) float32 in [-1, 1]."""
+        dev = self.images.device
+        idx = torch.randint(0, len(self.images), (self.batch_size,), device=dev)
+        flip = torch.rand(self.batch_size, device=dev) < 0.5
+        x = self.images[idx]  # (B, H, W, 3) uint8
+        x = torch.where(flip[:, None, None, None], x.flip(2), x)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, H, W) in [-1, 1]
+        return x.contiguous(memory_format=self.memory_format)

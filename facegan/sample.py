@@ -1,0 +1,85 @@
+"""Sampling faces from a checkpoint: seeded batches, grids, single images, interpolations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from facegan import checkpoint as ckpt
+from facegan.config import TrainConfig
+from facegan.images import to_png
+from facegan.models import Generator
+from facegan.storage import open_store
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready for sampling, with where it came from."""
+
+    net: Generator
+    config: TrainConfig
+    step: int
+    which: str  # "G_ema" or "G"
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.model.z_dim
+
+
+def load_generator(state_or_uri, ema: bool = True, device: str = "cpu") -> LoadedGenerator:
+    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI), in eval mode."""
+    state = state_or_uri if isinstance(state_or_uri, dict) else ckpt.load(state_or_uri)
+    config = TrainConfig.from_dict(state["config"])
+    which = "G_ema" if ema else "G"
+    net = Generator(config.model)
+    net.load_state_dict(state[which])
+    return LoadedGenerator(net.to(device).eval(), config, state["step"], which)
+
+
+def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """One latent per seed, each from its own generator: a seed means the same face everywhere."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def generate(gen: LoadedGenerator, seeds: list[int]) -> torch.Tensor:
+    """Images (N, 3, R, R) in [-1, 1] for the given seeds."""
+    device = next(gen.net.parameters()).device
+    return gen.net(latents(seeds, gen.z_dim).to(device)).float().cpu()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a and b (z_dim,) at fractions t (T,) -> (T, z_dim)."""
+    a_n, b_n = a / a.norm(), b / b.norm()
+    omega = torch.acos((a_n * b_n).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
+    """Images (steps, 3, R, R) walking the latent sphere from seed_a's face to seed_b's."""
+    za, zb = latents([seed_a, seed_b], gen.z_dim)
+    z = slerp(za, zb, torch.linspace(0, 1, steps))
+    device = next(gen.net.parameters()).device
+    return gen.net(z.to(device)).float().cpu()
+
+
+def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
+                 interpolation_steps: int = 8) -> list[str]:
+    """Write grid.png, faces/NNN.png and interpolation.png under `out_uri`; returns their keys."""
+    store = open_store(out_uri)
+    seeds = list(range(seed, seed + count))
+    images = generate(gen, seeds)
+    keys = ["grid.png"]
+    store.put_bytes("grid.png", to_png(images))
+    for i, img in enumerate(images):
+        key = f"faces/{i:03d}.png"
+        store.put_bytes(key, to_png(img[None]))
+        keys.append(key)
+    store.put_bytes("interpolation.png", to_png(interpolate(gen, seed, seed + 1, interpolation_steps),
+                                                nrow=interpolation_steps))
+    keys.append("interpolation.png")
+    return keys

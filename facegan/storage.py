@@ -1,0 +1,321 @@
+"""One storage interface for every read and write, keyed by URI.
+
+`open_store(uri)` returns a `Store` rooted at `s3://bucket/prefix` (boto3) or at a local folder
+(`file:///path` or a plain path; the embedded default). Keys are relative, `/`-separated.
+
+Every write is atomic: a reader sees the whole object or none of it. Locally that is a temp
+file in the same folder, fsync, then `os.replace`; on S3 a PUT or a completed multipart upload
+is atomic by itself. Pointer objects (`latest.json`) are written by callers only after the
+object they point to is complete.
+
+Every failure is a `StorageError` whose one-line message names the URI and what is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI."""
+
+
+class Store(ABC):
+    """A prefix in some storage where objects live under relative keys."""
+
+    root: str
+
+    def uri(self, key: str = "") -> str:
+        """Full URI of `key` under this store."""
+        key = key.strip("/")
+        return f"{self.root.rstrip('/')}/{key}" if key else self.root
+
+    def child(self, prefix: str) -> Store:
+        """A store rooted at `prefix` under this one."""
+        return open_store(self.uri(prefix))
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write `data` to `key` atomically, replacing what was there."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read the whole object at `key`."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | Path) -> None:
+        """Upload a local file to `key` atomically."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str | Path) -> None:
+        """Download `key` to a local file; the file appears whole or not at all."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is at `key`."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys (relative to the store) of all objects under `prefix`."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object at `key`; a missing key is not an error."""
+
+    def put_json(self, key: str, obj: Any) -> None:
+        """Write `obj` as indented JSON."""
+        self.put_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    def get_json(self, key: str) -> Any:
+        """Read a JSON object; invalid JSON is a StorageError naming the URI."""
+        data = self.get_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise StorageError(f"{self.uri(key)}: not valid JSON ({exc})") from None
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalStore(Store):
+    """A local folder standing in for S3."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root).expanduser().resolve()
+        self.root = str(self.path)
+
+    def _p(self, key: str) -> Path:
+        key = key.strip("/")
+        if any(part == ".." for part in key.split("/")):
+            raise StorageError(f"{self.uri(key)}: '..' is not allowed in keys")
+        return self.path / key if key else self.path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            _atomic_write(self._p(key), lambda f: f.write(data))
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot write ({exc.strerror or exc})") from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._p(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.uri(key)}: no such object") from None
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot read ({exc.strerror or exc})") from None
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        try:
+            with open(path, "rb") as src:
+                _atomic_write(self._p(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot upload {path} ({exc})") from None
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        src = self._p(key)
+        if not src.is_file():
+            raise StorageError(f"{self.uri(key)}: no such object")
+        try:
+            with open(src, "rb") as s:
+                _atomic_write(Path(path), lambda f: shutil.copyfileobj(s, f, 1 << 20))
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc})") from None
+
+    def exists(self, key: str) -> bool:
+        return self._p(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._p(prefix)
+        if base.is_file():
+            return [prefix.strip("/")]
+        if not base.is_dir():
+            return []
+        keys = []
+        for p in base.rglob("*"):
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+                keys.append(p.relative_to(self.path).as_posix())
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._p(key).unlink(missing_ok=True)
+
+
+class S3Store(Store):
+    """`s3://bucket/prefix` through boto3 (endpoint from AWS_ENDPOINT_URL[_S3] when set)."""
+
+    def __init__(self, uri: str) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: no bucket name in S3 URI")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        )
+        self.client = boto3.session.Session().client("s3", config=config)
+        self.transfer = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+        )
+
+    def _k(self, key: str) -> str:
+        key = key.strip("/")
+        return f"{self.prefix}/{key}" if self.prefix and key else (self.prefix or key)
+
+    def _error(self, key: str, exc: Exception) -> StorageError:
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = self.uri(key)
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(f"{where}: no AWS credentials found (set AWS_PROFILE or keys)")
+        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+            return StorageError(f"{where}: S3 endpoint unreachable ({exc})")
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return StorageError(f"{where}: no such object")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return StorageError(f"{where}: access denied ({code})")
+            return StorageError(f"{where}: S3 error {code}: {exc}")
+        return StorageError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _call(self, key: str, fn, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._error(key, exc) from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if len(data) >= MULTIPART_THRESHOLD:
+            self._call(
+                key, self.client.upload_fileobj, io.BytesIO(data), self.bucket, self._k(key),
+                Config=self.transfer,
+            )
+        else:
+            self._call(
+                key, self.client.put_object, Bucket=self.bucket, Key=self._k(key), Body=data
+            )
+
+    def get_bytes(self, key: str) -> bytes:
+        buf = io.BytesIO()
+        self._call(
+            key, self.client.download_fileobj, self.bucket, self._k(key), buf,
+            Config=self.transfer,
+        )
+        return buf.getvalue()
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        if not Path(path).is_file():
+            raise StorageError(f"{self.uri(key)}: cannot upload {path}: no such file")
+        self._call(
+            key, self.client.upload_file, str(path), self.bucket, self._k(key),
+            Config=self.transfer,
+        )
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            self._call(
+                key, self.client.download_file, self.bucket, self._k(key), tmp,
+                Config=self.transfer,
+            )
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                # a missing bucket also answers 404 to HEAD: tell the two apart
+                self._call(key, self.client.head_bucket, Bucket=self.bucket)
+                return False
+            raise self._error(key, exc) from None
+        except Exception as exc:  # connection problems, credentials
+            raise self._error(key, exc) from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._k(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+
+        def run() -> None:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if full and not (key == full or key.startswith(full.rstrip("/") + "/")):
+                        continue  # "runs/a" must not match "runs/ab/..."
+                    keys.append(key[strip:])
+
+        self._call(prefix, run)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._k(key))
+
+
+def open_store(uri: str | Path) -> Store:
+    """The store for `uri`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
+        return S3Store(uri)
+    if uri.startswith("file://"):
+        return LocalStore(urlparse(uri).path)
+    if "://" in uri:
+        raise StorageError(f"{uri}: unsupported URI scheme (use s3://, file:// or a path)")
+    return LocalStore(uri)
+
+
+def split_uri(uri: str) -> tuple[Store, str]:
+    """Split an object URI into (store of its parent, key)."""
+    uri = str(uri).rstrip("/")
+    parent, _, name = uri.rpartition("/")
+    if not parent or parent.endswith(":/"):
+        raise StorageError(f"{uri}: not an object URI")
+    return open_store(parent), name

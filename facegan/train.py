@@ -1,0 +1,302 @@
+"""The training loop: `train(config, hooks)`, readable top to bottom.
+
+Non-saturating GAN with BCE-with-logits (optional one-sided label smoothing), Adam, a constant
+or linearly decaying learning rate, an EMA generator, bf16 autocast and channels_last on CUDA,
+deterministic seeding. Every `ckpt_every` steps and at the end it checkpoints the complete
+state (see `facegan.checkpoint`), a fixed-z sample grid, `metrics.jsonl` and `loss.png` to the
+run URI. Started on a run folder that has `latest.json`, it resumes from it; on CPU the result
+is bit-identical to a run that was never interrupted.
+
+Callers observe and steer through `Hooks` (plain callables, no framework): `progress` gets
+(step, total, metrics) every `log_every` steps, `should_stop` is polled every step and makes
+the loop checkpoint and return early (signals, Prefect cancellation, wall-clock limits).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facegan import checkpoint as ckpt
+from facegan import data
+from facegan.config import ConfigError, TrainConfig
+from facegan.images import loss_curve_png, to_png
+from facegan.models import Discriminator, Generator
+from facegan.storage import Store, open_store
+
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Callables through which a caller watches and stops training."""
+
+    progress: Callable[[int, int, dict], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    checkpoint: Callable[[int, str], None] | None = None
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrainResult:
+    """How a call to `train` ended."""
+
+    run: str
+    step: int
+    total: int
+    stopped: str | None = None  # why it stopped early: "signal", "time limit", "hook"; None if done
+    checkpoint: str | None = None
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped is None and self.step >= self.total
+
+
+# ------------------------------------------------------------------ small pure helpers
+
+
+def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
+    """Learning rate for `step` (1-based): constant, or linear decay to zero after decay_start."""
+    if cfg.lr_schedule == "constant":
+        return base_lr
+    start = int(cfg.decay_start * cfg.steps)
+    if step <= start:
+        return base_lr
+    return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The run's fixed sample latents, drawn from their own generator (no global RNG used)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    return torch.randn(cfg.sample_count, cfg.model.z_dim, generator=gen).to(device)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    ema_p = list(ema.parameters())
+    torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def read_metrics(run: Store, upto: int) -> list[dict]:
+    """Metrics rows already in the run folder with step <= upto (later ones are re-made)."""
+    if not run.exists(METRICS):
+        return []
+    rows = [json.loads(line) for line in run.get_bytes(METRICS).decode().splitlines() if line]
+    return [r for r in rows if r["step"] <= upto]
+
+
+class GracefulStop:
+    """Context manager: SIGTERM/SIGINT set a flag instead of killing the process.
+
+    Use `stop.requested` as (part of) `Hooks.should_stop`; the loop then checkpoints and returns,
+    and the caller exits non-zero. Outside the main thread it installs nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.signal = signum
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+    """Train (or resume) the run at `cfg.run`; returns when done, stopped, or out of time."""
+    hooks = hooks or Hooks()
+    log = hooks.log
+    device = pick_device(cfg.device)
+    on_cuda = device.type == "cuda"
+    run = open_store(cfg.run)
+    wall_start = time.monotonic()
+
+    # --- data: one uint8 tensor on the device, batches drawn there -----------------------
+    images, manifest = data.load(cfg.dataset, device=device)
+    if manifest["resolution"] != cfg.model.resolution:
+        raise ConfigError(
+            f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
+            f"{cfg.model.resolution}"
+        )
+    sampler = data.BatchSampler(images, cfg.batch_size, channels_last=on_cuda)
+
+    # --- networks and optimizers ----------------------------------------------------------
+    seed_everything(cfg.seed)
+    memory_format = torch.channels_last if on_cuda else torch.contiguous_format
+    G = Generator(cfg.model).to(device, memory_format=memory_format)
+    D = Discriminator(cfg.model).to(device, memory_format=memory_format)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    adam = {"betas": (cfg.beta1, cfg.beta2), "fused": True} if on_cuda else {"betas": (cfg.beta1, cfg.beta2)}
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
+
+    # --- resume from latest.json, or start a new run ------------------------------------
+    state = ckpt.load_run(run)
+    if state is not None:
+        saved = TrainConfig.from_dict({**state["config"], "run": cfg.run})
+        changed = saved.differences(cfg)
+        if changed:
+            raise ConfigError(
+                f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
+                "use a new run name or the same settings"
+            )
+        if state["dataset_id"] != manifest["id"]:
+            raise ConfigError(
+                f"{cfg.run} was trained on dataset {state['dataset_id']}, "
+                f"but {cfg.dataset} is {manifest['id']}"
+            )
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        ckpt.set_rng_state(state["rng"])
+        start = state["step"]
+        log(f"resuming {cfg.run} from {ckpt.describe(state)}")
+    else:
+        start = 0
+        log(f"new run {cfg.run}: {manifest['count']} images, config saved to {CONFIG}")
+    run.put_json(CONFIG, cfg.to_dict())
+    metrics = read_metrics(run, upto=start)
+    z_fixed = fixed_latents(cfg, device)
+    real_label = cfg.label_smoothing
+
+    def save(step: int) -> None:
+        with torch.no_grad():
+            grid = to_png(G_ema(z_fixed))
+        rows = list(metrics)
+        files = {
+            f"samples/step-{step:07d}.png": grid,
+            METRICS: "".join(json.dumps(r) + "\n" for r in rows).encode(),
+            "loss.png": (lambda: loss_curve_png(rows, f"{cfg.run}")) if rows else b"",
+        }
+        if not rows:
+            del files["loss.png"]
+        state = ckpt.make_state(
+            step, cfg.to_dict(), manifest["id"],
+            G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
+            opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
+        )
+        writer.save(state, files)
+
+    writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint)
+    result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
+    sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
+    window_start, window_steps = time.perf_counter(), 0
+    step = start
+    try:
+        while step < cfg.steps:
+            step += 1
+            lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
+            for group in opt_g.param_groups:
+                group["lr"] = lr_g
+            for group in opt_d.param_groups:
+                group["lr"] = lr_d
+
+            # --- discriminator step: real -> label_smoothing, fake -> 0 --------------------
+            real = sampler.sample()
+            z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                fake = G(z)
+                logits_real = D(real)
+                logits_fake = D(fake.detach())
+                loss_d = F.binary_cross_entropy_with_logits(
+                    logits_real, torch.full_like(logits_real, real_label)
+                ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # --- generator step: non-saturating loss, fake -> 1 ----------------------------
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                logits_gen = D(fake)
+                loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            ema_update(G_ema, G, cfg.ema_decay)
+
+            # --- running sums on the device; read (one sync) every log_every steps ---------
+            with torch.no_grad():
+                sums += torch.stack([
+                    loss_d.detach().float(), loss_g.detach().float(),
+                    torch.sigmoid(logits_real.detach().float()).mean(),
+                    torch.sigmoid(logits_fake.detach().float()).mean(),
+                ])
+            window_steps += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                avg = (sums / window_steps).tolist()
+                elapsed = time.perf_counter() - window_start
+                row = {
+                    "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
+                    "d_fake": avg[3], "img_per_s": window_steps * cfg.batch_size / elapsed,
+                    "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
+                    "eta_s": (cfg.steps - step) * elapsed / window_steps,
+                }
+                metrics.append(row)
+                if hooks.progress:
+                    hooks.progress(step, cfg.steps, row)
+                sums.zero_()
+                window_start, window_steps = time.perf_counter(), 0
+
+            # --- stop requests and wall-clock limit: checkpoint, then return --------------
+            if hooks.should_stop and hooks.should_stop():
+                result.stopped = "stop requested"
+            elif cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds:
+                result.stopped = f"time limit {cfg.max_seconds:g}s"
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped:
+                save(step)
+            if result.stopped:
+                log(f"stopping at step {step}: {result.stopped}")
+                break
+    finally:
+        writer.close()  # every queued checkpoint is complete (or its error raised) here
+    result.step = step
+    pointer = ckpt.read_pointer(run)
+    result.checkpoint = pointer["uri"] if pointer else None
+    return result
