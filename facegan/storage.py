@@ -208,11 +208,23 @@ class S3Store(Store):
             if code == "NoSuchBucket":
                 return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
             if code in ("NoSuchKey", "404", "NotFound"):
+                # HEAD requests answer a bare 404 for a missing bucket too: tell the two apart
+                if self._bucket_missing():
+                    return StorageError(f"{where}: bucket {self.bucket!r} does not exist")
                 return StorageError(f"{where}: no such object")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{where}: access denied ({code})")
             return StorageError(f"{where}: S3 error {code}: {exc}")
         return StorageError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _bucket_missing(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            return exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchBucket", "NotFound")
 
     def _call(self, key: str, fn, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -271,9 +283,7 @@ class S3Store(Store):
             return True
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchKey", "NotFound"):
-                # a missing bucket also answers 404 to HEAD: tell the two apart
-                self._call(key, self.client.head_bucket, Bucket=self.bucket)
+            if code in ("404", "NoSuchKey", "NotFound") and not self._bucket_missing():
                 return False
             raise self._error(key, exc) from None
         except Exception as exc:  # connection problems, credentials

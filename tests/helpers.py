@@ -1,0 +1,74 @@
+"""Small helpers shared by tests (not fixtures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from facegan.config import ModelConfig, TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(dataset: str, run: str, **overrides) -> TrainConfig:
+    """A run small enough for a CPU test: 32 px, narrow nets, batch 8."""
+    base = dict(
+        dataset=dataset, run=run, model=ModelConfig(resolution=32, z_dim=16, ngf=8, ndf=8),
+        steps=12, batch_size=8, ckpt_every=4, keep_last=2, log_every=2, sample_count=4,
+        device="cpu", seed=7,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    """Model, EMA and optimizer states are bit-identical."""
+    for part in ("G", "D", "G_ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+    for part in ("opt_g", "opt_d"):
+        for pid, s in a[part]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, b[part]["state"][pid][k]), f"{part}[{pid}].{k} differs"
+
+
+def cli_train(cfg: TrainConfig, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start `facegan train` for a config in a subprocess."""
+    m = cfg.model
+    args = [
+        sys.executable, "-m", "facegan.cli", "train", "--dataset", cfg.dataset, "--run", cfg.run,
+        "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf),
+        "--ndf", str(m.ndf), "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
+        "--ckpt-every", str(cfg.ckpt_every), "--keep-last", str(cfg.keep_last),
+        "--log-every", str(cfg.log_every), "--sample-count", str(cfg.sample_count),
+        "--seed", str(cfg.seed), "--device", cfg.device,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05, proc=None):
+    """Poll until predicate() is truthy; fail with the process output if it exits first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited early ({proc.returncode}): {proc.stdout.read()}")
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+def latest_step(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "latest.json").read_text())["step"]
+    except (FileNotFoundError, ValueError):
+        return 0

@@ -1,0 +1,96 @@
+import io
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from facegan import checkpoint as ckpt
+from facegan.storage import open_store
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/facegan-pwned",))
+
+
+def _state(step: int) -> dict:
+    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", G={"w": torch.ones(2) * step})
+
+
+def test_roundtrip_and_rng_restore(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    state = ckpt._to_cpu(_state(5))
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    loaded = ckpt.from_bytes(ckpt.to_bytes(state), "mem")
+    assert loaded["step"] == 5 and torch.equal(loaded["G"]["w"], torch.full((2,), 5.0))
+    ckpt.set_rng_state(loaded["rng"])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+
+
+def test_pickle_payload_is_refused(tmp_path):
+    buf = io.BytesIO()
+    torch.save({"format": ckpt.FORMAT, "version": 1, "evil": Payload()}, buf)
+    if os.path.exists("/tmp/facegan-pwned"):
+        os.remove("/tmp/facegan-pwned")
+    with pytest.raises(ckpt.CheckpointError, match="evil.pt: not a loadable facegan checkpoint"):
+        ckpt.from_bytes(buf.getvalue(), "s3://b/evil.pt")
+    assert not os.path.exists("/tmp/facegan-pwned")
+
+
+def test_foreign_and_newer_files_are_refused():
+    buf = io.BytesIO()
+    torch.save({"weights": torch.zeros(1)}, buf)
+    with pytest.raises(ckpt.CheckpointError, match="x.pt: not a facegan checkpoint"):
+        ckpt.from_bytes(buf.getvalue(), "x.pt")
+    state = ckpt._to_cpu(_state(1))
+    state["version"] = ckpt.VERSION + 1
+    with pytest.raises(ckpt.CheckpointError, match="newer than this facegan"):
+        ckpt.from_bytes(ckpt.to_bytes(state), "y.pt")
+    with pytest.raises(ckpt.CheckpointError, match="z.pt: not a loadable"):
+        ckpt.from_bytes(b"garbage", "z.pt")
+
+
+def test_missing_checkpoint_errors(store_uri):
+    with pytest.raises(ckpt.CheckpointError, match="latest.json missing"):
+        ckpt.load(store_uri)
+    with pytest.raises(ckpt.CheckpointError, match=r"step-0000001\.pt: no such object"):
+        ckpt.load(store_uri + "/checkpoints/step-0000001.pt")
+    run = open_store(store_uri)
+    run.put_json("latest.json", {"step": 3, "key": "checkpoints/step-0000003.pt"})
+    with pytest.raises(ckpt.CheckpointError, match="points at a missing checkpoint"):
+        ckpt.load(store_uri)
+
+
+def test_keep_newest_k_plus_best(store_uri):
+    run = open_store(store_uri)
+    metrics = {1: 50.0, 2: 30.0, 3: 40.0, 4: 45.0, 5: 41.0, 6: 39.0}
+    for step, value in metrics.items():
+        ckpt.write_checkpoint(run, ckpt._to_cpu(_state(step)), keep_last=2, metric=("fid", value))
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 5, 6]  # newest two + best (step 2)
+    assert ckpt.read_pointer(run)["step"] == 6
+    assert ckpt.read_pointer(run, ckpt.BEST)["step"] == 2
+    assert ckpt.load_run(run, ckpt.BEST)["step"] == 2
+
+
+def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
+    run = open_store(str(tmp_path / "run"))
+    written = []
+    writer = ckpt.CheckpointWriter(run, keep_last=3, on_written=lambda s, u: written.append(s))
+    live = {"w": torch.zeros(2)}
+    for step in (1, 2, 3):
+        live["w"] += 1  # mutating after save() must not change what was saved
+        writer.save(ckpt.make_state(step, {}, "d", G=live), {f"extra-{step}.txt": b"x"})
+    writer.close()
+    assert written == [1, 2, 3]
+    assert ckpt.load_run(run)["G"]["w"].tolist() == [3.0, 3.0]
+    assert run.exists("extra-3.txt")
+    bad = ckpt.CheckpointWriter(open_store(str(tmp_path / "run")), keep_last=1)
+    bad.save(ckpt.make_state(4, {}, "d", G=live), {"../escape": b"x"})
+    with pytest.raises(Exception, match="not allowed"):
+        bad.close()

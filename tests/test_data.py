@@ -1,0 +1,199 @@
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facegan.data import (
+    CELEBA_FACE_BOX,
+    BatchSampler,
+    DatasetError,
+    crop_box,
+    load,
+    prepare,
+    process_image,
+    read_manifest,
+)
+from facegan.storage import open_store
+from facegan.synthetic import draw_face, make_faces
+
+quiet = lambda *_: None  # noqa: E731
+
+
+def _save(img: Image.Image, path, fmt="JPEG"):
+    img.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good CelebA-shaped faces plus one file of every bad kind."""
+    import random
+
+    folder = make_faces(tmp_path / "raw", 6, seed=3)
+    rng = random.Random(9)
+    face = draw_face(rng)
+    good = (folder / "000001.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.png").write_text("text pretending to be a png")
+    _save(face.convert("L"), folder / "gray.jpg")
+    _save(face.convert("CMYK"), folder / "cmyk.jpg")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    _save(rgba, folder / "rgba.png", "PNG")
+    arr16 = (np.asarray(face.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    _save(Image.fromarray(arr16), folder / "sixteen.png", "PNG")
+    _save(face.convert("P"), folder / "palette.png", "PNG")
+    _save(face.resize((20, 24)), folder / "tiny.jpg")
+    return folder
+
+
+def test_prepare_converts_or_skips_every_bad_kind(messy_folder, tmp_path):
+    result = prepare(messy_folder, str(tmp_path / "ds"), resolution=32, workers=2, log=quiet)
+    m = result.manifest
+    reasons = {s["file"]: s["reason"] for s in m["skipped"]}
+    assert set(reasons) == {"corrupt.jpg", "truncated.jpg", "notes.txt", "fake.png", "tiny.jpg"}
+    assert "corrupt" in reasons["truncated.jpg"] or "truncated" in reasons["truncated.jpg"]
+    assert reasons["notes.txt"].startswith("not an image")
+    assert reasons["fake.png"].startswith("not an image")
+    assert "too small" in reasons["tiny.jpg"]
+    # 6 good + gray, cmyk, rgba, 16-bit, palette converted
+    assert m["count"] == 11
+    images, m2 = load(str(tmp_path / "ds"))
+    assert images.shape == (11, 32, 32, 3) and images.dtype == torch.uint8
+    assert m2["id"] == m["id"]
+    assert "skipped 5" in result.summary
+
+
+def test_converted_modes_keep_content(messy_folder):
+    rgb = process_image((messy_folder / "gray.jpg").read_bytes(), 32)
+    assert rgb.shape == (32, 32, 3)
+    assert np.abs(rgb[..., 0].astype(int) - rgb[..., 1]).max() <= 1  # gray stays gray
+    sixteen = process_image((messy_folder / "sixteen.png").read_bytes(), 32)
+    gray = process_image((messy_folder / "gray.jpg").read_bytes(), 32)
+    assert np.abs(sixteen.astype(int) - gray.astype(int)).mean() < 6  # 16-bit scaled to 8-bit
+
+
+def test_celeba_crop_box_and_other_images_centre_crop():
+    assert crop_box((178, 218)) == CELEBA_FACE_BOX
+    assert crop_box((100, 60)) == (20, 0, 80, 60)
+
+
+def test_jpeg_draft_decode_matches_full_decode(raw_faces):
+    data = (raw_faces / "000001.jpg").read_bytes()
+    fast = process_image(data, 32).astype(int)  # decodes at reduced scale
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    full = np.asarray(img.crop(CELEBA_FACE_BOX).resize((32, 32), Image.Resampling.LANCZOS), dtype=int)
+    assert np.abs(fast - full).mean() < 4
+
+
+def test_prepare_from_zip_equals_folder(raw_faces, tmp_path):
+    zpath = tmp_path / "img_align_celeba.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(raw_faces.iterdir())[:20]:
+            zf.write(p, f"img_align_celeba/{p.name}")
+        zf.writestr("__MACOSX/._000001.jpg", b"junk")
+    a = prepare(zpath, str(tmp_path / "a"), resolution=32, workers=2, log=quiet).manifest
+    b = prepare(raw_faces, str(tmp_path / "b"), resolution=32, workers=1, limit=20, log=quiet).manifest
+    assert a["count"] == b["count"] == 20
+    assert a["id"] == b["id"]  # same pixels, independent of source kind and worker count
+
+
+def test_prepare_to_s3_and_shards(raw_faces, bucket):
+    uri = f"{bucket}/datasets/celeba-32"
+    m = prepare(raw_faces, uri, resolution=32, workers=2, shard_size=40, log=quiet).manifest
+    assert [s["count"] for s in m["shards"]] == [40, 40, 16]
+    images, _ = load(uri, cache=False)
+    assert images.shape == (96, 32, 32, 3)
+
+
+def test_empty_input_is_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty input"):
+        prepare(tmp_path / "empty", str(tmp_path / "ds"), log=quiet)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("x")
+    with pytest.raises(DatasetError, match="no usable image"):
+        prepare(tmp_path / "junk", str(tmp_path / "ds"), log=quiet)
+    with pytest.raises(DatasetError, match="no such folder"):
+        prepare(tmp_path / "missing", str(tmp_path / "ds"), log=quiet)
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_bad_resolution(raw_faces, tmp_path):
+    with pytest.raises(DatasetError, match="resolution=48"):
+        prepare(raw_faces, str(tmp_path / "ds"), resolution=48, log=quiet)
+
+
+def test_shard_hash_mismatch_names_shard(dataset32, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset32, copy)
+    shard = copy / "shard-00000.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"shard-00000\.npy: sha256 mismatch"):
+        load(str(copy))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m.update(format="other"), "not a facegan dataset manifest"),
+        (lambda m: m.update(version=99), "newer"),
+        (lambda m: m.update(count=m["count"] + 1), "do not add up"),
+        (lambda m: m.pop("resolution"), "'resolution' missing"),
+        (lambda m: m["shards"][0].update(sha256="0" * 64), "id does not match"),
+    ],
+)
+def test_wrong_manifest_is_named(dataset32, tmp_path, change, message):
+    store = open_store(str(tmp_path / "bad"))
+    m = json.loads(open(f"{dataset32}/manifest.json").read())
+    change(m)
+    store.put_json("manifest.json", m)
+    with pytest.raises(DatasetError, match=message) as err:
+        read_manifest(store)
+    assert "manifest.json" in str(err.value)
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(DatasetError, match=r"manifest.json: no such object"):
+        load(str(tmp_path))
+
+
+def test_remote_cache_is_reused_and_repaired(raw_faces, bucket, tmp_path):
+    uri = f"{bucket}/datasets/c"
+    prepare(raw_faces, uri, resolution=32, limit=10, workers=1, log=quiet)
+    cache = tmp_path / "cache"
+    a, m = load(uri, cache=cache)
+    cached = cache / f"{m['shards'][0]['sha256']}.npy"
+    assert cached.is_file()
+    cached.write_bytes(b"damaged")  # a damaged cache entry is refetched, not used
+    b, _ = load(uri, cache=cache)
+    assert torch.equal(a, b)
+    assert cached.stat().st_size > 1000
+
+
+def test_batch_sampler_scales_and_flips():
+    torch.manual_seed(0)
+    img = torch.zeros(1, 4, 4, 3, dtype=torch.uint8)
+    img[0, :, 0] = 255  # left column white
+    sampler = BatchSampler(img, batch_size=64)
+    x = sampler.sample()
+    assert x.shape == (64, 3, 4, 4) and x.dtype == torch.float32
+    assert x.min() == -1 and x.max() == 1
+    left_white = (x[:, 0, 0, 0] == 1).sum().item()
+    right_white = (x[:, 0, 0, 3] == 1).sum().item()
+    assert left_white + right_white == 64 and 10 < left_white < 54  # about half flipped
+
+
+def test_batch_sampler_rejects_wrong_layout():
+    with pytest.raises(DatasetError, match="uint8"):
+        BatchSampler(torch.zeros(2, 3, 4, 4), 2)

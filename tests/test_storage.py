@@ -1,0 +1,109 @@
+import os
+
+import pytest
+
+from facegan.storage import MULTIPART_THRESHOLD, LocalStore, S3Store, StorageError, open_store, split_uri
+
+
+def test_put_get_list_exists_delete(store_uri, tmp_path):
+    s = open_store(store_uri)
+    assert s.list() == []
+    assert not s.exists("a/b.bin")
+    s.put_bytes("a/b.bin", b"hello")
+    s.put_bytes("a/c.bin", b"world")
+    s.put_bytes("ab/d.bin", b"!")
+    s.put_json("meta.json", {"x": 1})
+    assert s.get_bytes("a/b.bin") == b"hello"
+    assert s.get_json("meta.json") == {"x": 1}
+    assert s.exists("a/b.bin")
+    assert s.list() == ["a/b.bin", "a/c.bin", "ab/d.bin", "meta.json"]
+    assert s.list("a") == ["a/b.bin", "a/c.bin"]  # "a" does not match "ab/"
+    s.put_bytes("a/b.bin", b"replaced")
+    assert s.get_bytes("a/b.bin") == b"replaced"
+    s.delete("a/b.bin")
+    s.delete("a/b.bin")  # deleting a missing key is fine
+    assert not s.exists("a/b.bin")
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1000))
+    s.put_file("files/x.bin", src)
+    s.get_file("files/x.bin", tmp_path / "out" / "x.bin")
+    assert (tmp_path / "out" / "x.bin").read_bytes() == src.read_bytes()
+    assert s.uri("files/x.bin").endswith("/files/x.bin")
+    child = s.child("files")
+    assert child.list() == ["x.bin"]
+
+
+def test_large_object_roundtrip(store_uri, tmp_path):
+    """Above the multipart threshold S3 uses TransferManager's multipart upload."""
+    s = open_store(store_uri)
+    blob = os.urandom(MULTIPART_THRESHOLD + 1234)
+    s.put_bytes("big.bin", blob)
+    assert s.get_bytes("big.bin") == blob
+    path = tmp_path / "big.bin"
+    path.write_bytes(blob)
+    s.put_file("big2.bin", path)
+    s.get_file("big2.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == blob
+
+
+def test_missing_key_names_uri(store_uri, tmp_path):
+    s = open_store(store_uri)
+    with pytest.raises(StorageError, match=r"/nope\.bin: no such object"):
+        s.get_bytes("nope.bin")
+    with pytest.raises(StorageError, match=r"/nope\.bin: no such object"):
+        s.get_file("nope.bin", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_invalid_json_names_uri(store_uri):
+    s = open_store(store_uri)
+    s.put_bytes("bad.json", b"{not json")
+    with pytest.raises(StorageError, match=r"bad\.json: not valid JSON"):
+        s.get_json("bad.json")
+
+
+def test_open_store_kinds(tmp_path):
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    assert isinstance(open_store(f"file://{tmp_path}"), LocalStore)
+    with pytest.raises(StorageError, match="unsupported URI scheme"):
+        open_store("gs://bucket/x")
+    with pytest.raises(StorageError, match="'..' is not allowed"):
+        open_store(str(tmp_path)).get_bytes("../etc/passwd")
+    store, key = split_uri(f"{tmp_path}/a/b.pt")
+    assert key == "b.pt" and store.root.endswith("/a")
+
+
+def test_local_write_leaves_no_temp_files(tmp_path):
+    s = open_store(str(tmp_path))
+    for i in range(5):
+        s.put_bytes("k", str(i).encode())
+    assert [p.name for p in tmp_path.iterdir()] == ["k"]
+
+
+def test_missing_bucket_is_named(moto_endpoint):
+    s = open_store("s3://no-such-bucket-facegan/x")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-facegan' does not exist"):
+        s.put_bytes("a", b"1")
+    with pytest.raises(StorageError, match="does not exist"):
+        s.exists("a")
+
+
+def test_unreachable_endpoint_is_named(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    s = S3Store("s3://bucket/prefix")
+    with pytest.raises(StorageError, match=r"s3://bucket/prefix/k: S3 endpoint unreachable"):
+        s.get_bytes("k")
+
+
+def test_no_credentials_is_named(monkeypatch, tmp_path, moto_endpoint):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s = S3Store("s3://bucket/p")
+    with pytest.raises(StorageError, match="s3://bucket/p/k: no AWS credentials"):
+        s.put_bytes("k", b"1")

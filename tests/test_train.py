@@ -1,0 +1,143 @@
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import assert_states_equal, cli_train, latest_step, tiny_config, wait_for
+from PIL import Image
+
+from facegan import checkpoint as ckpt
+from facegan.config import ConfigError
+from facegan.data import prepare
+from facegan.storage import open_store
+from facegan.train import Hooks, get_lr, train
+
+quiet = Hooks(log=lambda *_: None)
+
+
+def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri):
+    run_uri = f"{store_uri}/runs/tiny"
+    seen = []
+    result = train(tiny_config(dataset32, run_uri),
+                   Hooks(progress=lambda s, t, m: seen.append(s), log=lambda *_: None))
+    assert result.finished and result.step == 12
+    assert seen == [2, 4, 6, 8, 10, 12]
+    run = open_store(run_uri)
+    keys = run.list()
+    # keep_last=2: step 4 pruned
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [8, 12]
+    for step in (4, 8, 12):
+        assert f"samples/step-{step:07d}.png" in keys
+    assert {"config.json", "latest.json", "loss.png", "metrics.jsonl"} <= set(keys)
+    rows = [json.loads(x) for x in run.get_bytes("metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    for r in rows:
+        assert {"loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "lr_g", "lr_d"} <= set(r)
+        assert 0 < r["d_real"] < 1 and r["img_per_s"] > 0
+    import io
+
+    grid = Image.open(io.BytesIO(run.get_bytes("samples/step-0000012.png")))
+    assert grid.size == (2 + 2 * 34, 2 + 2 * 34)  # 4 samples, 2x2 grid of 32 px with padding 2
+    state = ckpt.load(run_uri)
+    assert state["step"] == 12 and state["dataset_id"]
+    assert {"G", "D", "G_ema", "opt_g", "opt_d", "rng", "config", "version"} <= set(state)
+    assert result.checkpoint == run.uri("checkpoints/step-0000012.pt")
+
+
+def test_resume_after_stop_is_bit_identical(dataset32, tmp_path):
+    full = tiny_config(dataset32, str(tmp_path / "full"))
+    train(full, quiet)
+    stop_at = {"n": 0}
+
+    def stop():
+        stop_at["n"] += 1
+        return stop_at["n"] == 5  # stop after step 5: not on a checkpoint boundary
+
+    cut = tiny_config(dataset32, str(tmp_path / "cut"))
+    first = train(cut, Hooks(should_stop=stop, log=lambda *_: None))
+    assert first.step == 5 and first.stopped and not first.finished
+    assert ckpt.load(cut.run)["step"] == 5
+    second = train(cut, quiet)
+    assert second.finished
+    assert_states_equal(ckpt.load(full.run), ckpt.load(cut.run))
+    # metrics after the resume point were made again, not duplicated
+    rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+
+
+def test_kill9_then_resume_is_bit_identical(dataset32, tmp_path):
+    full = tiny_config(dataset32, str(tmp_path / "full"), steps=30, ckpt_every=3)
+    train(full, quiet)
+    cut = tiny_config(dataset32, str(tmp_path / "cut"), steps=30, ckpt_every=3)
+    proc = cli_train(cut)
+    run_dir = Path(cut.run)
+    wait_for(lambda: latest_step(run_dir) >= 9, proc=proc)
+    proc.kill()  # SIGKILL: no handler runs, as in a spot interruption without notice
+    proc.wait()
+    killed_at = latest_step(run_dir)
+    assert 9 <= killed_at < 30
+    result = train(cut, quiet)
+    assert result.finished
+    assert_states_equal(ckpt.load(full.run), ckpt.load(cut.run))
+
+
+def test_kill9_during_checkpoint_write_keeps_latest_valid(raw_faces, tmp_path):
+    ds = str(tmp_path / "ds64")
+    prepare(raw_faces, ds, resolution=64, workers=1, limit=16, log=lambda *_: None)
+    # 64 px pytorch/examples-size nets: each checkpoint is ~80 MB, written every step
+    cfg = tiny_config(ds, str(tmp_path / "run"), steps=10_000, ckpt_every=1, keep_last=2, batch_size=2)
+    cfg = cfg.replace(model=cfg.model.__class__(resolution=64))
+    proc = cli_train(cfg)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    temp_files = lambda: [p.name for p in ckpt_dir.glob(".*.tmp")] if ckpt_dir.is_dir() else []  # noqa: E731
+    wait_for(lambda: latest_step(tmp_path / "run") >= 1, proc=proc, timeout=180)
+    in_flight = wait_for(temp_files, proc=proc, interval=0.001, timeout=120)
+    proc.kill()
+    proc.wait()
+    assert in_flight, "the kill must land while a checkpoint file is half written"
+    pointer = json.loads((tmp_path / "run" / "latest.json").read_text())
+    state = ckpt.load(cfg.run)  # the pointer names a complete, loadable checkpoint
+    assert state["step"] == pointer["step"] >= 1
+    assert all(not k.endswith(".tmp") for k in open_store(cfg.run).list())
+    resumed = train(cfg.replace(steps=pointer["step"] + 2), quiet)
+    assert resumed.finished and resumed.step == pointer["step"] + 2
+
+
+def test_sigterm_checkpoints_then_exits_nonzero(dataset32, tmp_path):
+    cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=100_000, ckpt_every=50, log_every=10)
+    proc = cli_train(cfg)
+    wait_for(lambda: latest_step(tmp_path / "run") >= 50, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    import re
+
+    stopped_at = int(re.search(r"stopping at step (\d+)", out).group(1))
+    assert stopped_at > 50
+    assert latest_step(tmp_path / "run") == stopped_at  # checkpointed where the signal stopped it
+    assert "interrupted by signal 15" in out
+    assert ckpt.load(cfg.run)["step"] == stopped_at
+
+
+def test_resume_with_other_config_is_refused(dataset32, tmp_path):
+    cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=4)
+    train(cfg, quiet)
+    with pytest.raises(ConfigError, match=r"different config \(lr_g\)"):
+        train(cfg.replace(lr_g=1e-3), quiet)
+    more = train(cfg.replace(steps=6, ckpt_every=3), quiet)  # longer runs and other intervals are fine
+    assert more.finished and more.step == 6
+
+
+def test_resolution_mismatch_with_dataset(dataset32, tmp_path):
+    cfg = tiny_config(dataset32, str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="is 32px but model.resolution=64"):
+        train(cfg.replace(model=cfg.model.__class__(resolution=64)), quiet)
+
+
+def test_linear_decay_schedule(dataset32, tmp_path):
+    cfg = tiny_config(dataset32, "r", steps=100, lr_schedule="linear", decay_start=0.5, lr_g=1e-3)
+    assert get_lr(1, 1e-3, cfg) == 1e-3
+    assert get_lr(50, 1e-3, cfg) == 1e-3
+    assert get_lr(75, 1e-3, cfg) == pytest.approx(0.5e-3)
+    assert get_lr(100, 1e-3, cfg) == 0.0
+    assert get_lr(75, 1e-3, cfg.replace(lr_schedule="constant")) == 1e-3
