@@ -34,5 +34,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
+# Local Prefect (ephemeral API), a local folder standing in for S3. CELEBA=/path uses real data.
+demo: $(STAMP)
+	mkdir -p demo/.prefect
+	PREFECT_HOME=$(CURDIR)/demo/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	  $(PY) -m flows.demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts demo

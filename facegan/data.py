@@ -184,6 +184,7 @@ def prepare(
     shard_size: int = SHARD_SIZE,
     limit: int | None = None,
     log=print,
+    source_label: str | None = None,
 ) -> PrepareResult:
     """Build a dataset at `out_uri` from a folder or .zip of face images.
 
@@ -251,7 +252,8 @@ def prepare(
         "resolution": resolution,
         "count": count,
         "shards": shards,
-        "source": str(source),
+        "source": source_label or str(source),
+        "limit": limit,
         "crop": {"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
         "resize": "PIL Lanczos (antialiased)",
         "skipped": skipped,
@@ -319,6 +321,22 @@ def _read_shard(store: Store, shard: dict, resolution: int, cache: Path | None) 
             f"{store.uri(name)}: shape {arr.shape} {arr.dtype}, manifest says {expect} uint8"
         )
     return arr
+
+
+def fetch(uri: str, cache: str | Path | None = None) -> dict:
+    """Pull a remote dataset's shards into the local cache (hash-verified); returns the manifest.
+
+    A later `load` of the same URI reads from the cache. Local datasets need no fetching.
+    """
+    store = open_store(uri)
+    m = read_manifest(store)
+    if str(uri).startswith("s3://"):
+        cache_dir = Path(cache) if cache else _cache_root() / "shards"
+        for shard in m["shards"]:
+            cached = cache_dir / f"{shard['sha256']}.npy"
+            if not cached.is_file():
+                _read_shard(store, shard, m["resolution"], cache_dir)
+    return m
 
 
 def load(

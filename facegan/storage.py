@@ -72,6 +72,10 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove the object at `key`; a missing key is not an error."""
 
+    @abstractmethod
+    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
+        """A URL a browser can open for `key`: presigned on S3, file:// locally."""
+
     def put_json(self, key: str, obj: Any) -> None:
         """Write `obj` as indented JSON."""
         self.put_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
@@ -160,6 +164,9 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._p(key).unlink(missing_ok=True)
+
+    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
+        return self._p(key).as_uri()
 
 
 class S3Store(Store):
@@ -308,6 +315,12 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._k(key))
+
+    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
+        return self._call(
+            key, self.client.generate_presigned_url, "get_object",
+            Params={"Bucket": self.bucket, "Key": self._k(key)}, ExpiresIn=expires,
+        )
 
 
 def open_store(uri: str | Path) -> Store:

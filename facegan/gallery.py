@@ -1,0 +1,225 @@
+"""Dated HTML face galleries published to a store.
+
+Layout under the store root::
+
+    galleries/YYYY-MM-DD/index.html        the night's page (relative links only)
+    galleries/YYYY-MM-DD/grid.png          fixed seeds (comparable night to night)
+    galleries/YYYY-MM-DD/fresh.png         the night's own seeds
+    galleries/YYYY-MM-DD/faces/NNN.png     single faces (fixed, then fresh)
+    galleries/YYYY-MM-DD/interpolation.png latent walk between two fixed seeds
+    galleries/YYYY-MM-DD/loss.png          the run's loss curve (when it has one)
+    galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, images
+    galleries/index.html                   every night, newest first
+    galleries/latest/...                   copy of the newest night
+
+Publishing the same night again replaces that night's objects and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from facegan import checkpoint as ckpt
+from facegan.images import to_png
+from facegan.sample import generate, interpolate, load_generator
+from facegan.storage import Store, open_store
+
+GALLERIES = "galleries"
+_NIGHT_RE = re.compile(r"^galleries/(\d{4}-\d{2}-\d{2})/manifest\.json$")
+
+
+class GalleryError(RuntimeError):
+    """Nothing to publish (no checkpoint) or a bad request; one-line message."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The checkpoint a gallery is made from."""
+
+    run_uri: str
+    key: str
+    step: int
+    pointer: str  # "best.json" or "latest.json"
+
+    @property
+    def uri(self) -> str:
+        return f"{self.run_uri.rstrip('/')}/{self.key}"
+
+
+def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
+    """The newest checkpoint across `runs/*` (or in `runs/<run_name>`), preferring best.json."""
+    runs = store.child("runs")
+    if run_name:
+        names = [run_name]
+    else:
+        names = sorted({k.split("/", 1)[0] for k in runs.list() if k.endswith("/" + ckpt.LATEST)})
+    candidates = []
+    for name in names:
+        run = runs.child(name)
+        latest = ckpt.read_pointer(run, ckpt.LATEST)
+        if latest is None:
+            continue
+        best = ckpt.read_pointer(run, ckpt.BEST)
+        chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
+        source = Source(run.root, chosen["key"], chosen["step"], which)
+        candidates.append((latest.get("written_at", 0), source))
+    if not candidates:
+        where = runs.uri(run_name) if run_name else runs.uri()
+        raise GalleryError(f"no checkpoint found under {where}; train a run first")
+    return max(candidates, key=lambda c: c[0])[1]
+
+
+def night_seeds(date: dt.date, count: int) -> list[int]:
+    """The night's fresh seeds: derived from the date, so re-running a night repeats it."""
+    base = int(date.strftime("%Y%m%d")) * 1000
+    return list(range(base, base + count))
+
+
+def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
+            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10) -> dict:
+    """Sample the newest (or named run's) generator and publish the night's gallery.
+
+    Returns the night's manifest (with `index_uri`, the page's URI).
+    """
+    date = date or dt.date.today()
+    store = open_store(store_uri)
+    source = find_checkpoint(store, run_name)
+    state = ckpt.load(source.uri)
+    gen = load_generator(state, ema=True)
+    fixed_seeds = list(range(fixed))
+    fresh_seeds = night_seeds(date, fresh)
+    night = f"{GALLERIES}/{date.isoformat()}"
+    files: dict[str, bytes] = {}
+    fixed_imgs = generate(gen, fixed_seeds)
+    fresh_imgs = generate(gen, fresh_seeds)
+    files["grid.png"] = to_png(fixed_imgs)
+    files["fresh.png"] = to_png(fresh_imgs)
+    faces = []
+    for i, (seed, img) in enumerate(zip(fixed_seeds + fresh_seeds, [*fixed_imgs, *fresh_imgs], strict=True)):
+        name = f"faces/{i:03d}.png"
+        files[name] = to_png(img[None])
+        faces.append({"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"})
+    files["interpolation.png"] = to_png(interpolate(gen, 0, 1, interpolation_steps), nrow=interpolation_steps)
+    run = open_store(source.run_uri)
+    if run.exists("loss.png"):
+        files["loss.png"] = run.get_bytes("loss.png")
+    manifest = {
+        "date": date.isoformat(),
+        "run": source.run_uri,
+        "checkpoint": source.uri,
+        "pointer": source.pointer,
+        "step": source.step,
+        "generator": gen.which,
+        "resolution": gen.config.model.resolution,
+        "fixed_seeds": fixed_seeds,
+        "fresh_seeds": fresh_seeds,
+        "faces": faces,
+        "files": sorted([*files, "index.html", "manifest.json"]),
+        "published_at": time.time(),
+    }
+    files["index.html"] = night_page(manifest).encode()
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+    _replace_prefix(store, night, files)
+    nights = list_nights(store)
+    if nights and nights[0]["date"] == date.isoformat():
+        _replace_prefix(store, f"{GALLERIES}/latest", files)
+    store.put_bytes(f"{GALLERIES}/index.html", index_page(nights).encode())
+    return {**manifest, "index_uri": store.uri(f"{night}/index.html")}
+
+
+def _replace_prefix(store: Store, prefix: str, files: dict[str, bytes]) -> None:
+    """Write every file under prefix (manifest.json last), then drop what the new set lacks."""
+    old = set(store.list(prefix))
+    order = sorted(files, key=lambda k: k == "manifest.json")
+    for name in order:
+        store.put_bytes(f"{prefix}/{name}", files[name])
+    for key in old - {f"{prefix}/{n}" for n in files}:
+        store.delete(key)
+
+
+def list_nights(store: Store) -> list[dict]:
+    """Manifests of every published night, newest first."""
+    nights = []
+    for key in store.list(GALLERIES):
+        if _NIGHT_RE.match(key):
+            nights.append(store.get_json(key))
+    return sorted(nights, key=lambda m: m["date"], reverse=True)
+
+
+_STYLE = """
+:root { color-scheme: light dark; --bg: #fafafa; --fg: #1d1d1f; --muted: #6e6e73; --card: #fff; }
+@media (prefers-color-scheme: dark) { :root { --bg: #111; --fg: #eee; --muted: #999; --card: #1c1c1e; } }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif;
+       background: var(--bg); color: var(--fg); }
+main { max-width: 1100px; margin: 0 auto; padding: 16px; }
+h1 { font-size: 1.6rem; margin: 0.4em 0; } h2 { font-size: 1.2rem; margin-top: 1.6em; }
+.meta { color: var(--muted); font-size: 0.9rem; word-break: break-all; }
+img { max-width: 100%; height: auto; image-rendering: pixelated; border-radius: 6px; display: block; }
+.wide { width: 100%; max-width: 640px; }
+.faces { display: grid; grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)); gap: 8px; }
+.faces figure, .nights a { margin: 0; background: var(--card); border-radius: 8px; padding: 4px; }
+figcaption { font-size: 0.75rem; color: var(--muted); text-align: center; }
+.nights { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }
+.nights a { color: inherit; text-decoration: none; display: block; }
+nav a { color: inherit; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main>{body}</main></body></html>\n"
+    )
+
+
+def night_page(m: dict) -> str:
+    """The HTML page of one night (every value escaped, every link relative)."""
+    e = html.escape
+    res = m["resolution"]
+    faces = "".join(
+        f'<figure><img src="{e(f["file"])}" width="{res}" height="{res}" alt="face, seed {f["seed"]}">'
+        f'<figcaption>{e(f["kind"])} · seed {f["seed"]}</figcaption></figure>'
+        for f in m["faces"]
+    )
+    loss = (
+        '<h2>Loss curve</h2><img class="wide" src="loss.png" alt="training loss curve">'
+        if "loss.png" in m["files"] else ""
+    )
+    body = (
+        f'<nav><a href="../index.html">All nights</a></nav>'
+        f"<h1>Faces of {e(m['date'])}</h1>"
+        f'<p class="meta">Generator {e(m["generator"])} at step {m["step"]} of run '
+        f"<code>{e(m['run'])}</code><br>checkpoint <code>{e(m['checkpoint'])}</code> "
+        f"(from {e(m['pointer'])})</p>"
+        '<h2>Fixed seeds</h2><p class="meta">The same latents every night, to compare nights.</p>'
+        '<img class="wide" src="grid.png" alt="grid of faces from fixed seeds">'
+        "<h2>Tonight's seeds</h2>"
+        '<img class="wide" src="fresh.png" alt="grid of faces from tonight\'s seeds">'
+        f'<h2>Single faces</h2><div class="faces">{faces}</div>'
+        "<h2>Latent interpolation</h2>"
+        '<img class="wide" src="interpolation.png" alt="interpolation between two faces">'
+        f"{loss}"
+    )
+    return _page(f"facegan gallery {m['date']}", body)
+
+
+def index_page(nights: list[dict]) -> str:
+    """The page listing every night, newest first."""
+    e = html.escape
+    cards = "".join(
+        f'<a href="{e(n["date"])}/index.html"><img src="{e(n["date"])}/grid.png" '
+        f'alt="faces of {e(n["date"])}"><strong>{e(n["date"])}</strong>'
+        f'<div class="meta">step {n["step"]} · {e(n["run"].rstrip("/").rsplit("/", 1)[-1])}</div></a>'
+        for n in nights
+    )
+    latest = '<p><a href="latest/index.html">Latest night</a></p>' if nights else "<p>No nights yet.</p>"
+    body = f'<h1>facegan galleries</h1>{latest}<div class="nights">{cards}</div>'
+    return _page("facegan galleries", body)

@@ -1,0 +1,1 @@
+"""Prefect 3 flows over the facegan library: prepare-celeba, train-dcgan, nightly-gallery."""

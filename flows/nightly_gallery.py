@@ -1,0 +1,61 @@
+"""nightly-gallery: sample the newest generator and publish the night's HTML gallery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from facegan import gallery
+from facegan.config import ConfigError
+from facegan.storage import open_store
+from flows.common import INPUT_ERRORS, fail, store_root
+
+
+def night_of(date: str | None, timezone: str) -> dt.date:
+    """The gallery's date: the parameter (YYYY-MM-DD), else today in `timezone`."""
+    if date:
+        try:
+            return dt.date.fromisoformat(date)
+        except ValueError:
+            raise ConfigError(f"date={date!r} is not YYYY-MM-DD") from None
+    try:
+        return dt.datetime.now(ZoneInfo(timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone={timezone!r} is not a known IANA time zone") from None
+
+
+@task(retries=2, retry_delay_seconds=10)
+def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: int) -> dict:
+    return gallery.publish(root, night, run_name=run_name, fixed=fixed, fresh=fresh)
+
+
+@flow(name="nightly-gallery", log_prints=True)
+def nightly_gallery(store: str | None = None, run_name: str | None = None, date: str | None = None,
+                    timezone: str = "UTC", fixed: int = 16, fresh: int = 16):
+    """Publish `galleries/YYYY-MM-DD/` from the newest (or the named run's) best/latest checkpoint."""
+    try:
+        root = store_root(store)
+        night = night_of(date, timezone)
+        for name, value in (("fixed", fixed), ("fresh", fresh)):
+            if not 1 <= value <= 256:
+                raise ConfigError(f"{name}={value} must be between 1 and 256")
+        result = publish(root, night, run_name, fixed, fresh)
+    except INPUT_ERRORS as exc:
+        return fail(exc)
+    print(f"gallery for {result['date']} from {result['checkpoint']} (step {result['step']}): "
+          f"{result['index_uri']}")
+    s = open_store(root)
+    night_dir = f"galleries/{result['date']}"
+    create_markdown_artifact(
+        key="nightly-gallery",
+        markdown=(
+            f"# Faces of {result['date']}\n\n[Open the gallery]({s.url(night_dir + '/index.html')})\n\n"
+            f"![grid]({s.url(night_dir + '/grid.png')})\n\n"
+            f"step {result['step']} of `{result['run']}`, checkpoint `{result['checkpoint']}`\n"
+        ),
+        description=f"gallery {result['date']}",
+    )
+    return result

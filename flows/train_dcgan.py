@@ -1,0 +1,148 @@
+"""train-dcgan: pull a dataset from the store, train (or resume) a run, report as it goes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prefect import flow, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.runtime import task_run
+
+from facegan import checkpoint as ckpt
+from facegan import data
+from facegan.config import ConfigError, ModelConfig, TrainConfig
+from facegan.storage import open_store
+from facegan.train import GracefulStop, Hooks, train
+from flows.common import INPUT_ERRORS, artifact_key, fail, store_root
+
+# Test hook: make the first attempt of the training task fail after this step, to show that the
+# retry resumes from the checkpoint the failed attempt left. Unset in normal use.
+FAIL_AT_STEP_ENV = "FACEGAN_FAIL_AT_STEP"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped early (signal, time limit); the checkpoint is written, a retry resumes."""
+
+
+@task(retries=3, retry_delay_seconds=10)
+def pull_dataset(dataset_uri: str) -> dict:
+    """Fetch the dataset's shards into the local cache (hash-verified, reused across runs)."""
+    manifest = data.fetch(dataset_uri)
+    print(f"dataset {dataset_uri}: {manifest['count']} images at {manifest['resolution']}px, "
+          f"id {manifest['id']}")
+    return manifest
+
+
+@task(retries=2, retry_delay_seconds=5)
+def train_model(config: dict) -> dict:
+    """Train until done; a retry resumes from the run's latest.json (at most one interval lost)."""
+    cfg = TrainConfig.from_dict(config)
+    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0"))
+    first_attempt = task_run.run_count <= 1
+    progress_id = create_progress_artifact(
+        progress=0.0, key=artifact_key("train", cfg.run.rsplit("/", 1)[-1], "progress"),
+        description=f"training {cfg.run}",
+    )
+    last_update = [0.0]
+
+    def progress(step: int, total: int, m: dict) -> None:
+        line = (f"step {step}/{total} loss_d {m['loss_d']:.3f} loss_g {m['loss_g']:.3f} "
+                f"{m['img_per_s']:.0f} img/s ETA {m['eta_s'] / 60:.1f} min")
+        print(line)
+        if time.monotonic() - last_update[0] > 2 or step == total:
+            update_progress_artifact(progress_id, 100.0 * step / total, description=line)
+            last_update[0] = time.monotonic()
+        if fail_at and first_attempt and step >= fail_at:
+            raise RuntimeError(f"injected failure at step {step} ({FAIL_AT_STEP_ENV})")
+
+    with GracefulStop() as stop:
+        hooks = Hooks(progress=progress, should_stop=stop.requested,
+                      checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}"))
+        result = train(cfg, hooks)
+    if result.stopped:
+        raise TrainingInterrupted(f"stopped at step {result.step}: {result.stopped}; "
+                                  f"checkpoint {result.checkpoint}")
+    return {"step": result.step, "checkpoint": result.checkpoint, "run": result.run,
+            "metrics": result.metrics[-20:]}
+
+
+def report(cfg: TrainConfig, outcome: dict) -> None:
+    """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
+    run = open_store(cfg.run)
+    step = outcome["step"]
+    grid_key = f"samples/step-{step:07d}.png"
+    checkpoints = [run.uri(k) for _, k in ckpt.list_checkpoints(run)]
+    rows = outcome["metrics"]
+    table = "\n".join(
+        f"| {r['step']} | {r['loss_d']:.3f} | {r['loss_g']:.3f} | {r['d_real']:.2f} | "
+        f"{r['d_fake']:.2f} | {r['img_per_s']:.0f} |" for r in rows[-10:]
+    )
+    name = cfg.run.rstrip("/").rsplit("/", 1)[-1]
+    create_markdown_artifact(
+        key=artifact_key("train", name, "report"),
+        markdown=(
+            f"# Run `{name}` finished at step {step}\n\n"
+            f"![samples at step {step}]({run.url(grid_key)})\n\n"
+            f"![loss curve]({run.url('loss.png')})\n\n"
+            "| step | loss D | loss G | D(x) | D(G(z)) | img/s |\n|---|---|---|---|---|---|\n"
+            f"{table}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
+            + f"\n\nlatest: `{outcome['checkpoint']}`\n"
+        ),
+        description=f"training report for {name}",
+    )
+    create_table_artifact(key=artifact_key("train", name, "metrics"), table=rows,
+                          description=f"last metrics of {name}")
+
+
+@flow(name="train-dcgan", log_prints=True)
+def train_dcgan(
+    dataset_uri: str,
+    run_name: str,
+    store: str | None = None,
+    resolution: int = 64,
+    steps: int = 10_000,
+    batch_size: int = 128,
+    lr_g: float = 2e-4,
+    lr_d: float = 2e-4,
+    lr_schedule: str = "constant",
+    decay_start: float = 0.5,
+    label_smoothing: float = 1.0,
+    ckpt_every: int = 500,
+    keep_last: int = 3,
+    log_every: int = 50,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    ngf: int = 64,
+    ndf: int = 64,
+    z_dim: int = 100,
+    device: str = "auto",
+    max_seconds: float | None = None,
+):
+    """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it."""
+    try:
+        # --- every parameter checked before any heavy work --------------------------------
+        if not run_name or not all(c.isalnum() or c in "-_." for c in run_name):
+            raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
+        model = ModelConfig(resolution=resolution, z_dim=z_dim, ngf=ngf, ndf=ndf)
+        cfg = TrainConfig(
+            dataset=dataset_uri, run=f"{store_root(store)}/runs/{run_name}", model=model,
+            steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, lr_schedule=lr_schedule,
+            decay_start=decay_start, label_smoothing=label_smoothing, ckpt_every=ckpt_every,
+            keep_last=keep_last, log_every=log_every, ema_decay=ema_decay, seed=seed,
+            device=device, max_seconds=max_seconds,
+        )
+        manifest = pull_dataset(dataset_uri)
+        if manifest["resolution"] != resolution:
+            raise ConfigError(f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={resolution}")
+        open_store(cfg.run).exists("latest.json")  # the run's bucket is reachable and writable path
+    except INPUT_ERRORS as exc:
+        return fail(exc)
+    outcome = train_model(cfg.to_dict())
+    report(cfg, outcome)
+    return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
