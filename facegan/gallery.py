@@ -162,6 +162,7 @@ h1 { font-size: 1.6rem; margin: 0.4em 0; } h2 { font-size: 1.2rem; margin-top: 1
 .meta { color: var(--muted); font-size: 0.9rem; word-break: break-all; }
 img { max-width: 100%; height: auto; image-rendering: pixelated; border-radius: 6px; display: block; }
 .wide { width: 100%; max-width: 640px; }
+.faces img { width: 100%; }
 .faces { display: grid; grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)); gap: 8px; }
 .faces figure, .nights a { margin: 0; background: var(--card); border-radius: 8px; padding: 4px; }
 figcaption { font-size: 0.75rem; color: var(--muted); text-align: center; }

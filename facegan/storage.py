@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import mimetypes
 import os
 import shutil
 import tempfile
@@ -27,7 +28,15 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI."""
+    """A storage operation failed; the message names the URI.
+
+    `transient` is True for failures worth retrying (endpoint unreachable, throttling, 5xx),
+    False for ones a retry cannot fix (missing bucket or key, no credentials, access denied).
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class Store(ABC):
@@ -209,7 +218,7 @@ class S3Store(Store):
         if isinstance(exc, NoCredentialsError):
             return StorageError(f"{where}: no AWS credentials found (set AWS_PROFILE or keys)")
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-            return StorageError(f"{where}: S3 endpoint unreachable ({exc})")
+            return StorageError(f"{where}: S3 endpoint unreachable ({exc})", transient=True)
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
@@ -221,8 +230,8 @@ class S3Store(Store):
                 return StorageError(f"{where}: no such object")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{where}: access denied ({code})")
-            return StorageError(f"{where}: S3 error {code}: {exc}")
-        return StorageError(f"{where}: {type(exc).__name__}: {exc}")
+            return StorageError(f"{where}: S3 error {code}: {exc}", transient=True)
+        return StorageError(f"{where}: {type(exc).__name__}: {exc}", transient=True)
 
     def _bucket_missing(self) -> bool:
         from botocore.exceptions import ClientError
@@ -241,15 +250,21 @@ class S3Store(Store):
         except (BotoCoreError, ClientError, OSError) as exc:
             raise self._error(key, exc) from None
 
+    @staticmethod
+    def _content_type(key: str) -> str:
+        # so that browsers render galleries served from S3 / CloudFront instead of downloading
+        return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
     def put_bytes(self, key: str, data: bytes) -> None:
         if len(data) >= MULTIPART_THRESHOLD:
             self._call(
                 key, self.client.upload_fileobj, io.BytesIO(data), self.bucket, self._k(key),
-                Config=self.transfer,
+                Config=self.transfer, ExtraArgs={"ContentType": self._content_type(key)},
             )
         else:
             self._call(
-                key, self.client.put_object, Bucket=self.bucket, Key=self._k(key), Body=data
+                key, self.client.put_object, Bucket=self.bucket, Key=self._k(key), Body=data,
+                ContentType=self._content_type(key),
             )
 
     def get_bytes(self, key: str) -> bytes:
@@ -265,7 +280,7 @@ class S3Store(Store):
             raise StorageError(f"{self.uri(key)}: cannot upload {path}: no such file")
         self._call(
             key, self.client.upload_file, str(path), self.bucket, self._k(key),
-            Config=self.transfer,
+            Config=self.transfer, ExtraArgs={"ContentType": self._content_type(key)},
         )
 
     def get_file(self, key: str, path: str | Path) -> None:

@@ -45,7 +45,7 @@ class Hooks:
     progress: Callable[[int, int, dict], None] | None = None
     should_stop: Callable[[], bool] | None = None
     checkpoint: Callable[[int, str], None] | None = None
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] | None = None  # None: print(), looked up when called
 
 
 @dataclass
@@ -150,7 +150,7 @@ class GracefulStop:
 def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     """Train (or resume) the run at `cfg.run`; returns when done, stopped, or out of time."""
     hooks = hooks or Hooks()
-    log = hooks.log
+    log = hooks.log or (lambda msg: print(msg, flush=True))  # late lookup: Prefect's log_prints
     device = pick_device(cfg.device)
     on_cuda = device.type == "cuda"
     run = open_store(cfg.run)

@@ -17,6 +17,17 @@ from facegan.storage import StorageError
 INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError)
 
 
+def retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+    """Retry condition for I/O tasks: retry unless the error is bad input a retry cannot fix."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result: retry as before
+        return True
+    if isinstance(exc, StorageError):
+        return exc.transient
+    return not isinstance(exc, INPUT_ERRORS)
+
+
 def store_root(store: str | None) -> str:
     """The store root URI: the parameter, else $FACEGAN_STORE; a missing one is a ConfigError."""
     root = store or os.environ.get("FACEGAN_STORE", "")

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from facegan import gallery
 from facegan.config import ConfigError
 from facegan.storage import open_store
-from flows.common import INPUT_ERRORS, fail, store_root
+from flows.common import INPUT_ERRORS, fail, retry_transient, store_root
 
 
 def night_of(date: str | None, timezone: str) -> dt.date:
@@ -27,7 +27,7 @@ def night_of(date: str | None, timezone: str) -> dt.date:
         raise ConfigError(f"timezone={timezone!r} is not a known IANA time zone") from None
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: int) -> dict:
     return gallery.publish(root, night, run_name=run_name, fixed=fixed, fresh=fresh)
 

@@ -11,10 +11,10 @@ from prefect.artifacts import create_markdown_artifact
 from facegan import data
 from facegan.config import RESOLUTIONS, ConfigError
 from facegan.storage import StorageError, open_store, split_uri
-from flows.common import INPUT_ERRORS, artifact_key, fail
+from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient
 
 
-@task(retries=3, retry_delay_seconds=10)
+@task(retries=3, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def download_source(source: str, workdir: str) -> str:
     """Bring an S3 source (a .zip object or a prefix of images) to a local path."""
     if source.endswith(".zip"):

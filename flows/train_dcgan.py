@@ -19,7 +19,7 @@ from facegan import data
 from facegan.config import ConfigError, ModelConfig, TrainConfig
 from facegan.storage import open_store
 from facegan.train import GracefulStop, Hooks, train
-from flows.common import INPUT_ERRORS, artifact_key, fail, store_root
+from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
 
 # Test hook: make the first attempt of the training task fail after this step, to show that the
 # retry resumes from the checkpoint the failed attempt left. Unset in normal use.
@@ -30,7 +30,7 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped early (signal, time limit); the checkpoint is written, a retry resumes."""
 
 
-@task(retries=3, retry_delay_seconds=10)
+@task(retries=3, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def pull_dataset(dataset_uri: str) -> dict:
     """Fetch the dataset's shards into the local cache (hash-verified, reused across runs)."""
     manifest = data.fetch(dataset_uri)
@@ -137,10 +137,11 @@ def train_dcgan(
             keep_last=keep_last, log_every=log_every, ema_decay=ema_decay, seed=seed,
             device=device, max_seconds=max_seconds,
         )
-        manifest = pull_dataset(dataset_uri)
+        manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
         if manifest["resolution"] != resolution:
             raise ConfigError(f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={resolution}")
-        open_store(cfg.run).exists("latest.json")  # the run's bucket is reachable and writable path
+        open_store(cfg.run).exists("latest.json")  # the run's bucket is reachable too
+        pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
     outcome = train_model(cfg.to_dict())

@@ -19,8 +19,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """moto's S3 in server mode on loopback; boto3 reaches it through AWS_ENDPOINT_URL_S3."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -77,3 +80,23 @@ def artifacts() -> Path:
     """Folder for files tests keep for people to look at (screenshots)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """A real Prefect server (SQLite) on loopback for the whole session."""
+    from prefect_server import PrefectServer
+
+    srv = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def prefect_api(server):
+    """Point this process's Prefect client at the test server (flows called in-process)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        yield server

@@ -48,8 +48,9 @@ def test_large_object_roundtrip(store_uri, tmp_path):
 
 def test_missing_key_names_uri(store_uri, tmp_path):
     s = open_store(store_uri)
-    with pytest.raises(StorageError, match=r"/nope\.bin: no such object"):
+    with pytest.raises(StorageError, match=r"/nope\.bin: no such object") as err:
         s.get_bytes("nope.bin")
+    assert not err.value.transient  # a retry cannot fix it
     with pytest.raises(StorageError, match=r"/nope\.bin: no such object"):
         s.get_file("nope.bin", tmp_path / "x")
     assert not (tmp_path / "x").exists()
@@ -94,8 +95,9 @@ def test_unreachable_endpoint_is_named(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
     s = S3Store("s3://bucket/prefix")
-    with pytest.raises(StorageError, match=r"s3://bucket/prefix/k: S3 endpoint unreachable"):
+    with pytest.raises(StorageError, match=r"s3://bucket/prefix/k: S3 endpoint unreachable") as err:
         s.get_bytes("k")
+    assert err.value.transient  # worth a retry
 
 
 def test_no_credentials_is_named(monkeypatch, tmp_path, moto_endpoint):
@@ -107,3 +109,15 @@ def test_no_credentials_is_named(monkeypatch, tmp_path, moto_endpoint):
     s = S3Store("s3://bucket/p")
     with pytest.raises(StorageError, match="s3://bucket/p/k: no AWS credentials"):
         s.put_bytes("k", b"1")
+
+
+def test_s3_objects_get_browser_content_types(bucket):
+    import boto3
+
+    s = open_store(bucket + "/g")
+    s.put_bytes("index.html", b"<p>hi</p>")
+    s.put_bytes("grid.png", b"\x89PNG")
+    s3 = boto3.client("s3")
+    name = bucket.removeprefix("s3://")
+    assert s3.head_object(Bucket=name, Key="g/index.html")["ContentType"] == "text/html"
+    assert s3.head_object(Bucket=name, Key="g/grid.png")["ContentType"] == "image/png"

@@ -1,0 +1,78 @@
+"""Flows called in-process against the test Prefect server: parameter checks, idempotency,
+one-line failures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from facegan.gallery import GalleryError
+from flows.nightly_gallery import nightly_gallery
+from flows.prepare_celeba import prepare_celeba
+from flows.train_dcgan import train_dcgan
+
+
+def _failed_fast(call, started: float) -> str:
+    state = call(return_state=True)
+    assert state.is_failed(), state
+    assert time.monotonic() - started < 30
+    message = state.message
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "params,reason",
+    [
+        ({"resolution": 48}, "model.resolution=48 is not supported"),
+        ({"steps": -5}, "steps=-5 must be a positive integer"),
+        ({"dataset_uri": ""}, "dataset is empty"),
+        ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
+        ({"lr_schedule": "cosine"}, "lr_schedule='cosine' must be one of"),
+        ({"run_name": "../etc"}, "run_name='../etc' must be"),
+        ({"dataset_uri": "/nonexistent/dataset"}, "manifest.json: no such object"),
+    ],
+)
+def test_bad_train_parameters_fail_fast_with_one_line(prefect_api, tmp_path, params, reason):
+    base = {"dataset_uri": str(tmp_path / "ds"), "run_name": "r", "store": str(tmp_path / "store")}
+    message = _failed_fast(lambda **kw: train_dcgan(**{**base, **params}, **kw), time.monotonic())
+    assert reason in message
+    assert not (tmp_path / "store" / "runs").exists()  # nothing heavy happened
+
+
+def test_unreachable_bucket_fails_fast(prefect_api, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    call = lambda **kw: train_dcgan(dataset_uri="s3://facegan-data/datasets/celeba-64",  # noqa: E731
+                                    run_name="r", store="s3://facegan-data", **kw)
+    message = _failed_fast(call, time.monotonic())
+    assert "s3://facegan-data/datasets/celeba-64/manifest.json: S3 endpoint unreachable" in message
+
+
+def test_gallery_without_checkpoint_is_clear_failure(prefect_api, tmp_path):
+    message = _failed_fast(lambda **kw: nightly_gallery(store=str(tmp_path), **kw), time.monotonic())
+    assert f"no checkpoint found under {tmp_path}/runs; train a run first" in message
+    assert GalleryError.__name__ in message
+
+
+def test_gallery_bad_date(prefect_api, tmp_path):
+    message = _failed_fast(lambda **kw: nightly_gallery(store=str(tmp_path), date="22/11/2026", **kw),
+                           time.monotonic())
+    assert "date='22/11/2026' is not YYYY-MM-DD" in message
+
+
+def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
+    uri = str(tmp_path / "ds")
+    first = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=10)
+    mtime = (tmp_path / "ds" / "shard-00000.npy").stat().st_mtime_ns
+    again = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=10)
+    assert again["id"] == first["id"]
+    assert (tmp_path / "ds" / "shard-00000.npy").stat().st_mtime_ns == mtime  # not rebuilt
+    other = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=12)
+    assert other["count"] == 12  # different options: rebuilt
+    message = _failed_fast(
+        lambda **kw: prepare_celeba(source=str(tmp_path / "none"), dataset_uri=uri, **kw), time.monotonic())
+    assert "no such folder or .zip file" in message
+    assert (tmp_path / "ds" / "manifest.json").exists()  # the existing dataset is untouched

@@ -1,0 +1,153 @@
+"""The product as users meet it: deployments from prefect.yaml on a real Prefect server, run by a
+real worker, against moto's S3 server over HTTP; the gallery opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from prefect_server import PrefectServer
+from s3_gateway import S3Gateway
+
+from facegan import checkpoint as ckpt
+from facegan.storage import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+TRAIN_PARAMS = {
+    "run_name": "e2e", "resolution": 32, "steps": 12, "batch_size": 8, "ngf": 8, "ndf": 8,
+    "z_dim": 16, "ckpt_every": 4, "log_every": 2, "device": "cpu", "ema_decay": 0.5,
+}
+
+
+def process_pool_copy(tmp: Path, pool: str) -> Path:
+    """prefect.yaml with only the work pool swapped for a process pool and the pull step pointed
+    at this checkout (the image's /opt/facegan does not exist here). Flows, parameters,
+    schedules and concurrency limits are the real file's."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    spec["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    for d in spec["deployments"]:
+        d["work_pool"] = {"name": pool, "job_variables": {}}
+    spec.pop("definitions", None)
+    out = tmp / "prefect.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def run_deployment(server: PrefectServer, name: str, params: dict, worker_env: dict,
+                   pool: str = "e2e-process") -> dict:
+    out = server.cli("deployment", "run", name, "--params", json.dumps(params), env=worker_env)
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+    server.cli("worker", "start", "--pool", pool, "--type", "process", "--run-once",
+               env=worker_env, timeout=600)
+    run = server.wait_final(flow_run_id)
+    assert run["state"]["type"] == "COMPLETED", f"{name}: {run['state']}\n{server.logs(flow_run_id)}"
+    return run
+
+
+def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_path, artifacts):
+    # --- raw CelebA as users upload it: img_align_celeba.zip in the bucket -----------------
+    zpath = tmp_path / "img_align_celeba.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(raw_faces.iterdir())[:48]:
+            zf.write(p, f"img_align_celeba/{p.name}")
+    open_store(bucket).put_file("raw/img_align_celeba.zip", zpath)
+
+    env = {"FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
+           "FACEGAN_IMAGE": "facegan:test", "FACEGAN_CACHE": str(tmp_path / "cache")}
+    server.cli("work-pool", "create", "e2e-process", "--type", "process", "--overwrite")
+    spec = process_pool_copy(tmp_path, "e2e-process")
+    deployed = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(spec), env=env, cwd=ROOT)
+    assert "train-dcgan/train-dcgan" in deployed
+
+    # the deployments carry what prefect.yaml says
+    gallery_dep = server.api("GET", "/deployments/name/nightly-gallery/nightly-gallery")
+    assert [s["schedule"]["cron"] for s in gallery_dep["schedules"]] == ["0 3 * * *"]
+    assert gallery_dep["schedules"][0]["schedule"]["timezone"] == "UTC"
+    train_dep = server.api("GET", "/deployments/name/train-dcgan/train-dcgan")
+    assert train_dep["global_concurrency_limit"]["limit"] == 1
+    assert train_dep["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert train_dep["parameters"]["dataset_uri"] == f"{bucket}/datasets/celeba-64"
+
+    # --- prepare-celeba with the deployment's own source/dataset defaults ------------------
+    run_deployment(server, "prepare-celeba/prepare-celeba", {"resolution": 32}, env)
+    manifest = open_store(f"{bucket}/datasets/celeba-64").get_json("manifest.json")
+    assert manifest["count"] == 48 and manifest["resolution"] == 32
+
+    # --- train-dcgan; the first attempt fails at step 6, the retry resumes from step 4 -----
+    run = run_deployment(server, "train-dcgan/train-dcgan", TRAIN_PARAMS,
+                         {**env, "FACEGAN_FAIL_AT_STEP": "6"})
+    logs = server.logs(run["id"])
+    assert "injected failure at step 6" in logs
+    assert re.search(r"resuming s3://\S+/runs/e2e from step 4 ", logs), logs
+    run_store = open_store(f"{bucket}/runs/e2e")
+    assert [s for s, _ in ckpt.list_checkpoints(run_store)] == [4, 8, 12][-3:]
+    assert ckpt.load(run_store.root)["step"] == 12
+    rows = [json.loads(x) for x in run_store.get_bytes("metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]  # no duplicates from the failed attempt
+    for key in ("samples/step-0000012.png", "loss.png", "config.json", "latest.json"):
+        assert run_store.exists(key), key
+    kinds: dict[str, dict] = {}
+    for a in server.artifacts(run["id"]):  # newest first: the retried attempt's artifacts
+        kinds.setdefault(a["key"], a)
+    assert kinds["train-e2e-progress"]["type"] == "progress"
+    assert kinds["train-e2e-progress"]["data"] == 100.0
+    assert kinds["train-e2e-report"]["type"] == "markdown"
+    assert "checkpoints/step-0000012.pt" in kinds["train-e2e-report"]["data"]
+    assert kinds["train-e2e-metrics"]["type"] == "table"
+
+    # --- nightly-gallery for a given night -------------------------------------------------
+    run_deployment(server, "nightly-gallery/nightly-gallery", {"date": "2026-11-21"}, env)
+    store = open_store(bucket)
+    night = set(store.list("galleries/2026-11-21"))
+    expected = {"index.html", "grid.png", "fresh.png", "interpolation.png", "loss.png", "manifest.json"}
+    assert {f"galleries/2026-11-21/{n}" for n in expected} <= night
+    assert len([k for k in night if "/faces/" in k]) == 32
+    assert store.exists("galleries/index.html") and store.exists("galleries/latest/index.html")
+    gm = store.get_json("galleries/2026-11-21/manifest.json")
+    assert gm["step"] == 12 and gm["checkpoint"].endswith("runs/e2e/checkpoints/step-0000012.pt")
+
+    # --- the published pages in headless Chromium ---------------------------------------------
+    # the bucket is private: an unsigned GET is refused, so pages go through a signing gateway
+    # (what CloudFront with origin access control does); the pages need nothing but the objects
+    endpoint = boto3.client("s3").meta.endpoint_url
+    name = bucket.removeprefix("s3://")
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(f"{endpoint}/{name}/galleries/index.html")
+    with S3Gateway(name) as gateway:
+        check_pages_in_chromium(f"{gateway.url}/galleries", "2026-11-21", artifacts)
+
+
+def check_pages_in_chromium(base: str, night: str, artifacts: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        for name, viewport in (("desktop", {"width": 1280, "height": 900}),
+                               ("phone", {"width": 390, "height": 844})):
+            page = browser.new_page(viewport=viewport)
+            page.goto(f"{base}/index.html")
+            link = page.locator(f'a[href="{night}/index.html"]')
+            assert link.count() == 1, page.content()
+            link.click()
+            page.wait_for_load_state("load")
+            assert page.url.endswith(f"/{night}/index.html")
+            assert page.locator("h1").inner_text() == f"Faces of {night}"
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
+            assert len(widths) >= 35 and all(w and w > 0 for w in widths), widths
+            # nothing overflows sideways on a phone
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll <= viewport["width"], f"{name}: page is {scroll}px wide"
+            page.screenshot(path=str(artifacts / f"gallery-{name}.png"), full_page=True)
+        browser.close()
+    assert (artifacts / "gallery-desktop.png").stat().st_size > 10_000

@@ -1,0 +1,63 @@
+import datetime as dt
+
+import pytest
+from helpers import tiny_config
+
+from facegan import gallery
+from facegan.storage import open_store
+from facegan.train import Hooks, train
+
+
+@pytest.fixture(scope="module")
+def trained_store(dataset32, tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    for name, steps in (("older", 4), ("newer<script>", 2)):
+        train(tiny_config(dataset32, str(root / "runs" / name), steps=steps, ckpt_every=2),
+              Hooks(log=lambda *_: None))
+    return str(root)
+
+
+def test_publish_picks_newest_run_and_writes_the_night(trained_store):
+    m = gallery.publish(trained_store, dt.date(2026, 1, 2), fixed=4, fresh=3)
+    assert m["run"].endswith("newer<script>") and m["step"] == 2
+    store = open_store(trained_store)
+    keys = set(store.list("galleries/2026-01-02"))
+    assert len([k for k in keys if "/faces/" in k]) == 7
+    page = store.get_bytes("galleries/2026-01-02/index.html").decode()
+    assert "<script>" not in page and "newer&lt;script&gt;" in page  # escaped
+    assert 'src="grid.png"' in page and "://" not in page.split("<main>")[1].split("checkpoint")[0]
+    named = gallery.publish(trained_store, dt.date(2026, 1, 3), run_name="older", fixed=2, fresh=2)
+    assert named["step"] == 4
+
+
+def test_rerun_replaces_that_night_only_and_index_is_newest_first(trained_store):
+    store = open_store(trained_store)
+    gallery.publish(trained_store, dt.date(2026, 2, 1), fixed=4, fresh=4)
+    gallery.publish(trained_store, dt.date(2026, 2, 2), fixed=4, fresh=4)
+    other_before = {k: store.get_bytes(k) for k in store.list("galleries/2026-02-01")}
+    gallery.publish(trained_store, dt.date(2026, 2, 2), fixed=2, fresh=1)  # fewer faces
+    assert len([k for k in store.list("galleries/2026-02-02") if "/faces/" in k]) == 3
+    assert {k: store.get_bytes(k) for k in store.list("galleries/2026-02-01")} == other_before
+    index = store.get_bytes("galleries/index.html").decode()
+    assert index.index('href="2026-02-02/index.html"') < index.index('href="2026-02-01/index.html"')
+    assert store.get_json("galleries/latest/manifest.json")["date"] == "2026-02-02"
+    assert len([k for k in store.list("galleries/latest") if "/faces/" in k]) == 3
+    # publishing an older night does not move latest/
+    gallery.publish(trained_store, dt.date(2026, 1, 30), fixed=2, fresh=1)
+    assert store.get_json("galleries/latest/manifest.json")["date"] == "2026-02-02"
+
+
+def test_same_night_is_reproducible(trained_store):
+    a = gallery.publish(trained_store, dt.date(2026, 3, 1), fixed=2, fresh=2)
+    store = open_store(trained_store)
+    first = store.get_bytes("galleries/2026-03-01/fresh.png")
+    b = gallery.publish(trained_store, dt.date(2026, 3, 1), fixed=2, fresh=2)
+    assert a["fresh_seeds"] == b["fresh_seeds"] and store.get_bytes("galleries/2026-03-01/fresh.png") == first
+    assert gallery.night_seeds(dt.date(2026, 3, 2), 2) != a["fresh_seeds"]
+
+
+def test_no_checkpoint(tmp_path):
+    with pytest.raises(gallery.GalleryError, match="no checkpoint found"):
+        gallery.publish(str(tmp_path))
+    with pytest.raises(gallery.GalleryError, match="runs/missing; train a run first"):
+        gallery.find_checkpoint(open_store(str(tmp_path)), "missing")
