@@ -6,7 +6,37 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install system-deps lint test demo bench clean
+.PHONY: help install system-deps lint test demo bench clean \
+        docker-build docker-train deploy worker infra-deploy infra-delete
+
+# --- container and cloud settings (override on the command line or in the environment) -------
+IMAGE          ?= facegan:latest
+SHM_SIZE       ?= 8g
+DATA_DIR       ?= $(CURDIR)/data
+STORE_DIR      ?= $(CURDIR)/store
+DATASET        ?= /store/datasets/celeba-64
+RUN_URI        ?= /store/runs/docker
+RESOLUTION     ?= 64
+TRAIN_ARGS     ?= --steps 30000 --batch-size 128 --ckpt-every 500
+# GPU=1 adds --gpus all; by default it is on when nvidia-smi sees a GPU on this host
+GPU            ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+GPU_FLAGS      := $(if $(filter 1,$(GPU)),--gpus all,)
+# passed through from the environment when set; never baked into the image
+PASS_ENV       := AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
+                  AWS_SESSION_TOKEN AWS_ENDPOINT_URL_S3 PREFECT_API_URL PREFECT_API_KEY FACEGAN_STORE
+FACEGAN_STORE  ?= $(STORE_DIR)
+FACEGAN_IMAGE  ?= $(IMAGE)
+FACEGAN_POOL   ?= gpu-docker
+FACEGAN_TZ     ?= UTC
+STACK          ?= facegan
+BUCKET         ?= $(STACK)-$(shell id -un)-faces
+INSTANCE_TYPE  ?= g5.xlarge
+USE_SPOT       ?= true
+VPC_ID         ?=
+SUBNET_ID      ?=
+REPO_URL       ?=
+PREPARE_ON_WORKER ?= false
+CLOUDFRONT     ?= false
 
 help:
 	@echo "make demo   - prepare -> train -> gallery through the Prefect flows on a local store"
@@ -23,10 +53,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser tests of the gallery (Playwright drives it, no download).
+# Debian packages the tests use: Chromium for the gallery (Playwright drives it, no browser
+# download) and shellcheck for the instance user data.
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium shellcheck >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -39,6 +71,36 @@ demo: $(STAMP)
 	mkdir -p demo/.prefect
 	PREFECT_HOME=$(CURDIR)/demo/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	  $(PY) -m flows.demo
+
+docker-build:
+	docker build -t $(IMAGE) .
+
+# Train in the container: local data and store folders mounted, AWS/Prefect settings from the env.
+docker-train:
+	docker run --rm $(GPU_FLAGS) --shm-size=$(SHM_SIZE) \
+	  -v $(DATA_DIR):/data -v $(STORE_DIR):/store \
+	  $(foreach v,$(PASS_ENV),-e $(v)) \
+	  $(IMAGE) train --dataset $(DATASET) --run $(RUN_URI) --resolution $(RESOLUTION) $(TRAIN_ARGS)
+
+# All deployments of prefect.yaml to the Prefect API in PREFECT_API_URL.
+deploy: $(STAMP)
+	FACEGAN_STORE=$(FACEGAN_STORE) FACEGAN_IMAGE=$(FACEGAN_IMAGE) FACEGAN_POOL=$(FACEGAN_POOL) \
+	FACEGAN_TZ=$(FACEGAN_TZ) $(VENV)/bin/prefect --no-prompt deploy --all
+
+# A Docker worker for the GPU pool (on the EC2 host this runs as a systemd service).
+worker: $(STAMP)
+	$(VENV)/bin/prefect worker start --pool $(FACEGAN_POOL) --type docker
+
+infra-deploy:
+	aws cloudformation deploy --stack-name $(STACK) --template-file infra/facegan.yaml \
+	  --capabilities CAPABILITY_NAMED_IAM --parameter-overrides \
+	  BucketName=$(BUCKET) InstanceType=$(INSTANCE_TYPE) UseSpot=$(USE_SPOT) \
+	  VpcId=$(VPC_ID) SubnetId=$(SUBNET_ID) WorkPoolName=$(FACEGAN_POOL) \
+	  PrepareOnWorker=$(PREPARE_ON_WORKER) EnableCloudFront=$(CLOUDFRONT) $(if $(REPO_URL),RepoUrl=$(REPO_URL),)
+
+infra-delete:
+	aws cloudformation delete-stack --stack-name $(STACK)
+	aws cloudformation wait stack-delete-complete --stack-name $(STACK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts demo

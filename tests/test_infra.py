@@ -1,0 +1,243 @@
+"""Container and AWS infrastructure, checked with real tools: cfn-lint, a CloudFormation deploy
+under moto (asserting what moto models), reading the template for what it ignores, hadolint,
+`make -n`, and bash -n / shellcheck on the instance user data."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "facegan.yaml"
+BIN = Path(sys.executable).parent
+# moto knows this public SSM AMI parameter; the Deep Learning AMI path of the default does not exist there
+MOTO_AMI_PARAM = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64"
+
+
+def template() -> dict:
+    return yaml.safe_load(TEMPLATE.read_text())
+
+
+def resource(name: str) -> dict:
+    return template()["Resources"][name]["Properties"]
+
+
+def test_cfn_lint_passes():
+    out = subprocess.run([str(BIN / "cfn-lint"), str(TEMPLATE)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    """The template deployed under moto's in-process mock (spot on, prepare off, no CDN)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # in-process mock, not the server
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        ec2 = boto3.client("ec2")
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+        subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
+        cf = boto3.client("cloudformation")
+        params = {"BucketName": "facegan-test-bucket", "VpcId": vpc, "SubnetId": subnet,
+                  "LatestAmiId": MOTO_AMI_PARAM, "UseSpot": "true"}
+        # moto resolves SSM-typed parameter defaults too, and /aws/service/deeplearning/... is not
+        # in moto (nor may it be created: reserved name), so only that default is swapped here
+        body = TEMPLATE.read_text()
+        default = template()["Parameters"]["LatestAmiId"]["Default"]
+        assert body.count(default) == 1
+        body = body.replace(default, MOTO_AMI_PARAM)
+        cf.create_stack(StackName="facegan", TemplateBody=body,
+                        Capabilities=["CAPABILITY_NAMED_IAM"],
+                        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()])
+        status = cf.describe_stacks(StackName="facegan")["Stacks"][0]["StackStatus"]
+        assert status == "CREATE_COMPLETE"
+        physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                    for r in cf.list_stack_resources(StackName="facegan")["StackResourceSummaries"]}
+        yield physical
+
+
+def _statements(doc) -> list[dict]:
+    """Statements of a policy document. moto returns CloudFormation-made inline policies as a
+    Python repr with AWS::NoValue left as None (AWS drops those list items), hence the fallback."""
+    if isinstance(doc, str):
+        try:
+            doc = json.loads(doc)
+        except ValueError:
+            doc = ast.literal_eval(doc)
+    st = doc["Statement"]
+    return [x for x in (st if isinstance(st, list) else [st]) if x is not None]
+
+
+def test_moto_models_bucket_and_encryption(stack):
+    """Modelled by moto: the bucket and its default encryption."""
+    s3 = boto3.client("s3")
+    assert stack["Bucket"] == "facegan-test-bucket"
+    rules = s3.get_bucket_encryption(Bucket="facegan-test-bucket")["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_moto_models_least_privilege_role(stack):
+    iam = boto3.client("iam")
+    role_name = stack["WorkerRole"]
+    role = iam.get_role(RoleName=role_name)["Role"]
+    trust = _statements(role["AssumeRolePolicyDocument"])
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                      "Action": "sts:AssumeRole"}]
+    statements = []
+    for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+        statements += _statements(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
+    bucket_arn = "arn:aws:s3:::facegan-test-bucket"
+    allowed = {}
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        for a in actions:
+            assert "*" not in a, f"wildcard action {a}"
+        for r in resources:
+            assert r != "*"
+            assert r == bucket_arn or r.startswith(f"{bucket_arn}/") or r.startswith("arn:aws:ssm:"), r
+            if r.startswith(f"{bucket_arn}/"):
+                assert r.split("/", 1)[1] in {"datasets/*", "runs/*", "galleries/*"}, r
+        for a in actions:
+            allowed.setdefault(a, set()).update(resources)
+        if "s3:ListBucket" in actions:
+            prefixes = st["Condition"]["StringLike"]["s3:prefix"]
+            assert "runs/*" in prefixes and all("*" not in p or p.endswith("/*") for p in prefixes)
+    assert allowed["s3:GetObject"] == {f"{bucket_arn}/datasets/*", f"{bucket_arn}/runs/*", f"{bucket_arn}/galleries/*"}
+    assert allowed["s3:PutObject"] == {f"{bucket_arn}/runs/*", f"{bucket_arn}/galleries/*"}  # datasets read-only
+    assert allowed["ssm:GetParameter"] == {
+        "arn:aws:ssm:us-east-1:123456789012:parameter/facegan/prefect-api-url",
+        "arn:aws:ssm:us-east-1:123456789012:parameter/facegan/prefect-api-key",
+    }
+    profile = iam.get_instance_profile(InstanceProfileName=stack["WorkerInstanceProfile"])["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
+
+
+def test_moto_models_network_and_launch_template(stack):
+    ec2 = boto3.client("ec2")
+    sg = ec2.describe_security_groups(GroupIds=[stack["WorkerSecurityGroup"]])["SecurityGroups"][0]
+    assert sg["IpPermissions"] == []  # no ingress at all
+    lt = ec2.describe_launch_template_versions(LaunchTemplateId=stack["WorkerLaunchTemplate"])
+    data = lt["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 only
+    assert data["InstanceType"] == "g5.xlarge"
+    assert re.fullmatch(r"ami-[0-9a-f]+", data["ImageId"])  # resolved from the SSM AMI parameter
+    assert data["IamInstanceProfile"]["Arn"].endswith("/" + stack["WorkerInstanceProfile"])
+    assert data["SecurityGroupIds"] == [stack["WorkerSecurityGroup"]]
+    assert data["InstanceMarketOptions"]["MarketType"] == "spot"
+    asg = boto3.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[stack["WorkerGroup"]])["AutoScalingGroups"][0]
+    assert asg["LaunchTemplate"]["LaunchTemplateId"] == stack["WorkerLaunchTemplate"]
+    assert (asg["MinSize"], asg["MaxSize"]) == (1, 1)
+
+
+def test_template_what_moto_ignores():
+    """Not modelled by moto (checked by reading the template): versioning, public access block,
+    lifecycle, bucket policy, CloudFront with origin access control, the AMI parameter default,
+    the role's managed policy (Session Manager), the security group's egress rules."""
+    managed = resource("WorkerRole")["ManagedPolicyArns"]
+    assert managed == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+    egress = resource("WorkerSecurityGroup")["SecurityGroupEgress"]
+    assert sorted((e["FromPort"], e["ToPort"]) for e in egress) == [(80, 80), (443, 443)]
+    assert "SecurityGroupIngress" not in resource("WorkerSecurityGroup")
+    bucket = resource("Bucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"][k] is True for k in
+               ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert "NoncurrentVersionExpiration" in rules["expire-old-versions"]
+    policy = resource("BucketPolicy")["PolicyDocument"]["Statement"]
+    assert policy[0]["Effect"] == "Deny" and policy[0]["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    cdn_stmt = policy[1]["Fn::If"][1]
+    assert cdn_stmt["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert cdn_stmt["Resource"] == {"Fn::Sub": "${Bucket.Arn}/galleries/*"}
+    dist = resource("GalleryDistribution")["DistributionConfig"]
+    assert dist["Origins"][0]["OriginAccessControlId"] == {"Fn::GetAtt": ["GalleryOriginAccessControl", "Id"]}
+    assert dist["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    ami = template()["Parameters"]["LatestAmiId"]
+    assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert "base-oss-nvidia-driver-gpu" in ami["Default"]
+    user_data = resource("WorkerLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert "PREFECT_API_KEY=" not in template()["Parameters"].__repr__()
+    assert "aws ssm get-parameter --with-decryption" in user_data  # secrets read at boot
+
+
+def user_data_script() -> str:
+    """The user-data script with CloudFormation ${...} references filled with sample values."""
+    text = resource("WorkerLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    values = {"AWS::Region": "us-east-1", "PrefectApiUrlParameter": "/facegan/prefect-api-url",
+              "PrefectApiKeyParameter": "/facegan/prefect-api-key", "RepoRef": "main",
+              "RepoUrl": "https://example.invalid/facegan.git", "WorkPoolName": "gpu-docker"}
+    used = set(re.findall(r"\$\{([A-Za-z:]+)\}", text))
+    assert used == set(values), used  # every ${} is a template reference we know
+    for k, v in values.items():
+        text = text.replace("${" + k + "}", v)
+    return text
+
+
+def test_user_data_is_valid_shell(tmp_path):
+    script = tmp_path / "user-data.sh"
+    script.write_text(user_data_script())
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: `make system-deps` installs it (make test does)"
+    out = subprocess.run([shellcheck, "-s", "bash", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    # the embedded spot watcher is a script of its own
+    watcher = re.search(r"<<'WATCH'\n(.*?)\nWATCH", user_data_script(), re.S).group(1)
+    (tmp_path / "watch.sh").write_text(watcher)
+    out = subprocess.run([shellcheck, str(tmp_path / "watch.sh")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+def test_dockerfile_hadolint_clean():
+    out = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 1000:1000$", text, re.M)  # non-root
+    assert re.search(r'^ENTRYPOINT \["', text, re.M)  # JSON form
+    assert "PYTHONUNBUFFERED=1" in text
+    reqs = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^torch==\S+$", reqs, re.M) and re.search(r"^torchvision==\S+$", reqs, re.M)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"data", "runs", "store", ".venv", ".cache", "demo"} <= set(ignored)
+
+
+def make_n(*args: str) -> str:
+    out = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_make_docker_train_commands():
+    gpu = make_n("docker-train", "GPU=1", "DATA_DIR=/mnt/data", "STORE_DIR=/mnt/store")
+    run = [line for line in gpu.replace("\\\n", " ").splitlines() if line.startswith("docker run")][0]
+    assert " --gpus all " in run and " --shm-size=8g " in run
+    assert " -v /mnt/data:/data " in run and " -v /mnt/store:/store " in run
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "PREFECT_API_KEY"):
+        assert f" -e {var} " in run, var  # passed through by name, value never on the command line
+    assert " facegan:latest train --dataset " in run
+    cpu = make_n("docker-train", "GPU=0")
+    assert "--gpus" not in cpu and "--shm-size=8g" in cpu
+    assert "docker build -t facegan:latest ." in make_n("docker-build")
+
+
+def test_make_deploy_and_infra_commands():
+    deploy = make_n("deploy", "FACEGAN_STORE=s3://my-bucket")
+    assert "FACEGAN_STORE=s3://my-bucket" in deploy and "prefect --no-prompt deploy --all" in deploy
+    infra = make_n("infra-deploy", "BUCKET=b1", "VPC_ID=vpc-1", "SUBNET_ID=subnet-1")
+    assert "aws cloudformation deploy --stack-name facegan --template-file infra/facegan.yaml" in infra
+    assert "BucketName=b1" in infra and "CAPABILITY_NAMED_IAM" in infra and "UseSpot=true" in infra
+    assert "aws cloudformation delete-stack --stack-name facegan" in make_n("infra-delete")
