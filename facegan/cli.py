@@ -1,8 +1,9 @@
-"""`facegan prepare | train | sample | synth`: the library from a shell."""
+"""`facegan prepare | train | sample | fid | synth`: the library from a shell."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from facegan.config import ConfigError, ModelConfig, TrainConfig
@@ -15,31 +16,43 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+MODEL_OPTS = {"resolution": int, "z_dim": int, "ngf": int, "ndf": int, "norm": str}
+TRAIN_OPTS = {
+    "steps": int, "batch_size": int, "ckpt_every": int, "keep_last": int, "log_every": int,
+    "sample_count": int, "seed": int, "lr_g": float, "lr_d": float, "beta1": float, "beta2": float,
+    "decay_start": float, "label_smoothing": float, "ema_decay": float, "lr_schedule": str,
+    "device": str, "max_seconds": float, "loss": str, "augment": str, "r1_gamma": float,
+    "r1_every": int, "fid_every": int, "fid_samples": int, "fid_weights": str,
+}
+HELP = {
+    "resolution": "32, 64 or 128", "norm": "batch or none", "lr_schedule": "constant or linear",
+    "device": "auto, cpu or cuda[:N]", "max_seconds": "checkpoint and stop after this many seconds",
+    "loss": "bce (non-saturating) or hinge", "augment": "DiffAugment policies, e.g. color,translation,cutout",
+    "r1_gamma": "lazy R1 penalty weight (0: off)", "fid_every": "FID every N steps (multiple of ckpt-every)",
+    "fid_weights": "URI of pt_inception-2015-12-05-6726825d.pth (https, s3://, path)",
+}
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig(dataset="-", run="-")
+    """Training options; each defaults to its preset's value, else TrainConfig's default."""
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or folder)")
     p.add_argument("--run", required=True, help="run URI; an existing run resumes from latest.json")
-    p.add_argument("--resolution", type=int, default=d.model.resolution, help="32, 64 or 128")
-    p.add_argument("--z-dim", type=int, default=d.model.z_dim)
-    p.add_argument("--ngf", type=int, default=d.model.ngf)
-    p.add_argument("--ndf", type=int, default=d.model.ndf)
-    p.add_argument("--norm", default=d.model.norm, choices=["batch", "none"])
-    for name in ("steps", "batch_size", "ckpt_every", "keep_last", "log_every", "sample_count", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr_g", "lr_d", "beta1", "beta2", "decay_start", "label_smoothing", "ema_decay"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "linear"])
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N]")
-    p.add_argument("--max-seconds", type=float, default=None, help="checkpoint and stop after this")
+    p.add_argument("--preset", default=None, help="udacity32, dcgan64, dcgan64-plus or dcgan128")
+    for name, kind in {**MODEL_OPTS, **TRAIN_OPTS}.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=HELP.get(name))
+    p.add_argument("--spectral-norm", action="store_true", default=None, help="spectral norm in D")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun), e.g. GPUs")
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    """The frozen TrainConfig for parsed `facegan train` arguments."""
-    model = ModelConfig(resolution=a.resolution, z_dim=a.z_dim, ngf=a.ngf, ndf=a.ndf, norm=a.norm)
-    names = ("steps", "batch_size", "ckpt_every", "keep_last", "log_every", "sample_count", "seed",
-             "lr_g", "lr_d", "beta1", "beta2", "decay_start", "label_smoothing", "ema_decay",
-             "lr_schedule", "device", "max_seconds")
-    return TrainConfig(dataset=a.dataset, run=a.run, model=model, **{n: getattr(a, n) for n in names})
+    """The frozen TrainConfig for parsed `facegan train` arguments (preset, then explicit options)."""
+    from facegan.presets import resolve
+
+    model = {k: getattr(a, k) for k in (*MODEL_OPTS, "spectral_norm") if getattr(a, k) is not None}
+    train = {k: getattr(a, k) for k in (*TRAIN_OPTS, "compile") if getattr(a, k) is not None}
+    settings = resolve(a.preset, {**train, "model": model})
+    return TrainConfig(dataset=a.dataset, run=a.run, **{**settings, "model": ModelConfig(**settings["model"])})
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
@@ -53,6 +66,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from facegan.train import GracefulStop, Hooks, train
 
     cfg = config_from_args(a)
+    if a.nproc > 1:
+        return launch_torchrun(a.nproc, a.argv)
     print("config:", cfg.to_dict(), flush=True)
     with GracefulStop() as stop:
         hooks = Hooks(progress=print_progress, should_stop=stop.requested,
@@ -74,6 +89,36 @@ def print_progress(step: int, total: int, m: dict) -> None:
         f"{m['img_per_s']:.0f} img/s ETA {_fmt_eta(m['eta_s'])}",
         flush=True,
     )
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with `nproc` processes on this machine."""
+    import subprocess
+
+    args = list(argv)
+    for i, arg in enumerate(args):  # drop --nproc N / --nproc=N
+        if arg == "--nproc":
+            del args[i:i + 2]
+            break
+        if arg.startswith("--nproc="):
+            del args[i]
+            break
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "facegan.cli", *args]
+    print("launching:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_fid(a: argparse.Namespace) -> int:
+    from facegan.metrics import FIDTracker
+    from facegan.sample import load_generator
+
+    gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
+    tracker = FIDTracker.create(a.dataset, a.samples, a.weights, a.device, batch=a.batch)
+    score = tracker.score(gen.net)
+    print(json.dumps({"fid": score, "checkpoint": a.checkpoint, "step": gen.step,
+                      "generator": gen.which, "protocol": tracker.protocol}))
+    return 0
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
@@ -117,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolation-steps", type=int, default=8)
     p.set_defaults(fn=cmd_sample)
 
+    p = sub.add_parser("fid", help="FID of a checkpoint against a dataset")
+    p.add_argument("checkpoint", help="run URI (latest.json) or checkpoint .pt URI")
+    p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
+    p.add_argument("--samples", type=int, default=10_000, help="generated and real images (default 10k)")
+    p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
+    p.set_defaults(fn=cmd_fid)
+
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
     p.add_argument("out")
     p.add_argument("--count", type=int, default=256)
@@ -129,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `facegan` console script."""
     from facegan.checkpoint import CheckpointError
     from facegan.data import DatasetError
+    from facegan.metrics import FIDError
     from facegan.storage import StorageError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.fn(args)
-    except (ConfigError, DatasetError, StorageError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, StorageError, CheckpointError, FIDError) as exc:
         print(f"facegan {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,8 @@ from typing import Any
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "none")
 SCHEDULES = ("constant", "linear")
+LOSSES = ("bce", "hinge")
+AUGMENTS = ("color", "translation", "cutout")
 
 
 class ConfigError(ValueError):
@@ -27,7 +29,8 @@ class ModelConfig:
 
     resolution: output side in pixels (32, 64 or 128).
     z_dim: latent size; ngf/ndf: base widths of generator and discriminator;
-    norm: normalisation inside the blocks ("batch" or "none").
+    norm: normalisation inside the blocks ("batch" or "none");
+    spectral_norm: spectral normalisation on every discriminator convolution.
     """
 
     resolution: int = 64
@@ -35,6 +38,7 @@ class ModelConfig:
     ngf: int = 64
     ndf: int = 64
     norm: str = "batch"
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -52,7 +56,8 @@ class ModelConfig:
 # Fields that may change between an interrupted run and its resumption without changing
 # what the finished run computes (how long it runs, how often it saves, where it logs).
 RESUMABLE_FIELDS = frozenset(
-    {"steps", "ckpt_every", "keep_last", "log_every", "max_seconds", "device", "sample_count"}
+    {"steps", "ckpt_every", "keep_last", "log_every", "max_seconds", "device", "sample_count",
+     "compile", "fid_every", "fid_samples", "fid_weights"}
 )
 
 
@@ -80,6 +85,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_seconds: float | None = None
+    loss: str = "bce"
+    augment: str = ""
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    fid_every: int = 0
+    fid_samples: int = 5000
+    fid_weights: str = ""
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -88,7 +101,8 @@ class TrainConfig:
             raise ConfigError("run is empty; give the run URI (s3://... or a folder)")
         if isinstance(self.model, dict):  # accepted for convenience, stored as ModelConfig
             object.__setattr__(self, "model", ModelConfig(**self.model))
-        for name in ("steps", "batch_size", "ckpt_every", "keep_last", "log_every", "sample_count"):
+        for name in ("steps", "batch_size", "ckpt_every", "keep_last", "log_every", "sample_count",
+                     "r1_every", "fid_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
@@ -110,6 +124,25 @@ class TrainConfig:
             raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu' or 'cuda[:N]'")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss={self.loss!r} must be one of {LOSSES}")
+        bad = [a for a in self.augment_list if a not in AUGMENTS]
+        if bad:
+            raise ConfigError(f"augment={self.augment!r}: unknown {bad}; use a comma list of {AUGMENTS}")
+        if self.r1_gamma < 0:
+            raise ConfigError(f"r1_gamma={self.r1_gamma!r} must be >= 0")
+        if isinstance(self.fid_every, bool) or self.fid_every < 0:
+            raise ConfigError(f"fid_every={self.fid_every!r} must be 0 (off) or a positive integer")
+        if self.fid_every and self.fid_every % self.ckpt_every:
+            raise ConfigError(
+                f"fid_every={self.fid_every} must be a multiple of ckpt_every={self.ckpt_every} "
+                "(FID is measured on checkpoints)"
+            )
+
+    @property
+    def augment_list(self) -> list[str]:
+        """DiffAugment policies, in order."""
+        return [a.strip() for a in self.augment.split(",") if a.strip()]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the model config nested under "model")."""

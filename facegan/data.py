@@ -380,12 +380,20 @@ class BatchSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self) -> torch.Tensor:
-        """One batch (B, 3, H, W) float32 in [-1, 1]."""
+    def sample(self, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """One batch (B, 3, H, W) float32 in [-1, 1], or slice `rank` of `size` equal slices of it.
+
+        Every data-parallel process draws the same global indices and flips and keeps its own
+        slice, so the processes together see exactly the single-process batch.
+        """
+        rank, size = part
         dev = self.images.device
         idx = torch.randint(0, len(self.images), (self.batch_size,), device=dev)
         flip = torch.rand(self.batch_size, device=dev) < 0.5
+        if size > 1:
+            n = self.batch_size // size
+            idx, flip = idx[rank * n:(rank + 1) * n], flip[rank * n:(rank + 1) * n]
         x = self.images[idx]  # (B, H, W, 3) uint8
-        x = torch.where(flip[:, None, None, None], x.flip(2), x)
+        x = torch.where(flip[:, None, None, None], x.flip(2), x)  # horizontal flip
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, H, W) in [-1, 1]
         return x.contiguous(memory_format=self.memory_format)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
-from facegan.images import to_png
+from facegan.images import fid_curve_png, to_png
 from facegan.sample import generate, interpolate, load_generator
 from facegan.storage import Store, open_store
 
@@ -108,6 +108,9 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     run = open_store(source.run_uri)
     if run.exists("loss.png"):
         files["loss.png"] = run.get_bytes("loss.png")
+    fid_rows = _fid_rows(run)
+    if fid_rows:
+        files["fid.png"] = fid_curve_png(fid_rows)
     manifest = {
         "date": date.isoformat(),
         "run": source.run_uri,
@@ -119,6 +122,8 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "fixed_seeds": fixed_seeds,
         "fresh_seeds": fresh_seeds,
         "faces": faces,
+        "fid": {"latest": fid_rows[-1]["fid"], "best": min(r["fid"] for r in fid_rows),
+                "protocol": fid_rows[-1].get("fid_protocol")} if fid_rows else None,
         "files": sorted([*files, "index.html", "manifest.json"]),
         "published_at": time.time(),
     }
@@ -130,6 +135,14 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         _replace_prefix(store, f"{GALLERIES}/latest", files)
     store.put_bytes(f"{GALLERIES}/index.html", index_page(nights).encode())
     return {**manifest, "index_uri": store.uri(f"{night}/index.html")}
+
+
+def _fid_rows(run: Store) -> list[dict]:
+    """FID rows of a run's metrics.jsonl (empty when it has none)."""
+    if not run.exists("metrics.jsonl"):
+        return []
+    rows = [json.loads(line) for line in run.get_bytes("metrics.jsonl").decode().splitlines() if line]
+    return [r for r in rows if "fid" in r]
 
 
 def _replace_prefix(store: Store, prefix: str, files: dict[str, bytes]) -> None:
@@ -194,6 +207,11 @@ def night_page(m: dict) -> str:
         '<h2>Loss curve</h2><img class="wide" src="loss.png" alt="training loss curve">'
         if "loss.png" in m["files"] else ""
     )
+    fid = m.get("fid")
+    if fid:
+        loss += (f'<h2>FID</h2><p class="meta">latest {fid["latest"]:.2f}, best {fid["best"]:.2f} '
+                 f'({fid["protocol"]["samples"] if fid.get("protocol") else "?"} samples)</p>'
+                 '<img class="wide" src="fid.png" alt="FID during training">')
     body = (
         f'<nav><a href="../index.html">All nights</a></nav>'
         f"<h1>Faces of {e(m['date'])}</h1>"

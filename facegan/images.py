@@ -43,3 +43,24 @@ def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def fid_curve_png(rows: list[dict]) -> bytes:
+    """A PNG plot of FID against step from metrics rows that carry "fid"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    points = [(r["step"], r["fid"]) for r in rows if "fid" in r]
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    best = min(points, key=lambda p: p[1])
+    ax.annotate(f"best {best[1]:.2f}", best, textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("step")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("FID")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -106,6 +106,10 @@ class Discriminator(nn.Module):
         # state size: 1 x 1 x 1
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
+        if cfg.spectral_norm:  # after init: normalises the initialised weights
+            for i, layer in enumerate(self.main):
+                if isinstance(layer, nn.Conv2d):
+                    self.main[i] = nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, 3, R, R) -> logits (N,)

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 from facegan import checkpoint as ckpt
 from facegan import data
+from facegan import distributed as dist
+from facegan.augment import diff_augment
 from facegan.config import ConfigError, TrainConfig
 from facegan.images import loss_curve_png, to_png
 from facegan.models import Discriminator, Generator
@@ -58,6 +60,7 @@ class TrainResult:
     stopped: str | None = None  # why it stopped early: "signal", "time limit", "hook"; None if done
     checkpoint: str | None = None
     metrics: list[dict] = field(default_factory=list)
+    compile_seconds: float | None = None  # first-step time with torch.compile (None: eager)
 
     @property
     def finished(self) -> bool:
@@ -77,13 +80,38 @@ def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
     return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
 
 
-def pick_device(name: str) -> torch.device:
-    """"auto" is CUDA when available, else CPU."""
+def pick_device(name: str, world: dist.World | None = None) -> torch.device:
+    """"auto" is CUDA when available, else CPU; each DDP process takes its LOCAL_RANK GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    if name == "cuda" and world is not None and world.distributed:
+        name = f"cuda:{world.local_rank}"
     return torch.device(name)
+
+
+def gan_losses(kind: str, logits_real, logits_fake, real_label: float):
+    """Discriminator loss for (real, fake) logits: BCE-with-logits or hinge."""
+    if kind == "hinge":
+        return F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean()
+    return (F.binary_cross_entropy_with_logits(logits_real, torch.full_like(logits_real, real_label))
+            + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+
+
+def generator_loss(kind: str, logits_gen):
+    """Generator loss: non-saturating BCE, or hinge's -D(G(z))."""
+    if kind == "hinge":
+        return -logits_gen.mean()
+    return F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+
+
+def r1_penalty(D, real: torch.Tensor, augment: list[str], gamma: float) -> torch.Tensor:
+    """R1: gamma/2 * E[|grad_x D(x)|^2] on real images (Mescheder et al., 2018)."""
+    real = real.detach().requires_grad_(True)
+    logits = D(diff_augment(real, augment))
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.float().square().sum(dim=[1, 2, 3]).mean() * (gamma / 2)
 
 
 def seed_everything(seed: int) -> None:
@@ -148,13 +176,24 @@ class GracefulStop:
 
 
 def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
-    """Train (or resume) the run at `cfg.run`; returns when done, stopped, or out of time."""
+    """Train (or resume) the run at `cfg.run`; returns when done, stopped, or out of time.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 writes the run folder.
+    """
     hooks = hooks or Hooks()
     log = hooks.log or (lambda msg: print(msg, flush=True))  # late lookup: Prefect's log_prints
-    device = pick_device(cfg.device)
+    world = dist.from_env()
+    device = pick_device(cfg.device, world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     on_cuda = device.type == "cuda"
+    if cfg.batch_size % world.size:
+        raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {world.size} processes")
+    dist.init(world, device)
     run = open_store(cfg.run)
     wall_start = time.monotonic()
+    if not world.is_main:
+        log = lambda msg: None  # noqa: E731 - rank 0 speaks for the group
 
     # --- data: one uint8 tensor on the device, batches drawn there -----------------------
     images, manifest = data.load(cfg.dataset, device=device)
@@ -164,9 +203,12 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             f"{cfg.model.resolution}"
         )
     sampler = data.BatchSampler(images, cfg.batch_size, channels_last=on_cuda)
+    part = (world.rank, world.size)  # this process's slice of every global batch
+    local_batch = cfg.batch_size // world.size
+    augment = cfg.augment_list
 
     # --- networks and optimizers ----------------------------------------------------------
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
     memory_format = torch.channels_last if on_cuda else torch.contiguous_format
     G = Generator(cfg.model).to(device, memory_format=memory_format)
     D = Discriminator(cfg.model).to(device, memory_format=memory_format)
@@ -201,33 +243,90 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     else:
         start = 0
         log(f"new run {cfg.run}: {manifest['count']} images, config saved to {CONFIG}")
-    run.put_json(CONFIG, cfg.to_dict())
+    if world.is_main:
+        run.put_json(CONFIG, cfg.to_dict())
     metrics = read_metrics(run, upto=start)
     z_fixed = fixed_latents(cfg, device)
-    real_label = cfg.label_smoothing
+    fid = None
+    if cfg.fid_every:
+        from facegan.metrics import FIDTracker
+
+        fid = FIDTracker.for_training(cfg, manifest, device, log) if world.is_main else None
+
+    # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
+    G_step, D_step = G, D
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if on_cuda else None
+        G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    eager = (G_step, D_step)
+    if cfg.compile:
+        G_step, D_step = torch.compile(G_step), torch.compile(D_step)
+
+    def train_step(step: int) -> torch.Tensor:
+        """One D update then one G update; returns (loss_d, loss_g, D(x), D(G(z))) on the device."""
+        real = sampler.sample(part)
+        z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
+        z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
+
+        # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            fake = G_step(z)
+            logits_real = D_step(diff_augment(real, augment))
+            logits_fake = D_step(diff_augment(fake.detach(), augment))
+            loss_d = gan_losses(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
+            (r1_penalty(D_step, real, augment, cfg.r1_gamma) * cfg.r1_every).backward()
+        opt_d.step()
+
+        # generator: non-saturating (or hinge) loss through the updated D
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            logits_gen = D_step(diff_augment(fake, augment))
+            loss_g = generator_loss(cfg.loss, logits_gen)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        ema_update(G_ema, G, cfg.ema_decay)
+        with torch.no_grad():
+            return torch.stack([
+                loss_d.detach().float(), loss_g.detach().float(),
+                torch.sigmoid(logits_real.detach().float()).mean(),
+                torch.sigmoid(logits_fake.detach().float()).mean(),
+            ])
 
     def save(step: int) -> None:
+        """Queue a checkpoint (rank 0): sample grid, metrics, loss curve, FID, then the state."""
+        metric = None
+        if fid is not None and step % cfg.fid_every == 0:
+            score = fid.score(G_ema)
+            metrics.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
+            metric = ("fid", score)
+            log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
         with torch.no_grad():
             grid = to_png(G_ema(z_fixed))
         rows = list(metrics)
         files = {
             f"samples/step-{step:07d}.png": grid,
             METRICS: "".join(json.dumps(r) + "\n" for r in rows).encode(),
-            "loss.png": (lambda: loss_curve_png(rows, f"{cfg.run}")) if rows else b"",
         }
-        if not rows:
-            del files["loss.png"]
+        loss_rows = [r for r in rows if "loss_d" in r]
+        if loss_rows:
+            files["loss.png"] = lambda: loss_curve_png(loss_rows, f"{cfg.run}")
         state = ckpt.make_state(
             step, cfg.to_dict(), manifest["id"],
             G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
             opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
         )
-        writer.save(state, files)
+        writer.save(state, files, metric=metric)
 
-    writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint)
+    writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint) if world.is_main else None
     result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
     sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
-    window_start, window_steps = time.perf_counter(), 0
+    summed = 0  # steps in `sums`
+    window_start, timed = time.perf_counter(), 0  # steps timed since window_start
     step = start
     try:
         while step < cfg.steps:
@@ -238,64 +337,62 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             for group in opt_d.param_groups:
                 group["lr"] = lr_d
 
-            # --- discriminator step: real -> label_smoothing, fake -> 0 --------------------
-            real = sampler.sample()
-            z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
-                fake = G(z)
-                logits_real = D(real)
-                logits_fake = D(fake.detach())
-                loss_d = F.binary_cross_entropy_with_logits(
-                    logits_real, torch.full_like(logits_real, real_label)
-                ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            # --- the step; the first compiled one is timed apart, and falls back to eager ----
+            if cfg.compile and result.compile_seconds is None:
+                rng = ckpt.rng_state()
+                t0 = time.perf_counter()
+                try:
+                    sums += train_step(step)
+                    if on_cuda:
+                        torch.cuda.synchronize(device)
+                except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
+                    log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
+                    ckpt.set_rng_state(rng)
+                    G_step, D_step = eager
+                    sums += train_step(step)
+                result.compile_seconds = time.perf_counter() - t0
+                log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
+                window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
+            else:
+                sums += train_step(step)
+            summed += 1
+            timed += 1
 
-            # --- generator step: non-saturating loss, fake -> 1 ----------------------------
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
-                logits_gen = D(fake)
-                loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            ema_update(G_ema, G, cfg.ema_decay)
-
-            # --- running sums on the device; read (one sync) every log_every steps ---------
-            with torch.no_grad():
-                sums += torch.stack([
-                    loss_d.detach().float(), loss_g.detach().float(),
-                    torch.sigmoid(logits_real.detach().float()).mean(),
-                    torch.sigmoid(logits_fake.detach().float()).mean(),
-                ])
-            window_steps += 1
+            # --- running sums: one host sync every log_every steps -----------------------
             if step % cfg.log_every == 0 or step == cfg.steps:
-                avg = (sums / window_steps).tolist()
-                elapsed = time.perf_counter() - window_start
+                avg = (dist.all_mean(sums, world) / summed).tolist()
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                step_s = elapsed / max(timed, 1)
                 row = {
                     "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
-                    "d_fake": avg[3], "img_per_s": window_steps * cfg.batch_size / elapsed,
+                    "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
                     "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
-                    "eta_s": (cfg.steps - step) * elapsed / window_steps,
+                    "eta_s": (cfg.steps - step) * step_s,
                 }
                 metrics.append(row)
-                if hooks.progress:
+                if hooks.progress and world.is_main:
                     hooks.progress(step, cfg.steps, row)
                 sums.zero_()
-                window_start, window_steps = time.perf_counter(), 0
+                summed, window_start, timed = 0, time.perf_counter(), 0
 
             # --- stop requests and wall-clock limit: checkpoint, then return --------------
-            if hooks.should_stop and hooks.should_stop():
-                result.stopped = "stop requested"
-            elif cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds:
-                result.stopped = f"time limit {cfg.max_seconds:g}s"
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped:
+            # (every process must agree: under DDP they vote every 10 steps)
+            if not world.distributed or step % 10 == 0 or step == cfg.steps:
+                stop = bool(hooks.should_stop and hooks.should_stop())
+                late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
+                if dist.any_true(stop, world, device):
+                    result.stopped = "stop requested"
+                elif dist.any_true(late, world, device):
+                    result.stopped = f"time limit {cfg.max_seconds:g}s"
+            if writer and (step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped):
                 save(step)
             if result.stopped:
                 log(f"stopping at step {step}: {result.stopped}")
                 break
     finally:
-        writer.close()  # every queued checkpoint is complete (or its error raised) here
+        if writer:
+            writer.close()  # every queued checkpoint is complete (or its error raised) here
+        dist.close(world)
     result.step = step
     pointer = ckpt.read_pointer(run)
     result.checkpoint = pointer["uri"] if pointer else None

@@ -11,10 +11,11 @@ from facegan.checkpoint import CheckpointError
 from facegan.config import ConfigError
 from facegan.data import DatasetError
 from facegan.gallery import GalleryError
+from facegan.metrics import FIDError
 from facegan.storage import StorageError
 
 # Errors that mean "bad input": the run fails with their one-line message, no traceback.
-INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError)
+INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError)
 
 
 def retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature

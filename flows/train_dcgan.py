@@ -17,6 +17,7 @@ from prefect.runtime import task_run
 from facegan import checkpoint as ckpt
 from facegan import data
 from facegan.config import ConfigError, ModelConfig, TrainConfig
+from facegan.presets import resolve
 from facegan.storage import open_store
 from facegan.train import GracefulStop, Hooks, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
@@ -105,41 +106,53 @@ def train_dcgan(
     dataset_uri: str,
     run_name: str,
     store: str | None = None,
-    resolution: int = 64,
-    steps: int = 10_000,
-    batch_size: int = 128,
-    lr_g: float = 2e-4,
-    lr_d: float = 2e-4,
-    lr_schedule: str = "constant",
-    decay_start: float = 0.5,
-    label_smoothing: float = 1.0,
-    ckpt_every: int = 500,
-    keep_last: int = 3,
-    log_every: int = 50,
-    ema_decay: float = 0.999,
-    seed: int = 0,
-    ngf: int = 64,
-    ndf: int = 64,
-    z_dim: int = 100,
+    preset: str | None = None,
+    resolution: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr_g: float | None = None,
+    lr_d: float | None = None,
+    lr_schedule: str | None = None,
+    decay_start: float | None = None,
+    label_smoothing: float | None = None,
+    ckpt_every: int | None = None,
+    keep_last: int | None = None,
+    log_every: int | None = None,
+    ema_decay: float | None = None,
+    seed: int | None = None,
+    ngf: int | None = None,
+    ndf: int | None = None,
+    z_dim: int | None = None,
+    spectral_norm: bool | None = None,
+    loss: str | None = None,
+    augment: str | None = None,
+    r1_gamma: float | None = None,
+    fid_every: int | None = None,
+    fid_samples: int | None = None,
+    fid_weights: str | None = None,
     device: str = "auto",
+    compile: bool = False,
     max_seconds: float | None = None,
 ):
-    """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it."""
+    """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it.
+
+    `preset` (udacity32, dcgan64, dcgan64-plus, dcgan128) gives the starting settings; every
+    other parameter left empty keeps the preset's (or the library's) default.
+    """
     try:
         # --- every parameter checked before any heavy work --------------------------------
-        if not run_name or not all(c.isalnum() or c in "-_." for c in run_name):
+        if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
             raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
-        model = ModelConfig(resolution=resolution, z_dim=z_dim, ngf=ngf, ndf=ndf)
-        cfg = TrainConfig(
-            dataset=dataset_uri, run=f"{store_root(store)}/runs/{run_name}", model=model,
-            steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, lr_schedule=lr_schedule,
-            decay_start=decay_start, label_smoothing=label_smoothing, ckpt_every=ckpt_every,
-            keep_last=keep_last, log_every=log_every, ema_decay=ema_decay, seed=seed,
-            device=device, max_seconds=max_seconds,
-        )
+        given = {k: v for k, v in locals().items() if v is not None and k not in
+                 ("dataset_uri", "run_name", "store", "preset")}
+        model = {k: given.pop(k) for k in ("resolution", "ngf", "ndf", "z_dim", "spectral_norm") if k in given}
+        settings = resolve(preset, {**given, "model": model})
+        cfg = TrainConfig(dataset=dataset_uri, run=f"{store_root(store)}/runs/{run_name}",
+                          **{**settings, "model": ModelConfig(**settings["model"])})
         manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
-        if manifest["resolution"] != resolution:
-            raise ConfigError(f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={resolution}")
+        if manifest["resolution"] != cfg.model.resolution:
+            raise ConfigError(
+                f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={cfg.model.resolution}")
         open_store(cfg.run).exists("latest.json")  # the run's bucket is reachable too
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:

@@ -12,7 +12,7 @@ from facegan.sample import generate, interpolate, load_generator
 from facegan.train import Hooks, train
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "synth"])
+@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "fid", "synth"])
 def test_help(cmd):
     out = subprocess.run([sys.executable, "-m", "facegan.cli", cmd, "--help"], cwd=ROOT,
                          capture_output=True, text=True)

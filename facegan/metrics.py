@@ -1,0 +1,306 @@
+"""FID: Fréchet Inception Distance with the standard FID Inception network.
+
+The network is pytorch-fid's TF-ported InceptionV3 (`FIDInceptionV3` below: torchvision's
+Inception3 with the FID variants of the A, C and E blocks), whose weights file is
+`pt_inception-2015-12-05-6726825d.pth`. Weights are loaded from a configured URI (https,
+s3://, or a local path), checked against their sha256 before use (the full digest when one
+is configured, otherwise the 8-hex prefix in the file name, as torch hub does), and never
+replaced by other weights: a missing or wrong file is a one-line `FIDError` saying where to
+put it.
+
+Real statistics (mean, covariance of the 2048-d pool features) are computed once per dataset
+manifest, weights and sample count, and cached in the store next to the dataset as
+`fid-stats-<weights>-<n>.npz`. Generated statistics are accumulated batch by batch (sums in
+float64), so no large image tensor is ever held. Every score carries its protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
+
+from facegan.storage import StorageError, open_store, split_uri
+
+WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
+WEIGHTS_ENV = "FACEGAN_FID_WEIGHTS"
+WEIGHTS_SHA256_ENV = "FACEGAN_FID_WEIGHTS_SHA256"
+FEATURES = 2048
+RESIZE = 299
+
+
+class FIDError(RuntimeError):
+    """FID cannot be computed (weights missing or wrong, bad input); one-line message."""
+
+
+# ------------------------------------------------------------------ the network
+
+
+class _FIDInceptionA(InceptionA):
+    def forward(self, x):
+        branch1x1 = self.branch1x1(x)
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        # TF's average pooling does not count the padding
+        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+        return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
+
+
+class _FIDInceptionC(InceptionC):
+    def forward(self, x):
+        branch1x1 = self.branch1x1(x)
+        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        b = self.branch7x7dbl_1(x)
+        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            b = layer(b)
+        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+        return torch.cat([branch1x1, branch7x7, b, branch_pool], 1)
+
+
+class _FIDInceptionE(InceptionE):
+    def __init__(self, in_channels: int, pool: str) -> None:
+        super().__init__(in_channels)
+        self.pool = pool  # "avg" in Mixed_7b, "max" in Mixed_7c (a quirk of the TF graph)
+
+    def forward(self, x):
+        branch1x1 = self.branch1x1(x)
+        b3 = self.branch3x3_1(x)
+        branch3x3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        if self.pool == "max":
+            pooled = F.max_pool2d(x, 3, 1, 1)
+        else:
+            pooled = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return torch.cat([branch1x1, branch3x3, branch3x3dbl, self.branch_pool(pooled)], 1)
+
+
+class FIDInceptionV3(nn.Module):
+    """The FID InceptionV3: images (N, 3, H, W) in [-1, 1] -> pool3 features (N, 2048)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+        net.Mixed_5b = _FIDInceptionA(192, pool_features=32)
+        net.Mixed_5c = _FIDInceptionA(256, pool_features=64)
+        net.Mixed_5d = _FIDInceptionA(288, pool_features=64)
+        net.Mixed_6b = _FIDInceptionC(768, channels_7x7=128)
+        net.Mixed_6c = _FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6d = _FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6e = _FIDInceptionC(768, channels_7x7=192)
+        net.Mixed_7b = _FIDInceptionE(1280, "avg")
+        net.Mixed_7c = _FIDInceptionE(2048, "max")
+        self.net = net
+
+    def load_weights(self, state: dict) -> None:
+        """Load pytorch-fid's state dict (keys of torchvision's Inception3)."""
+        self.net.load_state_dict(state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = F.interpolate(x.float(), size=(RESIZE, RESIZE), mode="bilinear", align_corners=False)
+        # input already in [-1, 1], the range the TF graph expects
+        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1,
+                      n.Conv2d_3b_1x1, n.Conv2d_4a_3x3, n.maxpool2,
+                      n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b, n.Mixed_6c,
+                      n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+            x = layer(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)  # (N, 2048)
+
+
+# ------------------------------------------------------------------ weights
+
+
+def _read_uri(uri: str, cache: Path) -> bytes:
+    if uri.startswith(("https://", "http://")):
+        local = cache / uri.rsplit("/", 1)[-1]
+        if not local.is_file():
+            try:
+                with urllib.request.urlopen(uri, timeout=60) as r:
+                    data = r.read()
+            except OSError as exc:
+                raise FIDError(
+                    f"FID weights: cannot download {uri} ({exc}); download {WEIGHTS_NAME} yourself and set "
+                    f"{WEIGHTS_ENV} (or --fid-weights) to its path or s3:// URI"
+                ) from None
+            open_store(cache).put_bytes(local.name, data)
+        return local.read_bytes()
+    try:
+        store, key = split_uri(uri)
+        return store.get_bytes(key)
+    except StorageError as exc:
+        raise FIDError(
+            f"FID weights: {exc}; put {WEIGHTS_NAME} there or set {WEIGHTS_ENV} (or --fid-weights) to it"
+        ) from None
+
+
+def load_weights(uri: str | None = None, sha256: str | None = None) -> tuple[FIDInceptionV3, dict]:
+    """The FID network with verified weights from `uri` (default $FACEGAN_FID_WEIGHTS, else the
+    pytorch-fid release URL); returns (network in eval mode, weights description)."""
+    uri = uri or os.environ.get(WEIGHTS_ENV) or WEIGHTS_URL
+    sha256 = (sha256 or os.environ.get(WEIGHTS_SHA256_ENV) or "").lower()
+    cache = Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")) / "fid"
+    data = _read_uri(uri, cache)
+    digest = hashlib.sha256(data).hexdigest()
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    prefix = re.search(r"-([0-9a-f]{8,64})\.pth?$", name)
+    if sha256:
+        expected, how = sha256, "configured sha256"
+    elif prefix:
+        expected, how = prefix.group(1), "hash prefix in the file name"
+    else:
+        raise FIDError(
+            f"FID weights {uri}: no sha256 to check against; name the file like {WEIGHTS_NAME} or set "
+            f"{WEIGHTS_SHA256_ENV}"
+        )
+    if not digest.startswith(expected):
+        raise FIDError(
+            f"FID weights {uri}: sha256 {digest[:16]}... does not match the {how} {expected[:16]}; "
+            f"replace it with the real {WEIGHTS_NAME}"
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        net = FIDInceptionV3()
+        net.load_weights(state)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the same user error
+        raise FIDError(f"FID weights {uri}: not FID InceptionV3 weights ({str(exc).splitlines()[0][:160]})") from None
+    return net.eval().requires_grad_(False), {"uri": uri, "name": name, "sha256": digest}
+
+
+# ------------------------------------------------------------------ statistics
+
+
+class RunningStats:
+    """Mean and covariance of feature rows, accumulated batch by batch in float64."""
+
+    def __init__(self, dim: int) -> None:
+        self.n = 0
+        self.sum = np.zeros(dim, np.float64)
+        self.outer = np.zeros((dim, dim), np.float64)
+
+    def add(self, feats: torch.Tensor) -> None:
+        f = feats.detach().double().cpu().numpy()
+        self.n += len(f)
+        self.sum += f.sum(0)
+        self.outer += f.T @ f
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise FIDError(f"FID needs at least 2 samples, got {self.n}")
+        mu = self.sum / self.n
+        sigma = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return mu, sigma
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """d^2 = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are real
+    and non-negative for covariance matrices (tiny negative round-off is clipped).
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    eig = np.linalg.eigvals(s1 @ s2)
+    tr_sqrt = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def _uint8_to_unit(batch: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def real_stats(net: nn.Module, images: torch.Tensor, n: int, batch: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics of the first n dataset images (manifest order: deterministic)."""
+    stats = RunningStats(FEATURES)
+    for i in range(0, min(n, len(images)), batch):
+        chunk = images[i:min(i + batch, n)].to(device)
+        stats.add(net(_uint8_to_unit(chunk)))
+    return stats.finish()
+
+
+@torch.no_grad()
+def generated_stats(net: nn.Module, G: nn.Module, n: int, batch: int, device, seed: int = 0):
+    """Statistics of n generated images, streamed; latents from a private generator (the
+    training RNG is untouched, so FID during training keeps runs resumable)."""
+    gen = torch.Generator().manual_seed(seed)
+    z_dim = G.cfg.z_dim
+    stats = RunningStats(FEATURES)
+    was_training = G.training
+    G.eval()
+    for i in range(0, n, batch):
+        z = torch.randn(min(batch, n - i), z_dim, generator=gen).to(device)
+        stats.add(net(G(z).float().clamp(-1, 1)))
+    G.train(was_training)
+    return stats.finish()
+
+
+@dataclass
+class FIDTracker:
+    """Scores generators against one dataset's cached real statistics."""
+
+    net: nn.Module
+    mu: np.ndarray
+    sigma: np.ndarray
+    protocol: dict
+    device: torch.device
+    batch: int = 50
+
+    @classmethod
+    def create(cls, dataset_uri: str, samples: int, weights_uri: str | None = None,
+               device: str | torch.device = "cpu", images: torch.Tensor | None = None,
+               manifest: dict | None = None, log=print, batch: int = 50) -> FIDTracker:
+        """Load weights, then the real statistics from the cache next to the dataset (or compute
+        and cache them)."""
+        from facegan import data
+
+        device = torch.device(device)
+        net, weights = load_weights(weights_uri)
+        net = net.to(device)
+        store = open_store(dataset_uri)
+        if manifest is None:
+            manifest = data.read_manifest(store)
+        n = min(samples, manifest["count"])
+        key = f"fid-stats-{weights['sha256'][:8]}-{n}.npz"
+        if store.exists(key):
+            with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as z:
+                mu, sigma, ref_id = z["mu"], z["sigma"], str(z["dataset_id"])
+            if ref_id != manifest["id"]:
+                raise FIDError(f"{store.uri(key)}: statistics of dataset {ref_id}, not {manifest['id']}")
+            log(f"FID: real statistics from {store.uri(key)}")
+        else:
+            if images is None:
+                images, _ = data.load(dataset_uri)
+            log(f"FID: computing real statistics of {n} images (cached as {store.uri(key)})")
+            mu, sigma = real_stats(net, images, n, batch, device)
+            buf = io.BytesIO()
+            np.savez(buf, mu=mu, sigma=sigma, dataset_id=np.array(manifest["id"]))
+            store.put_bytes(key, buf.getvalue())
+        protocol = {
+            "samples": n, "reference": {"dataset": store.root, "id": manifest["id"], "images": n},
+            "resize": f"bilinear to {RESIZE}x{RESIZE}", "features": f"pool3 ({FEATURES})",
+            "weights": {"name": weights["name"], "sha256": weights["sha256"]},
+        }
+        return cls(net, mu, sigma, protocol, device, batch)
+
+    @classmethod
+    def for_training(cls, cfg, manifest: dict, device, log) -> FIDTracker:
+        return cls.create(cfg.dataset, cfg.fid_samples, cfg.fid_weights or None, device,
+                          manifest=manifest, log=log)
+
+    def score(self, G: nn.Module, seed: int = 0) -> float:
+        """FID of generator G (n = protocol samples, latents from `seed`)."""
+        mu, sigma = generated_stats(self.net, G, self.protocol["samples"], self.batch, self.device, seed)
+        return frechet_distance(mu, sigma, self.mu, self.sigma)

@@ -1,0 +1,39 @@
+"""evaluate: FID of any checkpoint URI against a dataset, with its protocol."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from facegan.config import ConfigError
+from facegan.metrics import FIDTracker
+from facegan.sample import load_generator
+from flows.common import INPUT_ERRORS, artifact_key, fail
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(checkpoint_uri: str, dataset_uri: str, samples: int = 10_000, weights_uri: str | None = None,
+             device: str = "auto", ema: bool = True):
+    """Score a checkpoint (run URI or .pt URI) with FID against `dataset_uri`."""
+    try:
+        if samples < 2:
+            raise ConfigError(f"samples={samples} must be at least 2")
+        import torch
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        gen = load_generator(checkpoint_uri, ema=ema, device=dev)
+        tracker = FIDTracker.create(dataset_uri, samples, weights_uri, dev)
+        score = tracker.score(gen.net)
+    except INPUT_ERRORS as exc:
+        return fail(exc)
+    p = tracker.protocol
+    print(f"FID {score:.3f} for {checkpoint_uri} (step {gen.step}, {gen.which}), {p['samples']} samples")
+    create_markdown_artifact(
+        key=artifact_key("fid", checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]),
+        markdown=(f"# FID {score:.3f}\n\ncheckpoint `{checkpoint_uri}` (step {gen.step}, {gen.which})\n\n"
+                  f"| samples | reference | resize | weights |\n|---|---|---|---|\n| {p['samples']} | "
+                  f"`{p['reference']['dataset']}` ({p['reference']['id']}) | {p['resize']} | "
+                  f"{p['weights']['name']} `{p['weights']['sha256'][:12]}` |\n"),
+        description="FID evaluation",
+    )
+    return {"fid": score, "step": gen.step, "checkpoint": checkpoint_uri, "protocol": p}
