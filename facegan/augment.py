@@ -35,7 +35,7 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     gh = torch.clamp(gh + th + 1, 0, h + 1)
     gw = torch.clamp(gw + tw + 1, 0, w + 1)
     padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)  # (B, H+2, W+2, C)
-    return padded[gb, gh, gw].permute(0, 3, 1, 2).contiguous(memory_format=torch.preserve_format)
+    return padded[gb, gh, gw].permute(0, 3, 1, 2)  # (B, C, H, W), channels-last strides
 
 
 def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:

@@ -92,8 +92,12 @@ def print_progress(step: int, total: int, m: dict) -> None:
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with `nproc` processes on this machine."""
-    import subprocess
+    """Run this command in `nproc` processes on this machine, as `torchrun --standalone` does
+    (torchrun's own launcher API; its CLI would read our --run as an abbreviation of --run-path)."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     args = list(argv)
     for i, arg in enumerate(args):  # drop --nproc N / --nproc=N
@@ -103,10 +107,17 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
         if arg.startswith("--nproc="):
             del args[i]
             break
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "facegan.cli", *args]
-    print("launching:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    print(f"launching {nproc} processes: facegan {' '.join(args)}", flush=True)
+    try:
+        results = elastic_launch(config, main)(args)
+    except ChildFailedError as exc:
+        first = next(iter(exc.failures.values()))
+        print(f"facegan train: a training process failed (exit {first.exitcode}); see its output above",
+              file=sys.stderr)
+        return first.exitcode if first.exitcode > 0 else 1
+    return max(results.values(), default=0) or 0
 
 
 def cmd_fid(a: argparse.Namespace) -> int:

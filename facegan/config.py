@@ -171,6 +171,5 @@ class TrainConfig:
     def differences(self, other: TrainConfig) -> list[str]:
         """Names of fields that differ and would change what the run computes."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return sorted(
-            k for k in mine if k not in RESUMABLE_FIELDS and k != "run" and mine[k] != theirs[k]
-        )
+        free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
+        return sorted(k for k in mine if k not in free and k != "run" and mine[k] != theirs[k])

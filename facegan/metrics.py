@@ -171,7 +171,8 @@ def load_weights(uri: str | None = None, sha256: str | None = None) -> tuple[FID
         )
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        net = FIDInceptionV3()
+        with torch.random.fork_rng(devices=[]):  # layer init must not move the training RNG
+            net = FIDInceptionV3()
         net.load_weights(state)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the same user error
         raise FIDError(f"FID weights {uri}: not FID InceptionV3 weights ({str(exc).splitlines()[0][:160]})") from None

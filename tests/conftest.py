@@ -100,3 +100,42 @@ def prefect_api(server):
 
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
         yield server
+
+
+@pytest.fixture(scope="session")
+def fid_weights(tmp_path_factory) -> str:
+    """A randomly initialised FID InceptionV3 saved like the real weights file: its name carries
+    the first 8 hex digits of its sha256 (the real weights cannot be downloaded here)."""
+    import hashlib
+    import io
+
+    import torch
+
+    from facegan.metrics import FIDInceptionV3
+
+    torch.manual_seed(123)
+    net = FIDInceptionV3().net
+    for m in net.modules():  # He init keeps the signal's scale through ~90 ReLU layers
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    data = buf.getvalue()
+    path = tmp_path_factory.mktemp("fid") / f"pt_inception-random-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def prepared(raw_faces, tmp_path_factory):
+    """Datasets of 16 faces at each resolution: prepared(res) -> URI."""
+    made: dict[int, str] = {}
+
+    def get(res: int) -> str:
+        if res not in made:
+            out = tmp_path_factory.mktemp(f"ds{res}") / f"faces-{res}"
+            prepare(raw_faces, str(out), resolution=res, workers=1, limit=16, log=lambda *_: None)
+            made[res] = str(out)
+        return made[res]
+
+    return get
