@@ -102,5 +102,10 @@ infra-delete:
 	aws cloudformation delete-stack --stack-name $(STACK)
 	aws cloudformation wait stack-delete-complete --stack-name $(STACK)
 
+# Speed figures measured side by side (see bench/README.md); not part of `make test`.
+bench: $(STAMP)
+	$(PY) -m bench.train_throughput $(BENCH_ARGS)
+	$(PY) -m bench.data_throughput
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts demo

@@ -1,15 +1,18 @@
 """The training loop: `train(config, hooks)`, readable top to bottom.
 
-Non-saturating GAN with BCE-with-logits (optional one-sided label smoothing), Adam, a constant
-or linearly decaying learning rate, an EMA generator, bf16 autocast and channels_last on CUDA,
-deterministic seeding. Every `ckpt_every` steps and at the end it checkpoints the complete
-state (see `facegan.checkpoint`), a fixed-z sample grid, `metrics.jsonl` and `loss.png` to the
-run URI. Started on a run folder that has `latest.json`, it resumes from it; on CPU the result
-is bit-identical to a run that was never interrupted.
+Non-saturating GAN with BCE-with-logits (optional one-sided label smoothing; hinge loss as an
+alternative), Adam, a constant or linearly decaying learning rate, an EMA generator, optional
+DiffAugment and lazy R1, bf16 autocast on CUDA, channels_last everywhere, deterministic seeding.
+Every `ckpt_every` steps and at the end it checkpoints the complete state (see
+`facegan.checkpoint`), a fixed-z sample grid, `metrics.jsonl` and `loss.png` to the run URI
+(and FID with `best.json` when `fid_every` is set). Started on a run folder that has
+`latest.json`, it resumes from it; on CPU the result is bit-identical to a run that was never
+interrupted.
 
 Callers observe and steer through `Hooks` (plain callables, no framework): `progress` gets
 (step, total, metrics) every `log_every` steps, `should_stop` is polled every step and makes
 the loop checkpoint and return early (signals, Prefect cancellation, wall-clock limits).
+Under torchrun the same function runs data-parallel (see `facegan.distributed`).
 """
 
 from __future__ import annotations
@@ -202,16 +205,16 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
             f"{cfg.model.resolution}"
         )
-    sampler = data.BatchSampler(images, cfg.batch_size, channels_last=on_cuda)
+    # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
+    sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)
     part = (world.rank, world.size)  # this process's slice of every global batch
     local_batch = cfg.batch_size // world.size
     augment = cfg.augment_list
 
     # --- networks and optimizers ----------------------------------------------------------
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
-    memory_format = torch.channels_last if on_cuda else torch.contiguous_format
-    G = Generator(cfg.model).to(device, memory_format=memory_format)
-    D = Discriminator(cfg.model).to(device, memory_format=memory_format)
+    G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
+    D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     adam = {"betas": (cfg.beta1, cfg.beta2), "fused": True} if on_cuda else {"betas": (cfg.beta1, cfg.beta2)}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)

@@ -1,0 +1,94 @@
+"""Training images/s: facegan's trainer against the canonical recipe (bench/baseline.py), same
+networks, batch size and device, in one invocation; plus facegan with checkpointing to a store
+every N steps against without. Prints the figures and their ratios, writes a JSON record.
+
+    python -m bench.train_throughput                      # CPU here; CUDA when available
+    python -m bench.train_throughput --device cuda --compile --ckpt-every 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench import baseline
+from bench.common import export_jpegs, median_rate, write_record
+from facegan import data
+from facegan.config import ModelConfig, TrainConfig
+from facegan.synthetic import make_faces
+from facegan.train import Hooks, pick_device, train
+
+
+def facegan_windows(cfg: TrainConfig, warmup: int, window_steps: int) -> tuple[list[float], float | None]:
+    """Window times from the trainer's own progress hook (it syncs once per log interval)."""
+    marks: list[tuple[int, float]] = []
+    result = train(cfg, Hooks(progress=lambda s, t, m: marks.append((s, time.perf_counter())), log=lambda *_: None))
+    marks = [(s, t) for s, t in marks if s >= warmup]
+    return [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)], result.compile_seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--images", type=int, default=2048, help="dataset size (JPEG folder and shards)")
+    p.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
+    p.add_argument("--windows", type=int, default=5)
+    p.add_argument("--window-steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--ckpt-every", type=int, default=10, help="checkpoint interval for the third figure")
+    p.add_argument("--store", default=None, help="store URI for checkpoints (default: a temp folder)")
+    p.add_argument("--compile", action="store_true", help="facegan with torch.compile")
+    a = p.parse_args()
+    device = pick_device(a.device)
+    model = ModelConfig(resolution=a.resolution, ngf=a.ngf, ndf=a.ndf)
+    tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-"))
+    print(f"device {device}, DCGAN-{a.resolution} ngf={a.ngf} ndf={a.ndf}, batch {a.batch}, {a.images} images")
+
+    # the same images for both: prepared shards for facegan, a JPEG folder for the baseline
+    raw = make_faces(tmp / "raw", a.images)
+    data.prepare(raw, str(tmp / "ds"), resolution=a.resolution, log=lambda *_: None)
+    images, _ = data.load(str(tmp / "ds"))
+    jpegs = export_jpegs(images.numpy(), tmp / "jpeg")
+
+    total = a.warmup + a.windows * a.window_steps
+    base_times = baseline.run(jpegs, model, a.batch, device, a.workers, a.windows, a.window_steps, a.warmup)
+    base = median_rate(base_times, a.window_steps * a.batch)
+
+    def cfg(run: str, ckpt_every: int) -> TrainConfig:
+        return TrainConfig(dataset=str(tmp / "ds"), run=run, model=model, batch_size=a.batch, steps=total,
+                           log_every=a.window_steps, ckpt_every=ckpt_every, keep_last=2, device=str(device),
+                           compile=a.compile, ema_decay=0.999)
+
+    # log_every == window_steps and warmup a multiple of it: windows line up with the baseline's
+    fast_times, compile_s = facegan_windows(cfg(str(tmp / "run-plain"), 10**9), a.warmup, a.window_steps)
+    fast = median_rate(fast_times, a.window_steps * a.batch)
+    store = a.store or str(tmp / "store")
+    ck_times, _ = facegan_windows(cfg(f"{store}/runs/bench-ckpt", a.ckpt_every), a.warmup, a.window_steps)
+    ck = median_rate(ck_times, a.window_steps * a.batch)
+
+    print(f"baseline (JPEG DataLoader x{a.workers} workers, fp32, eager, sync/step): {base:8.1f} img/s")
+    print(f"facegan  (device-resident uint8, {'compiled' if a.compile else 'eager'}"
+          f"{', bf16' if device.type == 'cuda' else ''}):        {fast:8.1f} img/s   ratio {fast / base:.2f}x")
+    if compile_s is not None:
+        print(f"torch.compile: first step took {compile_s:.1f}s (not in the figure)")
+    print(f"facegan with a checkpoint every {a.ckpt_every} steps to {store}: {ck:8.1f} img/s   "
+          f"cost {100 * (1 - ck / fast):.1f}%")
+    write_record("train_throughput", {
+        "device": str(device), "config": vars(a), "baseline_img_s": base, "facegan_img_s": fast,
+        "ratio": fast / base, "facegan_ckpt_img_s": ck, "ckpt_cost_fraction": 1 - ck / fast,
+        "compile_seconds": compile_s, "windows_s": {"baseline": base_times, "facegan": fast_times,
+                                                    "facegan_ckpt": ck_times},
+        "torch_threads": torch.get_num_threads(),
+    })
+
+
+if __name__ == "__main__":
+    main()
