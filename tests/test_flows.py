@@ -76,3 +76,19 @@ def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
         lambda **kw: prepare_celeba(source=str(tmp_path / "none"), dataset_uri=uri, **kw), time.monotonic())
     assert "no such folder or .zip file" in message
     assert (tmp_path / "ds" / "manifest.json").exists()  # the existing dataset is untouched
+
+
+def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, tmp_path):
+    from helpers import tiny_config
+
+    from facegan.train import Hooks, train
+    from flows.evaluate import evaluate
+
+    run = str(tmp_path / "run")
+    train(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
+    out = evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=6, weights_uri=fid_weights, device="cpu")
+    assert out["fid"] > 0 and out["step"] == 2 and out["protocol"]["samples"] == 6
+    message = _failed_fast(
+        lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, weights_uri=str(tmp_path / "x.pth"), **kw),
+        time.monotonic())
+    assert "FID weights" in message and "pt_inception-2015-12-05-6726825d.pth" in message

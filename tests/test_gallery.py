@@ -61,3 +61,20 @@ def test_no_checkpoint(tmp_path):
         gallery.publish(str(tmp_path))
     with pytest.raises(gallery.GalleryError, match="runs/missing; train a run first"):
         gallery.find_checkpoint(open_store(str(tmp_path)), "missing")
+
+
+def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, tmp_path):
+    root = tmp_path / "store"
+    cfg = tiny_config(dataset32, str(root / "runs" / "fidrun"), steps=6, ckpt_every=2, keep_last=1,
+                      fid_every=2, fid_samples=6, fid_weights=fid_weights)
+    train(cfg, Hooks(log=lambda *_: None))
+    from facegan import checkpoint as ckpt
+
+    best = ckpt.read_pointer(open_store(cfg.run), ckpt.BEST)
+    m = gallery.publish(str(root), dt.date(2026, 4, 1), fixed=2, fresh=2)
+    assert m["pointer"] == "best.json" and m["step"] == best["step"]
+    assert m["fid"]["best"] == best["metric"]["value"]
+    store = open_store(str(root))
+    assert store.exists("galleries/2026-04-01/fid.png")
+    page = store.get_bytes("galleries/2026-04-01/index.html").decode()
+    assert 'src="fid.png"' in page and "best" in page

@@ -141,3 +141,29 @@ def test_linear_decay_schedule(dataset32, tmp_path):
     assert get_lr(75, 1e-3, cfg) == pytest.approx(0.5e-3)
     assert get_lr(100, 1e-3, cfg) == 0.0
     assert get_lr(75, 1e-3, cfg.replace(lr_schedule="constant")) == 1e-3
+
+
+def test_hinge_loss_trains_and_resumes_exactly(dataset32, tmp_path):
+    cfg = tiny_config(dataset32, str(tmp_path / "a"), steps=6, loss="hinge", augment="translation",
+                      r1_gamma=1.0, r1_every=2)
+    n = iter(range(100))
+    assert train(cfg, Hooks(should_stop=lambda: next(n) == 2, log=lambda *_: None)).step == 3
+    train(cfg, quiet)
+    straight = train(cfg.replace(run=str(tmp_path / "b")), quiet)
+    assert straight.finished
+    from helpers import assert_states_equal
+
+    assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_d"] >= 0 for r in rows)  # hinge D loss is non-negative
+
+
+def test_compile_runs_and_reports_compile_time_apart(dataset32, tmp_path):
+    logs = []
+    cfg = tiny_config(dataset32, str(tmp_path / "c"), steps=3, log_every=1, compile=True)
+    result = train(cfg, Hooks(log=logs.append))
+    assert result.finished and result.compile_seconds is not None and result.compile_seconds > 0
+    assert any("first step (torch.compile) took" in line for line in logs)
+    # either compiled, or a compiler failure fell back to eager for that step: both finish the run
+    rows = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
