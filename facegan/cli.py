@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from facegan.config import ConfigError, ModelConfig, TrainConfig
+from facegan.config import ConfigError, TrainConfig
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -51,8 +51,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
     model = {k: getattr(a, k) for k in (*MODEL_OPTS, "spectral_norm") if getattr(a, k) is not None}
     train = {k: getattr(a, k) for k in (*TRAIN_OPTS, "compile") if getattr(a, k) is not None}
-    settings = resolve(a.preset, {**train, "model": model})
-    return TrainConfig(dataset=a.dataset, run=a.run, **{**settings, "model": ModelConfig(**settings["model"])})
+    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **resolve(a.preset, {**train, "model": model})})
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from prefect.runtime import task_run
 
 from facegan import checkpoint as ckpt
 from facegan import data
-from facegan.config import ConfigError, ModelConfig, TrainConfig
+from facegan.config import ConfigError, TrainConfig
 from facegan.presets import resolve
 from facegan.storage import open_store
 from facegan.train import GracefulStop, Hooks, train
@@ -143,12 +143,18 @@ def train_dcgan(
         # --- every parameter checked before any heavy work --------------------------------
         if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
             raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
-        given = {k: v for k, v in locals().items() if v is not None and k not in
-                 ("dataset_uri", "run_name", "store", "preset")}
-        model = {k: given.pop(k) for k in ("resolution", "ngf", "ndf", "z_dim", "spectral_norm") if k in given}
-        settings = resolve(preset, {**given, "model": model})
-        cfg = TrainConfig(dataset=dataset_uri, run=f"{store_root(store)}/runs/{run_name}",
-                          **{**settings, "model": ModelConfig(**settings["model"])})
+        model = {"resolution": resolution, "ngf": ngf, "ndf": ndf, "z_dim": z_dim, "spectral_norm": spectral_norm}
+        options = {
+            "steps": steps, "batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "lr_schedule": lr_schedule,
+            "decay_start": decay_start, "label_smoothing": label_smoothing, "ckpt_every": ckpt_every,
+            "keep_last": keep_last, "log_every": log_every, "ema_decay": ema_decay, "seed": seed, "loss": loss,
+            "augment": augment, "r1_gamma": r1_gamma, "fid_every": fid_every, "fid_samples": fid_samples,
+            "fid_weights": fid_weights, "device": device, "compile": compile, "max_seconds": max_seconds,
+        }
+        given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's or the default
+        given["model"] = {k: v for k, v in model.items() if v is not None}
+        cfg = TrainConfig.from_dict(
+            {"dataset": dataset_uri, "run": f"{store_root(store)}/runs/{run_name}", **resolve(preset, given)})
         manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
         if manifest["resolution"] != cfg.model.resolution:
             raise ConfigError(
