@@ -84,8 +84,13 @@ def test_celeba_crop_box_and_other_images_centre_crop():
     assert crop_box((100, 60)) == (20, 0, 80, 60)
 
 
-def test_jpeg_draft_decode_matches_full_decode(raw_faces):
+def test_jpeg_draft_decode_matches_full_decode(raw_faces, messy_folder):
+    from facegan.data import _fast_jpeg
+
     data = (raw_faces / "000001.jpg").read_bytes()
+    assert _fast_jpeg(data, 32) is not None  # plain JPEGs take libjpeg-turbo's scaled decode
+    assert _fast_jpeg((messy_folder / "cmyk.jpg").read_bytes(), 32) is None  # others take PIL's path
+    assert _fast_jpeg((messy_folder / "truncated.jpg").read_bytes(), 32) is None
     fast = process_image(data, 32).astype(int)  # decodes at reduced scale
     img = Image.open(io.BytesIO(data)).convert("RGB")
     full = np.asarray(img.crop(CELEBA_FACE_BOX).resize((32, 32), Image.Resampling.LANCZOS), dtype=int)
