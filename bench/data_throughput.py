@@ -81,7 +81,7 @@ def main() -> None:
         prep_s = time.perf_counter() - t
         assert result.manifest["count"] == len(plain)
         print(f"(a) plain PIL loop (1 process): {len(plain) / plain_s:8.0f} img/s")
-        print(f"    facegan prepare ({os.cpu_count()} procs, JPEG draft): {a.raw / prep_s:8.0f} img/s   "
+        print(f"    facegan prepare ({os.cpu_count()} procs, scaled JPEG decode): {a.raw / prep_s:8.0f} img/s   "
               f"ratio {plain_s / prep_s:.2f}x")
 
         # (b) stored CelebA-size dataset -> device tensor, vs decoding a JPEG folder of the same images

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -163,12 +164,13 @@ def _list_source(source: Path) -> list[str]:
     return sorted(n for n in names if not hidden(n))
 
 
-def _process_chunk(args: tuple[str, list[str], int]) -> tuple[np.ndarray, list[str], list[dict]]:
-    """Worker: process a chunk of files; returns (images, kept names, skipped records)."""
-    source, names, resolution = args
+def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | None, list[dict]]:
+    """Worker: process a chunk of files into one shard and write it; returns (shard record or
+    None when no file was usable, skipped records). The main process only collects records."""
+    source, names, resolution, out_uri, shard_name = args
     path = Path(source)
     archive = zipfile.ZipFile(path) if path.suffix.lower() == ".zip" and path.is_file() else None
-    images, kept, skipped = [], [], []
+    images, skipped = [], []
     try:
         for name in names:
             suffix = os.path.splitext(name)[1].lower()
@@ -182,7 +184,6 @@ def _process_chunk(args: tuple[str, list[str], int]) -> tuple[np.ndarray, list[s
                     with open(os.path.join(source, name), "rb") as f:
                         data = f.read()
                 images.append(process_image(data, resolution, suffix in (".jpg", ".jpeg")))
-                kept.append(name)
             except ValueError as exc:
                 skipped.append({"file": name, "reason": str(exc)})
             except (OSError, zipfile.BadZipFile) as exc:
@@ -190,8 +191,21 @@ def _process_chunk(args: tuple[str, list[str], int]) -> tuple[np.ndarray, list[s
     finally:
         if archive:
             archive.close()
-    out = np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8)
-    return out, kept, skipped
+    record = write_shard(open_store(out_uri), shard_name, np.stack(images)) if images else None
+    return record, skipped
+
+
+def write_shard(store: Store, name: str, images: np.ndarray) -> dict:
+    """Write one uint8 (N, R, R, 3) shard atomically; returns its manifest record."""
+    data = _npy_bytes(np.ascontiguousarray(images))
+    store.put_bytes(name, data)
+    return {"name": name, "count": int(len(images)), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def shard_size_for(count: int) -> int:
+    """Images per shard: about 16 shards for small inputs (parallel work), at most SHARD_SIZE.
+    Depends on the file count only, so the dataset does not depend on the worker count."""
+    return max(64, min(SHARD_SIZE, -(-count // 16)))
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -201,7 +215,7 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 class ShardWriter:
-    """Writes uint8 images (N, R, R, 3) as fixed-size shards, then the manifest (last)."""
+    """Writes a stream of uint8 images (N, R, R, 3) as fixed-size shards, then the manifest (last)."""
 
     def __init__(self, out_uri: str, resolution: int, shard_size: int = SHARD_SIZE) -> None:
         self.store = open_store(out_uri)
@@ -225,10 +239,7 @@ class ShardWriter:
             block = np.concatenate(self._pending)
             shard, rest = block[: self.shard_size], block[self.shard_size :]
             self._pending, self._pending_n = ([rest] if len(rest) else []), len(rest)
-            name = f"shard-{len(self.shards):05d}.npy"
-            data = _npy_bytes(np.ascontiguousarray(shard))
-            self.store.put_bytes(name, data)
-            self.shards.append({"name": name, "count": int(len(shard)), "sha256": hashlib.sha256(data).hexdigest()})
+            self.shards.append(write_shard(self.store, f"shard-{len(self.shards):05d}.npy", shard))
 
     def finish(self, **fields) -> dict:
         """Write the last shard and `manifest.json` (with `fields` such as source, skipped)."""
@@ -261,7 +272,7 @@ def prepare(
     out_uri: str,
     resolution: int = 64,
     workers: int | None = None,
-    shard_size: int = SHARD_SIZE,
+    shard_size: int | None = None,
     limit: int | None = None,
     log=print,
     source_label: str | None = None,
@@ -282,34 +293,44 @@ def prepare(
     if not names:
         raise DatasetError(f"{source}: empty input, no files found")
     workers = workers or os.cpu_count() or 1
-    chunk = max(16, min(512, len(names) // (workers * 4) + 1))
-    jobs = [(str(source), names[i : i + chunk], resolution) for i in range(0, len(names), chunk)]
-    writer = ShardWriter(out_uri, resolution, shard_size)
+    per_shard = shard_size or shard_size_for(len(names))
+    store = open_store(out_uri)
+    jobs = [(str(source), names[i : i + per_shard], resolution, store.root, f"shard-{i // per_shard:05d}.npy")
+            for i in range(0, len(names), per_shard)]
+    shards: list[dict] = []
     skipped: list[dict] = []
     started = time.perf_counter()
 
-    # map() keeps results in input order, so the dataset does not depend on scheduling
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    # each job decodes its files and writes its own shard; map() keeps the records in order
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
     try:
         results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
-        for done, (images, _kept, skips) in enumerate(results, 1):
+        for done, (record, skips) in enumerate(results, 1):
             skipped += skips
-            writer.add(images)
-            if done % 20 == 0 or done == len(jobs):
-                seen = writer.count + len(skipped)
+            if record:
+                shards.append(record)
+            if done % 10 == 0 or done == len(jobs):
+                seen = sum(s["count"] for s in shards) + len(skipped)
                 log(f"prepare: {seen}/{len(names)} files, {seen / max(time.perf_counter() - started, 1e-9):.0f} img/s")
     finally:
         if pool:
             pool.shutdown()
-    if writer.count == 0:
+    if not shards:
         reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
         raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
-    manifest = writer.finish(
-        source=source_label or str(source), limit=limit, skipped=skipped,
-        crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
-        resize="PIL Lanczos (antialiased)",
-    )
-    store = writer.store
+    manifest = {
+        "format": FORMAT, "version": VERSION, "resolution": resolution,
+        "count": sum(s["count"] for s in shards), "shards": shards,
+        "source": source_label or str(source), "limit": limit, "skipped": skipped,
+        "crop": {"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
+        "resize": "PIL Lanczos (antialiased)",
+    }
+    manifest["id"] = manifest_id(manifest)
+    store.put_json(MANIFEST, manifest)  # written last: a dataset without it is incomplete
+    current = {s["name"] for s in shards}
+    for key in store.list():  # shards of an earlier build at this URI are no longer referenced
+        if re.fullmatch(r"shard-\d{5}\.npy", key) and key not in current:
+            store.delete(key)
     result = PrepareResult(store.root, manifest)
     log(result.summary)
     return result
