@@ -211,6 +211,6 @@ def test_rebuild_removes_stale_shards_and_id_ignores_workers(raw_faces, tmp_path
     small = prepare(raw_faces, uri, resolution=32, workers=1, limit=10, shard_size=10, log=quiet).manifest
     assert sorted(p.name for p in (tmp_path / "ds").glob("shard-*.npy")) == ["shard-00000.npy"]
     assert load(uri)[0].shape[0] == small["count"] == 10
-    one = prepare(raw_faces, str(tmp_path / "w1"), resolution=32, workers=1, limit=40, log=quiet).manifest
-    two = prepare(raw_faces, str(tmp_path / "w2"), resolution=32, workers=2, limit=40, log=quiet).manifest
+    one = prepare(raw_faces, str(tmp_path / "w1"), resolution=32, workers=1, log=quiet).manifest
+    two = prepare(raw_faces, str(tmp_path / "w2"), resolution=32, workers=2, log=quiet).manifest
     assert one["id"] == two["id"] and len(one["shards"]) > 1  # default sharding: worker count does not matter
