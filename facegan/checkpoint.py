@@ -19,7 +19,6 @@ storage; `save()` returns once the state is copied off the live tensors.
 from __future__ import annotations
 
 import io
-import json
 import queue
 import random
 import re
@@ -284,8 +283,3 @@ def describe(state: dict[str, Any]) -> str:
     cfg = state.get("config", {})
     res = cfg.get("model", {}).get("resolution")
     return f"step {state['step']} ({res}px, dataset {state.get('dataset_id')})"
-
-
-def config_json(state: dict[str, Any]) -> str:
-    """The run config stored in a checkpoint, as JSON."""
-    return json.dumps(state["config"], indent=2, sort_keys=True)
