@@ -40,7 +40,15 @@ def pull_dataset(dataset_uri: str) -> dict:
     return manifest
 
 
-@task(retries=2, retry_delay_seconds=5)
+def retry_unless_interrupted(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+    """Retry a failed training attempt (it resumes from latest.json), but not an interruption:
+    a SIGTERM means the container is going away (spot notice), so the run ends with its
+    checkpoint written and the next run resumes."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, TrainingInterrupted) and retry_transient(task, task_run, state)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_interrupted)
 def train_model(config: dict) -> dict:
     """Train until done; a retry resumes from the run's latest.json (at most one interval lost)."""
     cfg = TrainConfig.from_dict(config)

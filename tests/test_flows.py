@@ -92,3 +92,20 @@ def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, 
         lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, weights_uri=str(tmp_path / "x.pth"), **kw),
         time.monotonic())
     assert "FID weights" in message and "pt_inception-2015-12-05-6726825d.pth" in message
+
+
+def test_training_retries_failures_but_not_interruptions():
+    from prefect.states import Failed
+
+    from facegan.config import ConfigError
+    from facegan.storage import StorageError
+    from flows.train_dcgan import TrainingInterrupted, retry_unless_interrupted
+
+    def retried(exc: Exception) -> bool:
+        return retry_unless_interrupted(None, None, Failed(data=exc))
+
+    assert retried(RuntimeError("worker hiccup"))  # resumes from latest.json
+    assert retried(StorageError("s3://b/k: S3 endpoint unreachable", transient=True))
+    assert not retried(TrainingInterrupted("stopped at step 7: stop requested"))  # SIGTERM: let the run end
+    assert not retried(StorageError("s3://b/k: no such object"))
+    assert not retried(ConfigError("steps=-1 must be a positive integer"))
