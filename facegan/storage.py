@@ -230,7 +230,9 @@ class S3Store(Store):
                 return StorageError(f"{where}: no such object")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{where}: access denied ({code})")
-            return StorageError(f"{where}: S3 error {code}: {exc}", transient=True)
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError")
+            return StorageError(f"{where}: S3 error {code}: {exc}", transient=transient)
         return StorageError(f"{where}: {type(exc).__name__}: {exc}", transient=True)
 
     def _bucket_missing(self) -> bool:

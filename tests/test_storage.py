@@ -121,3 +121,10 @@ def test_s3_objects_get_browser_content_types(bucket):
     name = bucket.removeprefix("s3://")
     assert s3.head_object(Bucket=name, Key="g/index.html")["ContentType"] == "text/html"
     assert s3.head_object(Bucket=name, Key="g/grid.png")["ContentType"] == "image/png"
+
+
+def test_bad_bucket_name_is_not_transient(moto_endpoint):
+    s = open_store("s3://Bad_Bucket_Name/x")
+    with pytest.raises(StorageError, match=r"s3://Bad_Bucket_Name/x/k: ") as err:
+        s.put_bytes("k", b"1")
+    assert not err.value.transient
