@@ -109,3 +109,16 @@ def test_training_retries_failures_but_not_interruptions():
     assert not retried(TrainingInterrupted("stopped at step 7: stop requested"))  # SIGTERM: let the run end
     assert not retried(StorageError("s3://b/k: no such object"))
     assert not retried(ConfigError("steps=-1 must be a positive integer"))
+
+
+def test_train_flow_takes_a_preset(prefect_api, prepared, tmp_path):
+    from facegan import checkpoint as ckpt
+
+    out = train_dcgan(dataset_uri=prepared(32), run_name="preset-run", store=str(tmp_path), preset="udacity32",
+                      steps=2, batch_size=4, ngf=8, log_every=1, ckpt_every=2, device="cpu")
+    cfg = ckpt.load(out["run"])["config"]
+    assert cfg["model"]["ngf"] == 8 and cfg["model"]["ndf"] == 32  # preset value kept where not overridden
+    assert cfg["ema_decay"] == 0.0 and cfg["batch_size"] == 4 and out["step"] == 2
+    message = _failed_fast(lambda **kw: train_dcgan(dataset_uri=prepared(32), run_name="r", store=str(tmp_path),
+                                                    preset="dcgan256", **kw), time.monotonic())
+    assert "preset='dcgan256' is unknown" in message
