@@ -211,10 +211,11 @@ def write_checkpoint(
         if better:
             run.put_json(BEST, pointer)
             best = pointer
-    keep = {k for _, k in list_checkpoints(run)[-keep_last:]} | {key}
+    existing = list_checkpoints(run)  # one listing serves both the keep set and the pruning
+    keep = {k for _, k in existing[-keep_last:]} | {key}
     if best:
         keep.add(best["key"])
-    for _, old_key in list_checkpoints(run):
+    for _, old_key in existing:
         if old_key not in keep:
             run.delete(old_key)
     return run.uri(key)

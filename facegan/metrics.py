@@ -297,9 +297,10 @@ class FIDTracker:
         return cls(net, mu, sigma, protocol, device, batch)
 
     @classmethod
-    def for_training(cls, cfg, manifest: dict, device, log) -> FIDTracker:
+    def for_training(cls, cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
+        """The tracker for a training run, reusing the dataset tensor the run already holds."""
         return cls.create(cfg.dataset, cfg.fid_samples, cfg.fid_weights or None, device,
-                          manifest=manifest, log=log)
+                          images=images, manifest=manifest, log=log)
 
     def score(self, G: nn.Module, seed: int = 0) -> float:
         """FID of generator G (n = protocol samples, latents from `seed`)."""

@@ -248,13 +248,13 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         log(f"new run {cfg.run}: {manifest['count']} images, config saved to {CONFIG}")
     if world.is_main:
         run.put_json(CONFIG, cfg.to_dict())
-    metrics = read_metrics(run, upto=start)
+    metrics = read_metrics(run, upto=start) if world.is_main else []  # rank 0 alone writes them
     z_fixed = fixed_latents(cfg, device)
     fid = None
     if cfg.fid_every:
         from facegan.metrics import FIDTracker
 
-        fid = FIDTracker.for_training(cfg, manifest, device, log) if world.is_main else None
+        fid = FIDTracker.for_training(cfg, images, manifest, device, log) if world.is_main else None
 
     # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
     G_step, D_step = G, D
