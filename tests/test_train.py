@@ -1,10 +1,13 @@
 import json
 import signal
+import traceback
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import assert_states_equal, cli_train, latest_step, tiny_config, wait_for
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
@@ -167,3 +170,46 @@ def test_compile_runs_and_reports_compile_time_apart(dataset32, tmp_path):
     # either compiled, or a compiler failure fell back to eager for that step: both finish the run
     rows = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+class HostReads(TorchFunctionMode):
+    """Records tensor reads that force a device->host sync on CUDA, with the code that made them."""
+
+    READS = {"item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__",
+             "__repr__", "__format__"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, list[str]]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            frames = traceback.extract_stack()[:-1]
+            self.seen.append((name, [f"{Path(f.filename).name}:{f.name}" for f in frames]))
+        return func(*args, **(kwargs or {}))
+
+
+def test_host_read_detector_sees_item_bool_and_printing():
+    x = torch.ones(3)
+    with HostReads() as reads:
+        x.sum().item(), bool(x.any()), f"{x}", x.tolist()
+    assert [name for name, _ in reads.seen] == ["item", "__bool__", "__format__", "tolist"]
+
+
+def test_training_step_never_reads_back_from_the_device(dataset32, tmp_path):
+    """The step (sampling, DiffAugment, losses, R1, EMA, the running sums) makes no host read:
+    on CUDA each one would stall the GPU. Reads happen only at log and checkpoint steps."""
+    cfg = tiny_config(dataset32, str(tmp_path / "s"), steps=6, log_every=3, ckpt_every=6,
+                      augment="color,translation,cutout", r1_gamma=1.0, r1_every=2)
+    with HostReads() as reads:
+        result = train(cfg, Hooks(log=lambda *_: None))
+    assert result.finished
+    in_step = [
+        (name, where) for name, where in reads.seen
+        if "train.py:train_step" in where
+        # CPU Adam reads its step count with .item(); CUDA uses fused Adam, which keeps it on the GPU
+        and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)
+    ]
+    assert in_step == [], f"host reads inside the training step: {in_step[:3]}"
+    assert any(name == "tolist" for name, _ in reads.seen)  # the log step's one read is seen
