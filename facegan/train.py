@@ -331,6 +331,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     summed = 0  # steps in `sums`
     window_start, timed = time.perf_counter(), 0  # steps timed since window_start
     step = start
+    # fixed shapes: cuDNN times its convolution algorithms once and keeps the fastest (as in
+    # pytorch/examples' dcgan); the process's setting is restored when training returns
+    cudnn_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, on_cuda
     try:
         while step < cfg.steps:
             step += 1
@@ -393,6 +396,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                 log(f"stopping at step {step}: {result.stopped}")
                 break
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         if writer:
             writer.close()  # every queued checkpoint is complete (or its error raised) here
         dist.close(world)
