@@ -20,7 +20,7 @@ from bench.common import export_jpegs, median_rate, write_record
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
 from facegan.synthetic import make_faces
-from facegan.train import Hooks, pick_device, train
+from facegan.train import Hooks, autocast_dtype, pick_device, train
 
 
 def facegan_windows(cfg: TrainConfig, warmup: int, window_steps: int) -> tuple[list[float], float | None]:
@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--ckpt-every", type=int, default=10, help="checkpoint interval for the third figure")
     p.add_argument("--store", default=None, help="store URI for checkpoints (default: a temp folder)")
     p.add_argument("--compile", action="store_true", help="facegan with torch.compile")
+    p.add_argument("--precision", default="auto", help="facegan's precision: auto, bf16 or fp32")
     a = p.parse_args()
     device = pick_device(a.device)
     model = ModelConfig(resolution=a.resolution, ngf=a.ngf, ndf=a.ndf)
@@ -65,7 +66,7 @@ def main() -> None:
     def cfg(run: str, ckpt_every: int) -> TrainConfig:
         return TrainConfig(dataset=str(tmp / "ds"), run=run, model=model, batch_size=a.batch, steps=total,
                            log_every=a.window_steps, ckpt_every=ckpt_every, keep_last=2, device=str(device),
-                           compile=a.compile, ema_decay=0.999)
+                           compile=a.compile, precision=a.precision, ema_decay=0.999)
 
     # log_every == window_steps and warmup a multiple of it: windows line up with the baseline's
     fast_times, compile_s = facegan_windows(cfg(str(tmp / "run-plain"), 10**9), a.warmup, a.window_steps)
@@ -76,7 +77,8 @@ def main() -> None:
 
     print(f"baseline (JPEG DataLoader x{a.workers} workers, fp32, eager, sync/step): {base:8.1f} img/s")
     print(f"facegan  (device-resident uint8, {'compiled' if a.compile else 'eager'}"
-          f"{', bf16' if device.type == 'cuda' else ''}):        {fast:8.1f} img/s   ratio {fast / base:.2f}x")
+          f"{', bf16' if autocast_dtype(a.precision, device) else ', fp32'}):        {fast:8.1f} img/s   "
+          f"ratio {fast / base:.2f}x")
     if compile_s is not None:
         print(f"torch.compile: first step took {compile_s:.1f}s (not in the figure)")
     print(f"facegan with a checkpoint every {a.ckpt_every} steps to {store}: {ck:8.1f} img/s   "

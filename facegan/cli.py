@@ -22,7 +22,7 @@ TRAIN_OPTS = {
     "sample_count": int, "seed": int, "lr_g": float, "lr_d": float, "beta1": float, "beta2": float,
     "decay_start": float, "label_smoothing": float, "ema_decay": float, "lr_schedule": str,
     "device": str, "max_seconds": float, "loss": str, "augment": str, "r1_gamma": float,
-    "r1_every": int, "fid_every": int, "fid_samples": int, "fid_weights": str,
+    "r1_every": int, "fid_every": int, "fid_samples": int, "fid_weights": str, "precision": str,
 }
 HELP = {
     "resolution": "32, 64 or 128", "norm": "batch or none", "lr_schedule": "constant or linear",
@@ -30,6 +30,7 @@ HELP = {
     "loss": "bce (non-saturating) or hinge", "augment": "DiffAugment policies, e.g. color,translation,cutout",
     "r1_gamma": "lazy R1 penalty weight (0: off)", "fid_every": "FID every N steps (multiple of ckpt-every)",
     "fid_weights": "URI of pt_inception-2015-12-05-6726825d.pth (https, s3://, path)",
+    "precision": "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32",
 }
 
 

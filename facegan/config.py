@@ -17,6 +17,7 @@ NORMS = ("batch", "none")
 SCHEDULES = ("constant", "linear")
 LOSSES = ("bce", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 class ConfigError(ValueError):
@@ -54,10 +55,11 @@ class ModelConfig:
 
 
 # Fields that may change between an interrupted run and its resumption without changing
-# what the finished run computes (how long it runs, how often it saves, where it logs).
+# what the finished run computes (how long it runs, how often it saves, where it logs), or
+# that change only its floating-point rounding (device, precision, compile).
 RESUMABLE_FIELDS = frozenset(
     {"steps", "ckpt_every", "keep_last", "log_every", "max_seconds", "device", "sample_count",
-     "compile", "fid_every", "fid_samples", "fid_weights"}
+     "compile", "precision", "fid_every", "fid_samples", "fid_weights"}
 )
 
 
@@ -93,6 +95,7 @@ class TrainConfig:
     fid_samples: int = 5000
     fid_weights: str = ""
     compile: bool = False
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu' or 'cuda[:N]'")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r} must be one of {LOSSES}")
         bad = [a for a in self.augment_list if a not in AUGMENTS]

@@ -2,7 +2,8 @@
 
 Non-saturating GAN with BCE-with-logits (optional one-sided label smoothing; hinge loss as an
 alternative), Adam, a constant or linearly decaying learning rate, an EMA generator, optional
-DiffAugment and lazy R1, bf16 autocast on CUDA, channels_last everywhere, deterministic seeding.
+DiffAugment and lazy R1, bf16 autocast (on bf16-capable GPUs by default, see `precision`),
+channels_last everywhere, deterministic seeding.
 Every `ckpt_every` steps and at the end it checkpoints the complete state (see
 `facegan.checkpoint`), a fixed-z sample grid, `metrics.jsonl` and `loss.png` to the run URI
 (and FID with `best.json` when `fid_every` is set). Started on a run folder that has
@@ -92,6 +93,20 @@ def pick_device(name: str, world: dist.World | None = None) -> torch.device:
     if name == "cuda" and world is not None and world.distributed:
         name = f"cuda:{world.local_rank}"
     return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the step, or None for fp32.
+
+    "auto" is bf16 on a CUDA GPU that computes it natively (Ampere and newer) and fp32 elsewhere
+    (CPUs, and older GPUs such as the T4, where bf16 is emulated); "bf16" autocasts on any
+    device, the CPU included; "fp32" never does.
+    """
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return None
 
 
 def gan_losses(kind: str, logits_real, logits_fake, real_label: float):
@@ -190,6 +205,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     on_cuda = device.type == "cuda"
+    amp = autocast_dtype(cfg.precision, device)  # bf16 autocast, or None for fp32
     if cfg.batch_size % world.size:
         raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {world.size} processes")
     dist.init(world, device)
@@ -197,6 +213,8 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     wall_start = time.monotonic()
     if not world.is_main:
         log = lambda msg: None  # noqa: E731 - rank 0 speaks for the group
+    log(f"device {device}{f' x{world.size} processes' if world.distributed else ''}, "
+        f"{'bf16 autocast' if amp else 'fp32'}{', torch.compile' if cfg.compile else ''}")
 
     # --- data: one uint8 tensor on the device, batches drawn there -----------------------
     images, manifest = data.load(cfg.dataset, device=device)
@@ -274,7 +292,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
 
         # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             fake = G_step(z)
             logits_real = D_step(diff_augment(real, augment))
             logits_fake = D_step(diff_augment(fake.detach(), augment))
@@ -286,7 +304,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         opt_d.step()
 
         # generator: non-saturating (or hinge) loss through the updated D
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits_gen = D_step(diff_augment(fake, augment))
             loss_g = generator_loss(cfg.loss, logits_gen)
         opt_g.zero_grad(set_to_none=True)

@@ -140,6 +140,7 @@ def train_dcgan(
     fid_weights: str | None = None,
     device: str = "auto",
     compile: bool = False,
+    precision: str | None = None,
     max_seconds: float | None = None,
 ):
     """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it.
@@ -157,7 +158,8 @@ def train_dcgan(
             "decay_start": decay_start, "label_smoothing": label_smoothing, "ckpt_every": ckpt_every,
             "keep_last": keep_last, "log_every": log_every, "ema_decay": ema_decay, "seed": seed, "loss": loss,
             "augment": augment, "r1_gamma": r1_gamma, "fid_every": fid_every, "fid_samples": fid_samples,
-            "fid_weights": fid_weights, "device": device, "compile": compile, "max_seconds": max_seconds,
+            "fid_weights": fid_weights, "device": device, "compile": compile, "precision": precision,
+            "max_seconds": max_seconds,
         }
         given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's or the default
         given["model"] = {k: v for k, v in model.items() if v is not None}

@@ -67,6 +67,7 @@ def test_cli_train_end_to_end_and_progress_lines(dataset32, tmp_path, capsys):
         (["train", "--dataset", "/nonexistent/ds", "--run", "/tmp/x"], "manifest.json: no such object"),
         (["train", "--dataset", "d", "--run", "r", "--resolution", "48"], "model.resolution=48"),
         (["train", "--dataset", "d", "--run", "r", "--steps", "-3"], "steps=-3 must be a positive integer"),
+        (["train", "--dataset", "d", "--run", "r", "--precision", "half"], "precision='half' must be one of"),
         (["sample", "/nonexistent/run", "/tmp/out"], "latest.json missing"),
         (["prepare", "/nonexistent/raw", "/tmp/out"], "no such folder"),
     ],

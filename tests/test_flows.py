@@ -30,6 +30,7 @@ def _failed_fast(call, started: float) -> str:
         ({"dataset_uri": ""}, "dataset is empty"),
         ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
         ({"lr_schedule": "cosine"}, "lr_schedule='cosine' must be one of"),
+        ({"precision": "fp16"}, "precision='fp16' must be one of"),
         ({"run_name": "../etc"}, "run_name='../etc' must be"),
         ({"dataset_uri": "/nonexistent/dataset"}, "manifest.json: no such object"),
     ],

@@ -13,7 +13,7 @@ from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
 from facegan.data import prepare
 from facegan.storage import open_store
-from facegan.train import Hooks, get_lr, train
+from facegan.train import Hooks, autocast_dtype, get_lr, train
 
 quiet = Hooks(log=lambda *_: None)
 
@@ -159,6 +159,49 @@ def test_hinge_loss_trains_and_resumes_exactly(dataset32, tmp_path):
     assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss_d"] >= 0 for r in rows)  # hinge D loss is non-negative
+
+
+class ConvDtypes(TorchFunctionMode):
+    """Records the dtype of every convolution's output made inside the training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.nn.functional.conv2d, torch.nn.functional.conv_transpose2d) and any(
+            f.name == "train_step" for f in traceback.extract_stack()
+        ):
+            self.dtypes.add(out.dtype)
+        return out
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_autocasts_anywhere():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+
+
+def test_bf16_step_runs_in_bf16_and_resumes_exactly(dataset32, tmp_path):
+    """precision=bf16 (what "auto" picks on an Ampere+ GPU) runs the convolutions in bf16 under
+    autocast, here on the CPU's autocast, and still resumes bit-identically."""
+    cfg = tiny_config(dataset32, str(tmp_path / "a"), steps=6, precision="bf16", augment="color")
+    n = iter(range(100))
+    logs = []
+    with ConvDtypes() as convs:
+        assert train(cfg, Hooks(should_stop=lambda: next(n) == 2, log=logs.append)).step == 3
+    assert convs.dtypes == {torch.bfloat16}  # every convolution of the step
+    assert any("bf16 autocast" in line for line in logs)
+    train(cfg, quiet)
+    straight = train(cfg.replace(run=str(tmp_path / "b")), quiet)
+    assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([r["loss_d"], r["loss_g"]])).all() for r in rows)
+
+    with ConvDtypes() as convs:  # the default on a CPU: fp32 throughout
+        train(tiny_config(dataset32, str(tmp_path / "c"), steps=2), quiet)
+    assert convs.dtypes == {torch.float32}
 
 
 def test_compile_runs_and_reports_compile_time_apart(dataset32, tmp_path):
