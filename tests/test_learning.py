@@ -1,6 +1,7 @@
 """A short dcgan64-plus run (EMA, DiffAugment, spectral norm, lazy R1) on the generated face
 distribution moves its samples clearly towards the real images in a feature space."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -32,7 +33,8 @@ def fd(net, a: torch.Tensor, b: torch.Tensor) -> float:
     return frechet_distance(*sa.finish(), *sb.finish())
 
 
-def test_dcgan64_plus_learns_the_face_distribution(prepared, raw_faces, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: what GPUs run by default
+def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_faces, tmp_path):
     ds = str(tmp_path / "faces64")
     data.prepare(raw_faces, ds, resolution=64, workers=2, log=lambda *_: None)
     images, _ = data.load(ds)
@@ -40,6 +42,7 @@ def test_dcgan64_plus_learns_the_face_distribution(prepared, raw_faces, tmp_path
     settings = resolve("dcgan64-plus", {
         "model": {"ngf": 16, "ndf": 16}, "batch_size": 32, "steps": 300, "ckpt_every": 300,
         "log_every": 50, "fid_every": 0, "ema_decay": 0.98, "r1_every": 4, "device": "cpu", "seed": 3,
+        "precision": precision,
     })
     assert settings["augment"] == "color,translation,cutout" and settings["model"]["spectral_norm"]
     cfg = TrainConfig(dataset=ds, run=str(tmp_path / "run"), **{**settings, "model": ModelConfig(**settings["model"])})
@@ -49,5 +52,5 @@ def test_dcgan64_plus_learns_the_face_distribution(prepared, raw_faces, tmp_path
     before = fd(net, generate(load_generator(stop_at_0.run), seeds), real)
     result = train(cfg, Hooks(log=lambda *_: None))
     after = fd(net, generate(load_generator(result.run), seeds), real)
-    print(f"feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f}")
+    print(f"{precision} feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f}")
     assert after < 0.5 * before, (before, after)
