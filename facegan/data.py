@@ -222,7 +222,6 @@ class ShardWriter:
         self.resolution = resolution
         self.shard_size = shard_size
         self.shards: list[dict] = []
-        self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
 
@@ -231,7 +230,6 @@ class ShardWriter:
         if len(images):
             self._pending.append(images)
             self._pending_n += len(images)
-            self.count += len(images)
         self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
@@ -244,11 +242,17 @@ class ShardWriter:
     def finish(self, **fields) -> dict:
         """Write the last shard and `manifest.json` (with `fields` such as source, skipped)."""
         self._flush(final=True)
-        manifest = {"format": FORMAT, "version": VERSION, "resolution": self.resolution,
-                    "count": self.count, "shards": self.shards, "skipped": [], **fields}
-        manifest["id"] = manifest_id(manifest)
-        self.store.put_json(MANIFEST, manifest)  # written last: a dataset without it is incomplete
-        return manifest
+        return write_manifest(self.store, self.resolution, self.shards, **fields)
+
+
+def write_manifest(store: Store, resolution: int, shards: list[dict], **fields) -> dict:
+    """Write `manifest.json` for shards already written (so, last: a dataset without it is
+    incomplete); `fields` adds source, skipped, etc. Returns the manifest."""
+    manifest = {"format": FORMAT, "version": VERSION, "resolution": resolution,
+                "count": sum(s["count"] for s in shards), "shards": shards, "skipped": [], **fields}
+    manifest["id"] = manifest_id(manifest)
+    store.put_json(MANIFEST, manifest)
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -318,15 +322,11 @@ def prepare(
     if not shards:
         reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
         raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
-    manifest = {
-        "format": FORMAT, "version": VERSION, "resolution": resolution,
-        "count": sum(s["count"] for s in shards), "shards": shards,
-        "source": source_label or str(source), "limit": limit, "skipped": skipped,
-        "crop": {"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
-        "resize": "PIL Lanczos (antialiased)",
-    }
-    manifest["id"] = manifest_id(manifest)
-    store.put_json(MANIFEST, manifest)  # written last: a dataset without it is incomplete
+    manifest = write_manifest(
+        store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped,
+        crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
+        resize="PIL Lanczos (antialiased)",
+    )
     current = {s["name"] for s in shards}
     for key in store.list():  # shards of an earlier build at this URI are no longer referenced
         if re.fullmatch(r"shard-\d{5}\.npy", key) and key not in current:

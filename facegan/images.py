@@ -19,13 +19,26 @@ def to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
-    """A PNG plot of loss_d and loss_g (and D(x), D(G(z))) against step from metrics rows."""
+def _figure(height: float):
+    """An 8-inch-wide matplotlib Figure on the Agg canvas (no pyplot, no global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
+    fig = Figure(figsize=(8, height), dpi=100)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
+    """A PNG plot of loss_d and loss_g (and D(x), D(G(z))) against step from metrics rows."""
+    fig = _figure(4.5)
     ax, ax2 = fig.subplots(1, 2)
     steps = [r["step"] for r in rows]
     for name, label in (("loss_d", "D loss"), ("loss_g", "G loss")):
@@ -39,19 +52,12 @@ def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
     ax2.set_xlabel("step")
     ax2.set_title("discriminator outputs")
     ax2.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png(fig)
 
 
 def fid_curve_png(rows: list[dict]) -> bytes:
     """A PNG plot of FID against step from metrics rows that carry "fid"."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _figure(3.5)
     ax = fig.subplots()
     points = [(r["step"], r["fid"]) for r in rows if "fid" in r]
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -60,7 +66,4 @@ def fid_curve_png(rows: list[dict]) -> bytes:
     ax.set_xlabel("step")
     ax.set_ylabel("FID (lower is better)")
     ax.set_title("FID")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png(fig)
