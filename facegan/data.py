@@ -433,6 +433,11 @@ def load(
     return out.to(device), m
 
 
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1], the networks' input range."""
+    return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
 class BatchSampler:
     """Draws random batches from a uint8 (N, H, W, 3) tensor, on its device.
 
@@ -466,5 +471,4 @@ class BatchSampler:
             idx, flip = idx[rank * n:(rank + 1) * n], flip[rank * n:(rank + 1) * n]
         x = self.images[idx]  # (B, H, W, 3) uint8
         x = torch.where(flip[:, None, None, None], x.flip(2), x)  # horizontal flip
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, H, W) in [-1, 1]
-        return x.contiguous(memory_format=self.memory_format)
+        return to_unit(x).contiguous(memory_format=self.memory_format)  # (B, 3, H, W) in [-1, 1]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
+from facegan import data
 from facegan.storage import StorageError, open_store, split_uri
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -217,18 +218,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
-def _uint8_to_unit(batch: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 @torch.no_grad()
 def real_stats(net: nn.Module, images: torch.Tensor, n: int, batch: int, device) -> tuple[np.ndarray, np.ndarray]:
     """Statistics of the first n dataset images (manifest order: deterministic)."""
     stats = RunningStats(FEATURES)
     for i in range(0, min(n, len(images)), batch):
         chunk = images[i:min(i + batch, n)].to(device)
-        stats.add(net(_uint8_to_unit(chunk)))
+        stats.add(net(data.to_unit(chunk)))
     return stats.finish()
 
 
@@ -265,8 +261,6 @@ class FIDTracker:
                manifest: dict | None = None, log=print, batch: int = 50) -> FIDTracker:
         """Load weights, then the real statistics from the cache next to the dataset (or compute
         and cache them)."""
-        from facegan import data
-
         device = torch.device(device)
         net, weights = load_weights(weights_uri)
         net = net.to(device)

@@ -38,7 +38,7 @@ def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_face
     ds = str(tmp_path / "faces64")
     data.prepare(raw_faces, ds, resolution=64, workers=2, log=lambda *_: None)
     images, _ = data.load(ds)
-    real = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = data.to_unit(images)
     settings = resolve("dcgan64-plus", {
         "model": {"ngf": 16, "ndf": 16}, "batch_size": 32, "steps": 300, "ckpt_every": 300,
         "log_every": 50, "fid_every": 0, "ema_decay": 0.98, "r1_every": 4, "device": "cpu", "seed": 3,
