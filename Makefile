@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install system-deps lint test demo bench clean \
+.PHONY: help install system-deps lint test smoke demo bench clean \
         docker-build docker-train deploy worker infra-deploy infra-delete
 
 # --- container and cloud settings (override on the command line or in the environment) -------
@@ -42,6 +42,7 @@ help:
 	@echo "make demo   - prepare -> train -> gallery through the Prefect flows on a local store"
 	@echo "make test   - install (first time), ruff check, the whole test suite"
 	@echo "make lint   - ruff check"
+	@echo "make smoke  - every device-dependent path on DEVICE (cuda by default; make test runs it on cpu)"
 	@echo "make bench  - speed benchmarks (not part of test)"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -65,6 +66,12 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
+
+# Every device-dependent path through the CLI and library, a line per check (bench/smoke.py).
+# `make smoke` on a GPU machine is how the machine is accepted; `make test` runs it on the CPU.
+DEVICE ?= cuda
+smoke: $(STAMP)
+	$(PY) -m bench.smoke --device $(DEVICE)
 
 # Local Prefect (ephemeral API), a local folder standing in for S3. CELEBA=/path uses real data.
 demo: $(STAMP)

@@ -30,12 +30,13 @@ def median_rate(times: list[float], items_per_window: int) -> float:
     return statistics.median(items_per_window / t for t in times)
 
 
-def write_record(name: str, record: dict) -> Path:
-    """Save a JSON record under bench/results/ (and print where)."""
-    RESULTS.mkdir(exist_ok=True)
+def write_record(name: str, record: dict, folder: str | Path | None = None) -> Path:
+    """Save a JSON record under `folder` (default bench/results/) and print where."""
+    folder = Path(folder or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": machine(), **record}
-    path = RESULTS / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.json"
+    path = folder / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {path}")
     return path

@@ -25,6 +25,7 @@ from PIL import Image
 
 from bench.common import export_jpegs, write_record
 from facegan import data
+from facegan.runtime import synchronize, use_device
 from facegan.synthetic import make_faces
 
 
@@ -60,15 +61,16 @@ def synth_celeba_size(pool_images: np.ndarray, count: int, seed: int = 0):
         yield np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--raw", type=int, default=2000, help="raw CelebA-shaped JPEGs for (a)")
     p.add_argument("--count", type=int, default=202_599, help="dataset size for (b)")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--keep", action="store_true", help="keep the temp folder")
-    a = p.parse_args()
-    device = torch.device(a.device)
+    p.add_argument("--results", default=None, help="folder for the JSON record (default bench/results)")
+    a = p.parse_args(argv)
+    device = use_device(a.device)
     tmp = Path(tempfile.mkdtemp(prefix="facegan-databench-"))
     try:
         # (a) prepare vs the plain loop, same files
@@ -92,16 +94,14 @@ def main() -> None:
         writer.finish(source="bench: synthetic CelebA-size")
         t = time.perf_counter()
         tensor, m = data.load(str(tmp / "celeba-size"), device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         load_s = time.perf_counter() - t
         assert tensor.shape == (a.count, a.resolution, a.resolution, 3)
         export_jpegs(tensor.cpu().numpy(), tmp / "jpeg")
         del tensor
         t = time.perf_counter()
         decoded = decode_folder(tmp / "jpeg", device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         jpeg_s = time.perf_counter() - t
         assert decoded.shape[0] == a.count
         print(f"(b) {a.count} images at {a.resolution}px to a {device} tensor: stored dataset (sha256-checked) "
@@ -112,7 +112,7 @@ def main() -> None:
                         "ratio": plain_s / prep_s},
             "load": {"count": a.count, "bytes": sum(s["count"] for s in m["shards"]) * a.resolution ** 2 * 3,
                      "stored_s": load_s, "jpeg_folder_s": jpeg_s, "ratio": jpeg_s / load_s},
-        })
+        }, a.results)
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

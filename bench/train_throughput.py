@@ -19,8 +19,9 @@ from bench import baseline
 from bench.common import export_jpegs, median_rate, write_record
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
+from facegan.runtime import autocast_dtype, use_device
 from facegan.synthetic import make_faces
-from facegan.train import Hooks, autocast_dtype, pick_device, train
+from facegan.train import Hooks, train
 
 
 def facegan_windows(cfg: TrainConfig, warmup: int, window_steps: int) -> tuple[list[float], float | None]:
@@ -31,7 +32,7 @@ def facegan_windows(cfg: TrainConfig, warmup: int, window_steps: int) -> tuple[l
     return [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)], result.compile_seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", type=int, default=64)
@@ -47,8 +48,9 @@ def main() -> None:
     p.add_argument("--store", default=None, help="store URI for checkpoints (default: a temp folder)")
     p.add_argument("--compile", action="store_true", help="facegan with torch.compile")
     p.add_argument("--precision", default="auto", help="facegan's precision: auto, bf16 or fp32")
-    a = p.parse_args()
-    device = pick_device(a.device)
+    p.add_argument("--results", default=None, help="folder for the JSON record (default bench/results)")
+    a = p.parse_args(argv)
+    device = use_device(a.device)
     model = ModelConfig(resolution=a.resolution, ngf=a.ngf, ndf=a.ndf)
     tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-"))
     print(f"device {device}, DCGAN-{a.resolution} ngf={a.ngf} ndf={a.ndf}, batch {a.batch}, {a.images} images")
@@ -89,7 +91,7 @@ def main() -> None:
         "compile_seconds": compile_s, "windows_s": {"baseline": base_times, "facegan": fast_times,
                                                     "facegan_ckpt": ck_times},
         "torch_threads": torch.get_num_threads(),
-    })
+    }, a.results)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from facegan.config import ConfigError, TrainConfig
+from facegan.config import DEVICE_HELP, ConfigError, TrainConfig
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -26,7 +26,7 @@ TRAIN_OPTS = {
 }
 HELP = {
     "resolution": "32, 64 or 128", "norm": "batch or none", "lr_schedule": "constant or linear",
-    "device": "auto, cpu or cuda[:N]", "max_seconds": "checkpoint and stop after this many seconds",
+    "device": DEVICE_HELP, "max_seconds": "checkpoint and stop after this many seconds",
     "loss": "bce (non-saturating) or hinge", "augment": "DiffAugment policies, e.g. color,translation,cutout",
     "r1_gamma": "lazy R1 penalty weight (0: off)", "fid_every": "FID every N steps (multiple of ckpt-every)",
     "fid_weights": "URI of pt_inception-2015-12-05-6726825d.pth (https, s3://, path)",
@@ -63,7 +63,8 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from facegan.train import GracefulStop, Hooks, train
+    from facegan.runtime import GracefulStop
+    from facegan.train import Hooks, train
 
     cfg = config_from_args(a)
     if a.nproc > 1:
@@ -135,7 +136,7 @@ def cmd_fid(a: argparse.Namespace) -> int:
 def cmd_sample(a: argparse.Namespace) -> int:
     from facegan.sample import load_generator, save_samples
 
-    gen = load_generator(a.checkpoint, ema=not a.no_ema)
+    gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
     keys = save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps)
     print(f"wrote {len(keys)} images from {gen.which} at step {gen.step} to {a.out}")
     return 0
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
     p.add_argument("--interpolation-steps", type=int, default=8)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("fid", help="FID of a checkpoint against a dataset")
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
     p.add_argument("--samples", type=int, default=10_000, help="generated and real images (default 10k)")
     p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
     p.set_defaults(fn=cmd_fid)

@@ -18,6 +18,7 @@ SCHEDULES = ("constant", "linear")
 LOSSES = ("bce", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
 PRECISIONS = ("auto", "bf16", "fp32")
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
 
 class ConfigError(ValueError):

@@ -39,11 +39,11 @@ def from_env() -> World:
     return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init(world: World, device: torch.device) -> None:
-    """Join the process group (NCCL on CUDA, gloo on CPU) when there is more than one process."""
+def init(world: World, backend: str) -> None:
+    """Join the process group (`Runtime.process_group_backend`: NCCL on CUDA, gloo on CPU) when
+    there is more than one process."""
     if world.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                rank=world.rank, world_size=world.size)
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size)
 
 
 def close(world: World) -> None:

@@ -81,8 +81,8 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
 
 
 def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
-            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10) -> dict:
-    """Sample the newest (or named run's) generator and publish the night's gallery.
+            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu") -> dict:
+    """Sample the newest (or named run's) generator on `device` and publish the night's gallery.
 
     Returns the night's manifest (with `index_uri`, the page's URI).
     """
@@ -90,7 +90,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     store = open_store(store_uri)
     source = find_checkpoint(store, run_name)
     state = ckpt.load(source.uri)
-    gen = load_generator(state, ema=True)
+    gen = load_generator(state, ema=True, device=device)
     fixed_seeds = list(range(fixed))
     fresh_seeds = night_seeds(date, fresh)
     night = f"{GALLERIES}/{date.isoformat()}"

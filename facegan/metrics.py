@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
 from facegan import data
+from facegan.runtime import use_device
 from facegan.storage import StorageError, open_store, split_uri
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -261,7 +262,7 @@ class FIDTracker:
                manifest: dict | None = None, log=print, batch: int = 50) -> FIDTracker:
         """Load weights, then the real statistics from the cache next to the dataset (or compute
         and cache them)."""
-        device = torch.device(device)
+        device = use_device(str(device))
         net, weights = load_weights(weights_uri)
         net = net.to(device)
         store = open_store(dataset_uri)

@@ -10,6 +10,7 @@ from facegan import checkpoint as ckpt
 from facegan.config import TrainConfig
 from facegan.images import to_png
 from facegan.models import Generator
+from facegan.runtime import use_device
 from facegan.storage import open_store
 
 
@@ -27,8 +28,10 @@ class LoadedGenerator:
         return self.config.model.z_dim
 
 
-def load_generator(state_or_uri, ema: bool = True, device: str = "cpu") -> LoadedGenerator:
-    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI), in eval mode."""
+def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI), in eval mode,
+    on `device` ("auto", "cpu", "cuda", "cuda:N"; see `facegan.runtime.use_device`)."""
+    device = use_device(str(device))
     state = state_or_uri if isinstance(state_or_uri, dict) else ckpt.load(state_or_uri)
     config = TrainConfig.from_dict(state["config"])
     which = "G_ema" if ema else "G"

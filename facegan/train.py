@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import copy
 import json
-import random
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +34,7 @@ from facegan.augment import diff_augment
 from facegan.config import ConfigError, TrainConfig
 from facegan.images import loss_curve_png, to_png
 from facegan.models import Discriminator, Generator
+from facegan.runtime import Runtime, seed_everything
 from facegan.storage import Store, open_store
 
 METRICS = "metrics.jsonl"
@@ -84,31 +81,6 @@ def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
     return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
 
 
-def pick_device(name: str, world: dist.World | None = None) -> torch.device:
-    """"auto" is CUDA when available, else CPU; each DDP process takes its LOCAL_RANK GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
-    if name == "cuda" and world is not None and world.distributed:
-        name = f"cuda:{world.local_rank}"
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the step, or None for fp32.
-
-    "auto" is bf16 on a CUDA GPU that computes it natively (Ampere and newer) and fp32 elsewhere
-    (CPUs, and older GPUs such as the T4, where bf16 is emulated); "bf16" autocasts on any
-    device, the CPU included; "fp32" never does.
-    """
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
-        return torch.bfloat16
-    return None
-
-
 def gan_losses(kind: str, logits_real, logits_fake, real_label: float):
     """Discriminator loss for (real, fake) logits: BCE-with-logits or hinge."""
     if kind == "hinge":
@@ -130,13 +102,6 @@ def r1_penalty(D, real: torch.Tensor, augment: list[str], gamma: float) -> torch
     logits = D(diff_augment(real, augment))
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.float().square().sum(dim=[1, 2, 3]).mean() * (gamma / 2)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -162,34 +127,6 @@ def read_metrics(run: Store, upto: int) -> list[dict]:
     return [r for r in rows if r["step"] <= upto]
 
 
-class GracefulStop:
-    """Context manager: SIGTERM/SIGINT set a flag instead of killing the process.
-
-    Use `stop.requested` as (part of) `Hooks.should_stop`; the loop then checkpoints and returns,
-    and the caller exits non-zero. Outside the main thread it installs nothing.
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, object] = {}
-
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        self.signal = signum
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 # ------------------------------------------------------------------ the loop
 
 
@@ -201,20 +138,17 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     hooks = hooks or Hooks()
     log = hooks.log or (lambda msg: print(msg, flush=True))  # late lookup: Prefect's log_prints
     world = dist.from_env()
-    device = pick_device(cfg.device, world)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    on_cuda = device.type == "cuda"
-    amp = autocast_dtype(cfg.precision, device)  # bf16 autocast, or None for fp32
+    rt = Runtime.create(cfg.device, cfg.precision, world.local_rank)  # cuda -> cuda:LOCAL_RANK
+    device = rt.device
     if cfg.batch_size % world.size:
         raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {world.size} processes")
-    dist.init(world, device)
+    dist.init(world, rt.process_group_backend)
     run = open_store(cfg.run)
     wall_start = time.monotonic()
     if not world.is_main:
         log = lambda msg: None  # noqa: E731 - rank 0 speaks for the group
-    log(f"device {device}{f' x{world.size} processes' if world.distributed else ''}, "
-        f"{'bf16 autocast' if amp else 'fp32'}{', torch.compile' if cfg.compile else ''}")
+    log(f"{rt.describe()}{f' x{world.size} processes' if world.distributed else ''}"
+        f"{', torch.compile' if cfg.compile else ''}")
 
     # --- data: one uint8 tensor on the device, batches drawn there -----------------------
     images, manifest = data.load(cfg.dataset, device=device)
@@ -234,7 +168,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
     D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    adam = {"betas": (cfg.beta1, cfg.beta2), "fused": True} if on_cuda else {"betas": (cfg.beta1, cfg.beta2)}
+    adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
 
@@ -279,8 +213,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ids = [device.index] if on_cuda else None
-        G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+        G_step, D_step = DDP(G, device_ids=rt.ddp_device_ids), DDP(D, device_ids=rt.ddp_device_ids)
     eager = (G_step, D_step)
     if cfg.compile:
         G_step, D_step = torch.compile(G_step), torch.compile(D_step)
@@ -292,7 +225,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
 
         # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
-        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with rt.autocast():
             fake = G_step(z)
             logits_real = D_step(diff_augment(real, augment))
             logits_fake = D_step(diff_augment(fake.detach(), augment))
@@ -304,7 +237,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         opt_d.step()
 
         # generator: non-saturating (or hinge) loss through the updated D
-        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with rt.autocast():
             logits_gen = D_step(diff_augment(fake, augment))
             loss_g = generator_loss(cfg.loss, logits_gen)
         opt_g.zero_grad(set_to_none=True)
@@ -349,75 +282,72 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     summed = 0  # steps in `sums`
     window_start, timed = time.perf_counter(), 0  # steps timed since window_start
     step = start
-    # fixed shapes: cuDNN times its convolution algorithms once and keeps the fastest (as in
-    # pytorch/examples' dcgan); the process's setting is restored when training returns
-    cudnn_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, on_cuda
-    try:
-        while step < cfg.steps:
-            step += 1
-            lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
-            for group in opt_g.param_groups:
-                group["lr"] = lr_g
-            for group in opt_d.param_groups:
-                group["lr"] = lr_d
+    # fixed shapes: on CUDA, cuDNN times its convolution algorithms once and keeps the fastest
+    with rt.fixed_shape_kernels():
+        try:
+            while step < cfg.steps:
+                step += 1
+                lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
+                for group in opt_g.param_groups:
+                    group["lr"] = lr_g
+                for group in opt_d.param_groups:
+                    group["lr"] = lr_d
 
-            # --- the step; the first compiled one is timed apart, and falls back to eager ----
-            if cfg.compile and result.compile_seconds is None:
-                rng = ckpt.rng_state()
-                t0 = time.perf_counter()
-                try:
+                # --- the step; the first compiled one is timed apart, and falls back to eager ----
+                if cfg.compile and result.compile_seconds is None:
+                    rng = ckpt.rng_state()
+                    t0 = time.perf_counter()
+                    try:
+                        sums += train_step(step)
+                        rt.synchronize()
+                    except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
+                        log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
+                        ckpt.set_rng_state(rng)
+                        G_step, D_step = eager
+                        sums += train_step(step)
+                    result.compile_seconds = time.perf_counter() - t0
+                    log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
+                    window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
+                else:
                     sums += train_step(step)
-                    if on_cuda:
-                        torch.cuda.synchronize(device)
-                except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
-                    log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
-                    ckpt.set_rng_state(rng)
-                    G_step, D_step = eager
-                    sums += train_step(step)
-                result.compile_seconds = time.perf_counter() - t0
-                log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
-                window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
-            else:
-                sums += train_step(step)
-            summed += 1
-            timed += 1
+                summed += 1
+                timed += 1
 
-            # --- running sums: one host sync every log_every steps -----------------------
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                avg = (dist.all_mean(sums, world) / summed).tolist()
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                step_s = elapsed / max(timed, 1)
-                row = {
-                    "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
-                    "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
-                    "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
-                    "eta_s": (cfg.steps - step) * step_s,
-                }
-                metrics.append(row)
-                if hooks.progress and world.is_main:
-                    hooks.progress(step, cfg.steps, row)
-                sums.zero_()
-                summed, window_start, timed = 0, time.perf_counter(), 0
+                # --- running sums: one host sync every log_every steps -----------------------
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    avg = (dist.all_mean(sums, world) / summed).tolist()
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    step_s = elapsed / max(timed, 1)
+                    row = {
+                        "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
+                        "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
+                        "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
+                        "eta_s": (cfg.steps - step) * step_s,
+                    }
+                    metrics.append(row)
+                    if hooks.progress and world.is_main:
+                        hooks.progress(step, cfg.steps, row)
+                    sums.zero_()
+                    summed, window_start, timed = 0, time.perf_counter(), 0
 
-            # --- stop requests and wall-clock limit: checkpoint, then return --------------
-            # (every process must agree: under DDP they vote every 10 steps)
-            if not world.distributed or step % 10 == 0 or step == cfg.steps:
-                stop = bool(hooks.should_stop and hooks.should_stop())
-                late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
-                if dist.any_true(stop, world, device):
-                    result.stopped = "stop requested"
-                elif dist.any_true(late, world, device):
-                    result.stopped = f"time limit {cfg.max_seconds:g}s"
-            if writer and (step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped):
-                save(step)
-            if result.stopped:
-                log(f"stopping at step {step}: {result.stopped}")
-                break
-    finally:
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-        if writer:
-            writer.close()  # every queued checkpoint is complete (or its error raised) here
-        dist.close(world)
+                # --- stop requests and wall-clock limit: checkpoint, then return --------------
+                # (every process must agree: under DDP they vote every 10 steps)
+                if not world.distributed or step % 10 == 0 or step == cfg.steps:
+                    stop = bool(hooks.should_stop and hooks.should_stop())
+                    late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
+                    if dist.any_true(stop, world, device):
+                        result.stopped = "stop requested"
+                    elif dist.any_true(late, world, device):
+                        result.stopped = f"time limit {cfg.max_seconds:g}s"
+                if writer and (step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped):
+                    save(step)
+                if result.stopped:
+                    log(f"stopping at step {step}: {result.stopped}")
+                    break
+        finally:
+            if writer:
+                writer.close()  # every queued checkpoint is complete (or its error raised) here
+            dist.close(world)
     result.step = step
     pointer = ckpt.read_pointer(run)
     result.checkpoint = pointer["uri"] if pointer else None

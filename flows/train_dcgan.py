@@ -18,8 +18,9 @@ from facegan import checkpoint as ckpt
 from facegan import data
 from facegan.config import ConfigError, TrainConfig
 from facegan.presets import resolve
+from facegan.runtime import GracefulStop
 from facegan.storage import open_store
-from facegan.train import GracefulStop, Hooks, train
+from facegan.train import Hooks, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
 
 # Test hook: make the first attempt of the training task fail after this step, to show that the

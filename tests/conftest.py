@@ -106,24 +106,9 @@ def prefect_api(server):
 def fid_weights(tmp_path_factory) -> str:
     """A randomly initialised FID InceptionV3 saved like the real weights file: its name carries
     the first 8 hex digits of its sha256 (the real weights cannot be downloaded here)."""
-    import hashlib
-    import io
+    from bench.smoke import save_random_fid_weights
 
-    import torch
-
-    from facegan.metrics import FIDInceptionV3
-
-    torch.manual_seed(123)
-    net = FIDInceptionV3().net
-    for m in net.modules():  # He init keeps the signal's scale through ~90 ReLU layers
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
-    data = buf.getvalue()
-    path = tmp_path_factory.mktemp("fid") / f"pt_inception-random-{hashlib.sha256(data).hexdigest()[:8]}.pth"
-    path.write_bytes(data)
-    return str(path)
+    return save_random_fid_weights(tmp_path_factory.mktemp("fid"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,364 @@
+"""Smoke check: every device-dependent path, through the real CLI and the library, one line each.
+
+    python -m bench.smoke --device cuda        # accept a new GPU machine (README, "Running on a new GPU machine")
+    python -m bench.smoke --device cpu         # what `make test` runs (tests/test_smoke.py), tiny sizes
+
+Checks, in order (a check whose prerequisite failed is skipped with that reason):
+  device        the device is here; "auto" and a bare "cuda" resolve to an indexed device (the H100 crash)
+  data          synthetic faces prepared at 32, 64 and 128 px; a randomly initialised FID Inception
+                saved like the real weights file (name carries its sha256 prefix)
+  PRESET train  `facegan train --preset PRESET` a few steps (FID during training for dcgan64-plus)
+  PRESET resume the same command with more steps resumes from latest.json
+  PRESET fid    `facegan fid` of the run with the random Inception
+  PRESET sample `facegan sample` of the run
+  compile       `--compile` trains without falling back to eager
+  bf16, fp32    `--precision bf16|fp32` train in that precision
+  sigterm       SIGTERM to a `facegan train` process: checkpoint at the stop step, exit 143, resume
+  gallery       the nightly gallery from the resulting runs
+  bench         bench.train_throughput and bench.data_throughput at toy sizes
+  ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
+
+Sizes: "preset" trains each preset's real networks and batch (the default on CUDA); "tiny" narrows
+them (ngf = ndf = 8, batch 8; the default on CPU). Prints PASS/FAIL/SKIP and seconds per check and
+exits 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET_NAMES = ("udacity32", "dcgan64", "dcgan64-plus", "dcgan128")
+
+
+class Skip(Exception):
+    """A check that does not apply here; the message says why."""
+
+
+@dataclass
+class Check:
+    name: str
+    fn: Callable[[], None]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # PASS, FAIL, SKIP
+    seconds: float
+    detail: str = ""
+
+
+def run_checks(checks: list[Check], out=None) -> list[Outcome]:
+    """Run each check once, in order; print one line per check (to `out`, default stdout) as it ends."""
+    out = out or sys.stdout
+    done: dict[str, str] = {}
+    outcomes = []
+    for check in checks:
+        t0 = time.perf_counter()
+        failed = [n for n in check.needs if done.get(n) != "PASS"]
+        if failed:
+            status, detail = "SKIP", f"needs {', '.join(failed)}"
+        else:
+            try:
+                check.fn()
+                status, detail = "PASS", ""
+            except Skip as exc:
+                status, detail = "SKIP", str(exc)
+            except Exception as exc:  # noqa: BLE001 - a failed check is reported, the rest still run
+                status = "FAIL"
+                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                traceback.print_exc(file=sys.stderr)
+        seconds = time.perf_counter() - t0
+        done[check.name] = status
+        outcomes.append(Outcome(check.name, status, seconds, detail))
+        print(f"{status:4}  {check.name:22} {seconds:7.1f}s  {detail}".rstrip(), file=out, flush=True)
+    return outcomes
+
+
+def save_random_fid_weights(folder: Path, seed: int = 123) -> str:
+    """A randomly initialised FID InceptionV3 saved like the real weights file: its name carries
+    the first 8 hex digits of its sha256 (the real weights cannot be downloaded everywhere)."""
+    import torch
+
+    from facegan.metrics import FIDInceptionV3
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FIDInceptionV3().net
+        for m in net.modules():  # He init keeps the signal's scale through ~90 ReLU layers
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    data = buf.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"pt_inception-random-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    path.write_bytes(data)
+    return str(path)
+
+
+@dataclass
+class Smoke:
+    """The state the checks share: device, sizes, the work folder and what earlier checks made."""
+
+    device: str
+    tiny: bool
+    work: Path
+    steps: int = 2
+    datasets: dict[int, str] = field(default_factory=dict)
+    weights: str = ""
+
+    @property
+    def store(self) -> str:
+        return str(self.work / "store")
+
+    def run_uri(self, name: str) -> str:
+        return f"{self.store}/runs/{name}"
+
+    def cli(self, *args: str) -> str:
+        """`facegan ARGS` in this process; returns its stdout, raises with its output on non-zero."""
+        from facegan.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+        if rc != 0:
+            raise AssertionError(f"facegan {args[0]} exited {rc}: {(err.getvalue() or out.getvalue()).strip()[-300:]}")
+        return out.getvalue()
+
+    def size_args(self) -> list[str]:
+        return ["--ngf", "8", "--ndf", "8", "--batch-size", "8"] if self.tiny else []
+
+    def train_args(self, preset: str, run: str, steps: int, *extra: str) -> list[str]:
+        from facegan.presets import preset as settings
+
+        s = settings(preset)
+        args = ["train", "--preset", preset, "--dataset", self.datasets[s["model"]["resolution"]],
+                "--run", self.run_uri(run), "--steps", str(steps), "--ckpt-every", str(self.steps),
+                "--log-every", "1", "--sample-count", "4", "--device", self.device, *self.size_args()]
+        if s.get("fid_every"):
+            args += ["--fid-every", str(self.steps), "--fid-samples", "16", "--fid-weights", self.weights]
+        return [*args, *extra]
+
+    def latest_step(self, run: str) -> int:
+        from facegan import checkpoint as ckpt
+        from facegan.storage import open_store
+
+        pointer = ckpt.read_pointer(open_store(self.run_uri(run)))
+        return pointer["step"] if pointer else 0
+
+    # ------------------------------------------------------------------ the checks
+
+    def data(self) -> None:
+        from facegan.data import prepare
+        from facegan.synthetic import make_faces
+
+        raw = make_faces(self.work / "raw" / "img_align_celeba", 24, seed=3)
+        for res in (32, 64, 128):
+            uri = f"{self.store}/datasets/faces-{res}"
+            prepare(raw, uri, resolution=res, workers=1, log=lambda *_: None)
+            self.datasets[res] = uri
+        self.weights = save_random_fid_weights(self.work / "fid")
+
+    def device_resolution(self) -> None:
+        """The requested device is here; on CUDA "auto" and a bare "cuda" become an indexed,
+        current device (a bare one crashed `torch.cuda.set_device` on the H100)."""
+        import torch
+
+        from facegan.runtime import use_device
+
+        device = use_device(self.device)  # a ConfigError when the machine lacks it
+        if device.type == "cuda":
+            for name in ("auto", "cuda"):
+                got = use_device(name)
+                assert got.type == "cuda" and got.index is not None, f"{name} -> {got}"
+            device = use_device(self.device)
+            assert torch.cuda.current_device() == device.index
+            torch.ones(2, device=device).sum().item()  # a kernel runs there
+
+    def train(self, preset: str) -> None:
+        """The CLI's config for `facegan train --preset ...`, trained by the library and stopped
+        (as a signal would) half way, at a checkpoint step."""
+        from facegan.cli import build_parser, config_from_args
+        from facegan.train import Hooks, train
+
+        cfg = config_from_args(build_parser().parse_args(self.train_args(preset, preset, 2 * self.steps)))
+        logs: list[str] = []
+        polls = iter(range(10**6))
+        result = train(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
+        assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
+        assert result.stopped and result.step == self.steps == self.latest_step(preset), result
+
+    def resume(self, preset: str) -> None:
+        """`facegan train` with the same arguments resumes the stopped run and finishes it."""
+        out = self.cli(*self.train_args(preset, preset, 2 * self.steps))
+        assert f"resuming {self.run_uri(preset)} from step {self.steps}" in out, out[-300:]
+        assert self.latest_step(preset) == 2 * self.steps
+        if preset == "dcgan64-plus":  # FID during training picked a best checkpoint
+            from facegan import checkpoint as ckpt
+            from facegan.storage import open_store
+
+            best = ckpt.read_pointer(open_store(self.run_uri(preset)), ckpt.BEST)
+            assert best and best["metric"]["name"] == "fid" and math.isfinite(best["metric"]["value"]), best
+
+    def fid(self, preset: str) -> None:
+        from facegan.presets import preset as settings
+
+        res = settings(preset)["model"]["resolution"]
+        out = self.cli("fid", self.run_uri(preset), "--dataset", self.datasets[res], "--samples", "16",
+                       "--weights", self.weights, "--device", self.device, "--batch", "8")
+        score = json.loads(out.strip().splitlines()[-1])["fid"]
+        assert math.isfinite(score) and score >= 0, score
+
+    def sample(self, preset: str) -> None:
+        out_dir = self.work / "samples" / preset
+        self.cli("sample", self.run_uri(preset), str(out_dir), "--count", "4", "--device", self.device)
+        assert sorted(p.name for p in (out_dir / "faces").iterdir()) == [f"{i:03d}.png" for i in range(4)]
+        assert (out_dir / "grid.png").stat().st_size > 0 and (out_dir / "interpolation.png").stat().st_size > 0
+
+    def compile(self) -> None:
+        out = self.cli(*self.train_args("udacity32", "compiled", self.steps, "--compile"))
+        assert "first step (torch.compile) took" in out, out[-300:]
+        assert "torch.compile failed" not in out, re.search(r"torch.compile failed.*", out).group(0)
+
+    def precision(self, precision: str) -> None:
+        out = self.cli(*self.train_args("udacity32", f"precision-{precision}", self.steps,
+                                        "--precision", precision))
+        said = "bf16 autocast" if precision == "bf16" else "fp32"
+        assert f"device {self.expected_device()}, {said}" in out, out[:300]
+        losses = [json.loads(line) for line in Path(self.run_uri(f"precision-{precision}"), "metrics.jsonl")
+                  .read_text().splitlines()]
+        assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in losses), losses
+
+    def sigterm(self) -> None:
+        args = self.train_args("udacity32", "sigterm", 10**6)
+        args[args.index("--ckpt-every") + 1] = "100000"  # the only checkpoint is the one SIGTERM makes
+        proc = subprocess.Popen([sys.executable, "-m", "facegan.cli", *args], cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines = []
+        try:
+            for line in proc.stdout:  # wait until it trains (a progress line), then stop it
+                lines.append(line)
+                if re.match(r"step 3/", line):
+                    proc.send_signal(signal.SIGTERM)
+                    break
+            rest, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        out = "".join(lines) + rest
+        assert proc.returncode == 128 + signal.SIGTERM, f"exit {proc.returncode}: {out[-300:]}"
+        stopped = int(re.search(r"stopping at step (\d+)", out).group(1))
+        assert stopped >= 3 and self.latest_step("sigterm") == stopped, (stopped, self.latest_step("sigterm"))
+        resumed = self.cli(*self.train_args("udacity32", "sigterm", stopped + 2))
+        assert f"from step {stopped}" in resumed and self.latest_step("sigterm") == stopped + 2
+
+    def gallery(self) -> None:
+        from facegan.gallery import publish
+
+        m = publish(self.store, dt.date(2026, 1, 1), run_name="dcgan64", fixed=4, fresh=4, device=self.device)
+        assert m["step"] == 2 * self.steps and Path(m["index_uri"]).is_file(), m
+
+    def bench(self) -> None:
+        """Both benchmarks at toy sizes on the device (their figures mean nothing here)."""
+        from bench import data_throughput, train_throughput
+
+        results = str(self.work / "bench-results")
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_throughput.main(["--device", self.device, "--resolution", "32", "--batch", "8", "--ngf", "8",
+                                   "--ndf", "8", "--images", "32", "--workers", "1", "--windows", "2",
+                                   "--window-steps", "2", "--warmup", "2", "--ckpt-every", "2",
+                                   "--results", results])
+            data_throughput.main(["--device", self.device, "--raw", "16", "--count", "64", "--resolution", "32",
+                                  "--results", results])
+        made = sorted(p.name.split("-")[0] for p in Path(results).iterdir())
+        assert made == ["data_throughput", "train_throughput"], made
+
+    def ddp(self) -> None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if self.expected_device().type != "cuda" or gpus < 2:
+            raise Skip(f"needs 2 GPUs, this machine has {gpus} (gloo DDP on CPU: tests/test_ddp.py)")
+        out = subprocess.run([sys.executable, "-m", "facegan.cli", *self.train_args(
+            "dcgan64", "ddp", self.steps, "--nproc", "2")], cwd=ROOT,
+            capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-500:]
+        assert self.latest_step("ddp") == self.steps
+
+    def expected_device(self):
+        from facegan.runtime import resolve_device
+
+        return resolve_device(self.device)
+
+    def checks(self) -> list[Check]:
+        """Every check, in the order they run."""
+        out = [Check("device", self.device_resolution), Check("data", self.data)]
+        for p in PRESET_NAMES:
+            out += [
+                Check(f"{p} train", lambda p=p: self.train(p), ("data", "device")),
+                Check(f"{p} resume", lambda p=p: self.resume(p), (f"{p} train",)),
+                Check(f"{p} fid", lambda p=p: self.fid(p), (f"{p} train",)),
+                Check(f"{p} sample", lambda p=p: self.sample(p), (f"{p} train",)),
+            ]
+        out += [
+            Check("compile", self.compile, ("data", "device")),
+            Check("bf16", lambda: self.precision("bf16"), ("data", "device")),
+            Check("fp32", lambda: self.precision("fp32"), ("data", "device")),
+            Check("sigterm", self.sigterm, ("data", "device")),
+            Check("gallery", self.gallery, ("dcgan64 resume",)),
+            Check("bench", self.bench, ("device",)),
+            Check("ddp", self.ddp, ("data", "device")),
+        ]
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    p.add_argument("--size", choices=("auto", "tiny", "preset"), default="auto",
+                   help="tiny networks, or each preset's own (auto: preset on CUDA, tiny on CPU)")
+    p.add_argument("--work", default=None, help="work folder (default: a new temp folder)")
+    p.add_argument("--only", default=None, help="run only checks whose name contains this text")
+    a = p.parse_args(argv)
+
+    from bench.common import machine
+
+    tiny = a.size == "tiny" or (a.size == "auto" and not a.device.startswith("cuda"))
+    work = Path(a.work or tempfile.mkdtemp(prefix="facegan-smoke-"))
+    smoke = Smoke(a.device, tiny, work)
+    print(f"facegan smoke: device {a.device}, {'tiny' if tiny else 'preset'} sizes, work {work}")
+    print(f"machine: {json.dumps(machine())}", flush=True)
+    checks = smoke.checks()
+    if a.only:  # the shared set-up always runs
+        checks = [c for c in checks if a.only in c.name or c.name in ("device", "data")]
+    outcomes = run_checks(checks)
+    failed = [o.name for o in outcomes if o.status == "FAIL"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("PASS", "FAIL", "SKIP")}
+    print(f"smoke: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
+          f"{' (' + ', '.join(failed) + ')' if failed else ''} in {sum(o.seconds for o in outcomes):.0f}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`python -m bench.smoke --device cpu`: the device smoke check runs green on the CPU at tiny
+sizes (on a GPU machine the same command with `--device cuda` accepts the machine)."""
+
+import io
+import re
+import subprocess
+import sys
+
+from helpers import ROOT
+
+from bench.smoke import PRESET_NAMES, Check, Skip, run_checks
+
+
+def test_smoke_check_passes_on_cpu(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.smoke", "--device", "cpu", "--work", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    status = {name: st for st, name in re.findall(r"^(PASS|FAIL|SKIP)\s+(.+?)\s+\d+\.\d+s", out.stdout, re.M)}
+    expected = ["data", "device", *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
+                "compile", "bf16", "fp32", "sigterm", "gallery", "bench"]
+    assert {n: status.get(n) for n in expected} == dict.fromkeys(expected, "PASS"), out.stdout
+    assert status["ddp"] == "SKIP" and "needs 2 GPUs" in out.stdout  # one GPU-count-only check, said why
+    assert "0 failed" in out.stdout
+
+
+def test_smoke_runner_reports_fail_and_skips_what_depends_on_it():
+    def boom():
+        raise RuntimeError("kaput\nsecond line")
+
+    def not_here():
+        raise Skip("needs 2 GPUs")
+
+    buf = io.StringIO()
+    outcomes = run_checks([Check("a", lambda: None), Check("b", boom), Check("c", lambda: None, ("b",)),
+                           Check("d", not_here)], out=buf)
+    assert [(o.name, o.status) for o in outcomes] == [("a", "PASS"), ("b", "FAIL"), ("c", "SKIP"), ("d", "SKIP")]
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 4 and lines[1].startswith("FAIL  b") and lines[1].endswith("RuntimeError: kaput")
+    assert lines[2].endswith("needs b") and lines[3].endswith("needs 2 GPUs")
+
+
+def test_smoke_fails_when_the_device_is_missing(tmp_path, capsys):
+    """On a machine without a GPU, `--device cuda` must fail (exit 1), never pass by running on the CPU."""
+    import torch
+
+    from bench.smoke import main
+
+    if torch.cuda.is_available():
+        return  # a GPU machine runs the real thing instead
+    assert main(["--device", "cuda", "--work", str(tmp_path), "--only", "dcgan64 train"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL  device .*CUDA is not available", out, re.M), out
+    assert re.search(r"^SKIP  dcgan64 train .*needs device", out, re.M), out
