@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facegan.errors import CheckpointError  # noqa: F401 - exported here too
 from facegan.storage import StorageError, Store, open_store, split_uri
 
 FORMAT = "facegan-checkpoint"
@@ -39,8 +40,6 @@ CKPT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoints/step-(\d{7,})\.pt$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not a facegan checkpoint; the message names it."""
 
 
 def ckpt_key(step: int) -> str:

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
-from facegan.config import DEVICE_HELP, ConfigError, TrainConfig
+from facegan.config import DEVICE_HELP, ModelConfig, TrainConfig, options
+from facegan.errors import INPUT_ERRORS
+from facegan.presets import PRESETS, resolve
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -16,43 +18,36 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-MODEL_OPTS = {"resolution": int, "z_dim": int, "ngf": int, "ndf": int, "norm": str}
-TRAIN_OPTS = {
-    "steps": int, "batch_size": int, "ckpt_every": int, "keep_last": int, "log_every": int,
-    "sample_count": int, "seed": int, "lr_g": float, "lr_d": float, "beta1": float, "beta2": float,
-    "decay_start": float, "label_smoothing": float, "ema_decay": float, "lr_schedule": str,
-    "device": str, "max_seconds": float, "loss": str, "augment": str, "r1_gamma": float,
-    "r1_every": int, "fid_every": int, "fid_samples": int, "fid_weights": str, "precision": str,
-}
-HELP = {
-    "resolution": "32, 64 or 128", "norm": "batch or none", "lr_schedule": "constant or linear",
-    "device": DEVICE_HELP, "max_seconds": "checkpoint and stop after this many seconds",
-    "loss": "bce (non-saturating) or hinge", "augment": "DiffAugment policies, e.g. color,translation,cutout",
-    "r1_gamma": "lazy R1 penalty weight (0: off)", "fid_every": "FID every N steps (multiple of ckpt-every)",
-    "fid_weights": "URI of pt_inception-2015-12-05-6726825d.pth (https, s3://, path)",
-    "precision": "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32",
-}
+# argparse types of the option fields' annotations (see facegan.config.option)
+_TYPES = {"int": int, "float": float, "str": str, "float | None": float}
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """Training options; each defaults to its preset's value, else TrainConfig's default."""
-    p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or folder)")
-    p.add_argument("--run", required=True, help="run URI; an existing run resumes from latest.json")
-    p.add_argument("--preset", default=None, help="udacity32, dcgan64, dcgan64-plus or dcgan128")
-    for name, kind in {**MODEL_OPTS, **TRAIN_OPTS}.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=HELP.get(name))
-    p.add_argument("--spectral-norm", action="store_true", default=None, help="spectral norm in D")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun), e.g. GPUs")
+    """`facegan train` options: one per option field of ModelConfig and TrainConfig."""
+    p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
+    p.add_argument("--run", required=True,
+                   help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
+    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(PRESETS)}")
+    for cls in (ModelConfig, TrainConfig):
+        for f in options(cls):
+            flag = f"--{f.name.replace('_', '-')}"
+            shown = f.metadata["shown_default"] or ("none" if f.default in ("", None) else f.default)
+            text = f"{f.metadata['help']} [default: {shown}]".replace("%", "%%")
+            if f.type == "bool":
+                p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            else:
+                p.add_argument(flag, type=_TYPES[f.type], default=None, metavar=f.name.upper(), help=text)
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun), e.g. GPUs [default: 1]")
 
 
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    """The frozen TrainConfig for parsed `facegan train` arguments (preset, then explicit options)."""
-    from facegan.presets import resolve
-
-    model = {k: getattr(a, k) for k in (*MODEL_OPTS, "spectral_norm") if getattr(a, k) is not None}
-    train = {k: getattr(a, k) for k in (*TRAIN_OPTS, "compile") if getattr(a, k) is not None}
-    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **resolve(a.preset, {**train, "model": model})})
+def config_from_args(a: argparse.Namespace, saved: dict | None = None,
+                     dataset_resolution: int | None = None) -> TrainConfig:
+    """The frozen TrainConfig for parsed `facegan train` arguments: the run's saved config when
+    resuming, then the preset, then explicit options (see `facegan.presets.resolve`)."""
+    model = {f.name: getattr(a, f.name) for f in options(ModelConfig) if getattr(a, f.name) is not None}
+    train = {f.name: getattr(a, f.name) for f in options(TrainConfig) if getattr(a, f.name) is not None}
+    settings = resolve(a.preset, {**train, "model": model}, saved, dataset_resolution)
+    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **settings})
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
@@ -63,13 +58,17 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from facegan.data import read_manifest
     from facegan.runtime import GracefulStop
-    from facegan.train import Hooks, train
+    from facegan.storage import open_store
+    from facegan.train import CONFIG, Hooks, train
 
-    cfg = config_from_args(a)
+    run = open_store(a.run)
+    saved = run.get_json(CONFIG) if run.exists(CONFIG) else None
+    manifest = read_manifest(open_store(a.dataset))
+    cfg = config_from_args(a, saved, manifest["resolution"])
     if a.nproc > 1:
         return launch_torchrun(a.nproc, a.argv)
-    print("config:", cfg.to_dict(), flush=True)
     with GracefulStop() as stop:
         hooks = Hooks(progress=print_progress, should_stop=stop.requested,
                       checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}", flush=True))
@@ -137,8 +136,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from facegan.sample import load_generator, save_samples
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
-    keys = save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps)
-    print(f"wrote {len(keys)} images from {gen.which} at step {gen.step} to {a.out}")
+    save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps)
+    print(f"wrote {a.count} faces (faces/000.png ...), grid.png and interpolation.png "
+          f"({a.interpolation_steps} steps) from {gen.which} at step {gen.step} to {a.out}")
     return 0
 
 
@@ -195,17 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `facegan` console script."""
-    from facegan.checkpoint import CheckpointError
-    from facegan.data import DatasetError
-    from facegan.metrics import FIDError
-    from facegan.storage import StorageError
-
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help exits here, before anything imports torch
     args.argv = argv
     try:
         return args.fn(args)
-    except (ConfigError, DatasetError, StorageError, CheckpointError, FIDError) as exc:
+    except INPUT_ERRORS as exc:
         print(f"facegan {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

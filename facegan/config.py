@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from facegan.errors import ConfigError  # noqa: F401 - exported here too
+
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "none")
 SCHEDULES = ("constant", "linear")
@@ -21,8 +23,16 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
+def option(default: Any, help: str, shown_default: str | None = None) -> Any:  # noqa: A002 - argparse's word
+    """A config field that is also a command-line option (`--name-with-dashes`) and a flow
+    parameter: its default and its one-line help live here and nowhere else. `shown_default`
+    replaces the default in help where the entry points derive it (e.g. from the dataset)."""
+    return field(default=default, metadata={"help": help, "shown_default": shown_default})
+
+
+def options(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config class that are options, in declaration order."""
+    return [f for f in fields(cls) if "help" in f.metadata]
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,12 @@ class ModelConfig:
     spectral_norm: spectral normalisation on every discriminator convolution.
     """
 
-    resolution: int = 64
-    z_dim: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    norm: str = "batch"
-    spectral_norm: bool = False
+    resolution: int = option(64, "image side in pixels: 32, 64 or 128", "the dataset's")
+    z_dim: int = option(100, "latent vector size")
+    ngf: int = option(64, "generator base width (channels of its last block; doubles towards 4x4)")
+    ndf: int = option(64, "discriminator base width (channels of its first block)")
+    norm: str = option("batch", "normalisation inside the blocks: batch or none")
+    spectral_norm: bool = option(False, "spectral normalisation on every discriminator convolution")
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -71,32 +81,34 @@ class TrainConfig:
     dataset: str
     run: str
     model: ModelConfig = field(default_factory=ModelConfig)
-    steps: int = 10_000
-    batch_size: int = 128
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_schedule: str = "constant"
-    decay_start: float = 0.5
-    label_smoothing: float = 1.0
-    ema_decay: float = 0.999
-    ckpt_every: int = 500
-    keep_last: int = 3
-    log_every: int = 50
-    sample_count: int = 64
-    seed: int = 0
-    device: str = "auto"
-    max_seconds: float | None = None
-    loss: str = "bce"
-    augment: str = ""
-    r1_gamma: float = 0.0
-    r1_every: int = 16
-    fid_every: int = 0
-    fid_samples: int = 5000
-    fid_weights: str = ""
-    compile: bool = False
-    precision: str = "auto"
+    steps: int = option(10_000, "training steps (one D and one G update each)")
+    batch_size: int = option(128, "images per step (the global batch when data-parallel)")
+    lr_g: float = option(2e-4, "generator Adam learning rate")
+    lr_d: float = option(2e-4, "discriminator Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1 of both networks")
+    beta2: float = option(0.999, "Adam beta2 of both networks")
+    lr_schedule: str = option("constant", "constant, or linear: constant until decay_start x steps, then "
+                                          "linearly to zero (CycleGAN's decay)")
+    decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
+    label_smoothing: float = option(1.0, "D's target for real images (0.9: one-sided smoothing; 1: none)")
+    ema_decay: float = option(0.999, "decay of the EMA generator's weights (0: the EMA generator is G)")
+    ckpt_every: int = option(500, "checkpoint (full state, sample grid, metrics, loss plot) every N steps")
+    keep_last: int = option(3, "newest checkpoints kept (the best-by-FID one is kept besides)")
+    log_every: int = option(50, "progress line and metrics row every N steps")
+    sample_count: int = option(64, "faces in each checkpoint's fixed-latent sample grid")
+    seed: int = option(0, "random seed (initial weights, batches, latents)")
+    device: str = option("auto", DEVICE_HELP)
+    max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time")
+    loss: str = option("bce", "bce (non-saturating, with logits) or hinge")
+    augment: str = option("", "DiffAugment before D: a comma list of color, translation, cutout")
+    r1_gamma: float = option(0.0, "lazy R1 penalty weight on real images (0: off)")
+    r1_every: int = option(16, "lazy R1 interval in steps")
+    fid_every: int = option(0, "FID of the EMA generator every N steps, a multiple of ckpt_every (0: off)")
+    fid_samples: int = option(5000, "generated and real images per FID")
+    fid_weights: str = option("", "URI of pt_inception-2015-12-05-6726825d.pth: https, s3:// or a path "
+                                  "(empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid release)")
+    compile: bool = option(False, "torch.compile both networks (a compiler error falls back to eager)")
+    precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -175,7 +187,13 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Names of fields that differ and would change what the run computes."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """Fields that differ and would change what the run computes, as "name old -> new"
+        (model fields as "model.name"), sorted by name."""
+        def flat(cfg: TrainConfig) -> dict[str, Any]:
+            d = cfg.to_dict()
+            return {**{k: v for k, v in d.items() if k != "model"}, **{f"model.{k}": v for k, v in d["model"].items()}}
+
+        mine, theirs = flat(self), flat(other)
         free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
-        return sorted(k for k in mine if k not in free and k != "run" and mine[k] != theirs[k])
+        return [f"{k} {mine[k]!r} -> {theirs[k]!r}" for k in sorted(mine)
+                if k not in free and k != "run" and mine[k] != theirs[k]]

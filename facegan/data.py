@@ -35,6 +35,7 @@ import simplejpeg
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from facegan.errors import DatasetError  # noqa: F401 - exported here too
 from facegan.storage import StorageError, Store, open_store
 
 FORMAT = "facegan-dataset"
@@ -48,8 +49,6 @@ CELEBA_FACE_BOX = (25, 57, 153, 185)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
-class DatasetError(ValueError):
-    """The dataset (input, manifest or shard) is unusable; the message names it."""
 
 
 # ------------------------------------------------------------------ preparing
@@ -411,15 +410,16 @@ def fetch(uri: str, cache: str | Path | None = None) -> dict:
 
 
 def load(
-    uri: str, cache: bool | str | Path = True, device: str | torch.device = "cpu"
+    uri: str, cache: bool | str | Path = True, device: str | torch.device = "cpu", manifest: dict | None = None
 ) -> tuple[torch.Tensor, dict]:
     """Verify and load a dataset as one uint8 tensor (N, H, W, 3) on `device`.
 
     With `cache` (default: $FACEGAN_CACHE or ~/.cache/facegan) shards of a remote store are kept
-    locally by sha256 and reused across runs; every byte is hash-checked either way.
+    locally by sha256 and reused across runs; every byte is hash-checked either way. `manifest`:
+    the dataset's manifest when the caller has already read it with `read_manifest`.
     """
     store = open_store(uri)
-    m = read_manifest(store)
+    m = manifest or read_manifest(store)
     res = m["resolution"]
     cache_dir = None
     if cache and str(uri).startswith("s3://"):

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
+from facegan.errors import GalleryError  # noqa: F401 - exported here too
 from facegan.images import fid_curve_png, to_png
 from facegan.sample import generate, interpolate, load_generator
 from facegan.storage import Store, open_store
@@ -33,8 +34,6 @@ GALLERIES = "galleries"
 _NIGHT_RE = re.compile(r"^galleries/(\d{4}-\d{2}-\d{2})/manifest\.json$")
 
 
-class GalleryError(RuntimeError):
-    """Nothing to publish (no checkpoint) or a bad request; one-line message."""
 
 
 @dataclass(frozen=True)

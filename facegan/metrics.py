@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
 from facegan import data
+from facegan.errors import FIDError  # noqa: F401 - exported here too
 from facegan.runtime import use_device
 from facegan.storage import StorageError, open_store, split_uri
 
@@ -42,8 +43,6 @@ FEATURES = 2048
 RESIZE = 299
 
 
-class FIDError(RuntimeError):
-    """FID cannot be computed (weights missing or wrong, bad input); one-line message."""
 
 
 # ------------------------------------------------------------------ the network

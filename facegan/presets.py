@@ -44,8 +44,21 @@ def preset(name: str) -> dict[str, Any]:
     return {**p, "model": dict(p["model"])}
 
 
-def resolve(name: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Preset settings with explicit overrides on top (model fields merged, not replaced)."""
-    base = preset(name) if name else {"model": {}}
-    model = {**base.get("model", {}), **overrides.get("model", {})}
-    return {**base, **{k: v for k, v in overrides.items() if k != "model"}, "model": model}
+# Settings that describe where and how long this session runs, not the run: never inherited
+# from a run's saved config on resume (a run trained on a GPU may resume on another machine).
+SESSION_FIELDS = ("dataset", "run", "device", "max_seconds")
+
+
+def resolve(name: str | None, overrides: dict[str, Any], saved: dict[str, Any] | None = None,
+            dataset_resolution: int | None = None) -> dict[str, Any]:
+    """Settings for a run, lowest precedence first: the run's saved config (`saved`, resuming),
+    the preset `name`, the explicit `overrides`; model fields are merged, not replaced. A model
+    resolution that none of them gives is the dataset's (`dataset_resolution`)."""
+    base = {k: v for k, v in (saved or {}).items() if k not in SESSION_FIELDS}
+    base["model"] = dict(base.get("model", {}))
+    for layer in (preset(name) if name else {}, overrides):
+        base.update({k: v for k, v in layer.items() if k != "model"})
+        base["model"].update(layer.get("model", {}))
+    if "resolution" not in base["model"] and dataset_resolution is not None:
+        base["model"]["resolution"] = dataset_resolution
+    return base

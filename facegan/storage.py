@@ -24,19 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from facegan.errors import StorageError  # noqa: F401 - exported here too
+
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
 
-class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI.
-
-    `transient` is True for failures worth retrying (endpoint unreachable, throttling, 5xx),
-    False for ones a retry cannot fix (missing bucket or key, no credentials, access denied).
-    """
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
 
 
 class Store(ABC):

@@ -7,15 +7,7 @@ import os
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 
-from facegan.checkpoint import CheckpointError
-from facegan.config import ConfigError
-from facegan.data import DatasetError
-from facegan.gallery import GalleryError
-from facegan.metrics import FIDError
-from facegan.storage import StorageError
-
-# Errors that mean "bad input": the run fails with their one-line message, no traceback.
-INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError)
+from facegan.errors import INPUT_ERRORS, ConfigError, StorageError
 
 
 def retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature

@@ -20,7 +20,7 @@ from facegan.config import ConfigError, TrainConfig
 from facegan.presets import resolve
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
-from facegan.train import Hooks, train
+from facegan.train import CONFIG, Hooks, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
 
 # Test hook: make the first attempt of the training task fail after this step, to show that the
@@ -140,7 +140,7 @@ def train_dcgan(
     fid_samples: int | None = None,
     fid_weights: str | None = None,
     device: str = "auto",
-    compile: bool = False,
+    compile: bool | None = None,
     precision: str | None = None,
     max_seconds: float | None = None,
 ):
@@ -164,13 +164,15 @@ def train_dcgan(
         }
         given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's or the default
         given["model"] = {k: v for k, v in model.items() if v is not None}
-        cfg = TrainConfig.from_dict(
-            {"dataset": dataset_uri, "run": f"{store_root(store)}/runs/{run_name}", **resolve(preset, given)})
+        run_uri = f"{store_root(store)}/runs/{run_name}"
         manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
+        run = open_store(run_uri)  # re-running a run resumes it, with its saved settings as defaults
+        saved = run.get_json(CONFIG) if run.exists(CONFIG) else None
+        cfg = TrainConfig.from_dict(
+            {"dataset": dataset_uri, "run": run_uri, **resolve(preset, given, saved, manifest["resolution"])})
         if manifest["resolution"] != cfg.model.resolution:
             raise ConfigError(
                 f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={cfg.model.resolution}")
-        open_store(cfg.run).exists("latest.json")  # the run's bucket is reachable too
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)

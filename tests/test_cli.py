@@ -1,4 +1,5 @@
 import io
+import os
 import subprocess
 import sys
 
@@ -65,14 +66,80 @@ def test_cli_train_end_to_end_and_progress_lines(dataset32, tmp_path, capsys):
     "argv,message",
     [
         (["train", "--dataset", "/nonexistent/ds", "--run", "/tmp/x"], "manifest.json: no such object"),
-        (["train", "--dataset", "d", "--run", "r", "--resolution", "48"], "model.resolution=48"),
-        (["train", "--dataset", "d", "--run", "r", "--steps", "-3"], "steps=-3 must be a positive integer"),
-        (["train", "--dataset", "d", "--run", "r", "--precision", "half"], "precision='half' must be one of"),
+        (["train", "--dataset", "DS", "--run", "RUN", "--resolution", "48"], "model.resolution=48"),
+        (["train", "--dataset", "DS", "--run", "RUN", "--resolution", "64"], "is 32px but model.resolution=64"),
+        (["train", "--dataset", "DS", "--run", "RUN", "--steps", "-3"], "steps=-3 must be a positive integer"),
+        (["train", "--dataset", "DS", "--run", "RUN", "--precision", "half"], "precision='half' must be one of"),
+        (["train", "--dataset", "DS", "--run", "RUN", "--device", "gpu"], "device='gpu' must be"),
         (["sample", "/nonexistent/run", "/tmp/out"], "latest.json missing"),
         (["prepare", "/nonexistent/raw", "/tmp/out"], "no such folder"),
     ],
 )
-def test_bad_input_is_one_line_error(argv, message, capsys):
+def test_bad_input_is_one_line_error(argv, message, capsys, dataset32, tmp_path):
+    argv = [{"DS": dataset32, "RUN": str(tmp_path / "run")}.get(a, a) for a in argv]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    out, err = capsys.readouterr()
+    assert message in err.strip() and len(err.strip().splitlines()) == 1
+    assert "config:" not in out  # validated first: no config dump before the error
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_help_is_fast_complete_and_imports_no_torch():
+    """`facegan --help` and `facegan train --help` answer without importing torch, and every
+    training option shows its meaning and default (from the option table in facegan.config)."""
+    code = (
+        "import io, sys, contextlib, time\n"
+        "t = time.perf_counter()\n"
+        "from facegan.cli import main\n"
+        "for argv in (['--help'], ['train', '--help']):\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "    print(buf.getvalue())\n"
+        "print('SECONDS', time.perf_counter() - t)\n"
+        "print('TORCH', sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'torchvision'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "2000"})  # one line per option
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "TORCH []" in text
+    assert float(text.split("SECONDS ")[1].split()[0]) < 3.0  # today's import of torch alone takes longer
+    from facegan.config import ModelConfig, TrainConfig, options
+
+    help_text = " ".join(text.split())  # argparse wraps lines
+    for f in [*options(ModelConfig), *options(TrainConfig)]:
+        flag = f"--{f.name.replace('_', '-')}"
+        assert flag in help_text, flag
+        entry = help_text.split(f"{flag} {f.name.upper()}" if f.type != "bool" else f"{flag}, --no-{flag[2:]}")[-1]
+        assert " ".join(f.metadata["help"].split()) in entry and "[default:" in entry.split("--")[0], flag
+
+
+def test_resume_takes_the_runs_saved_settings_and_names_changes(dataset32, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    flags = ["--ngf", "8", "--ndf", "8", "--z-dim", "16", "--batch-size", "4", "--ckpt-every", "2",
+             "--log-every", "2", "--seed", "5", "--lr-g", "0.0003", "--device", "cpu"]
+    assert main(["train", "--dataset", dataset32, "--run", run, "--steps", "2", *flags]) == 0  # no --resolution
+    capsys.readouterr()
+    # resume with only what changes: every other setting is the run's (seed, widths, lr, 32 px from the dataset)
+    assert main(["train", "--dataset", dataset32, "--run", run, "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "from step 2" in out and "step 4/4" in out
+    from facegan import checkpoint as ckpt
+
+    saved = ckpt.load(run)["config"]
+    assert saved["seed"] == 5 and saved["lr_g"] == 0.0003 and saved["model"]["ngf"] == 8
+    assert saved["model"]["resolution"] == 32 and saved["steps"] == 4
+    # a change that alters the result is refused, naming each field's old and new value
+    assert main(["train", "--dataset", dataset32, "--run", run, "--ngf", "16", "--seed", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "different config (model.ngf 8 -> 16, seed 5 -> 6)" in err
+
+
+def test_sample_says_what_it_wrote(trained_run, tmp_path, capsys):
+    assert main(["sample", trained_run, str(tmp_path / "o"), "--count", "3", "--interpolation-steps", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 faces (faces/000.png ...), grid.png and interpolation.png (5 steps)" in out

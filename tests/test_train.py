@@ -125,7 +125,7 @@ def test_sigterm_checkpoints_then_exits_nonzero(dataset32, tmp_path):
 def test_resume_with_other_config_is_refused(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=4)
     train(cfg, quiet)
-    with pytest.raises(ConfigError, match=r"different config \(lr_g\)"):
+    with pytest.raises(ConfigError, match=r"different config \(lr_g 0.0002 -> 0.001\)"):
         train(cfg.replace(lr_g=1e-3), quiet)
     more = train(cfg.replace(steps=6, ckpt_every=3), quiet)  # longer runs and other intervals are fine
     assert more.finished and more.step == 6

@@ -1,0 +1,44 @@
+"""Every error facegan reports as a one-line message (no traceback), importable without torch.
+
+Entry points catch `INPUT_ERRORS` and print or fail with the message; each class is also
+exported by the module that raises it (`facegan.storage.StorageError`, ...).
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI.
+
+    `transient` is True for failures worth retrying (endpoint unreachable, throttling, 5xx),
+    False for ones a retry cannot fix (missing bucket or key, no credentials, access denied).
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class DatasetError(ValueError):
+    """The dataset (input, manifest or shard) is unusable; the message names it."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not a facegan checkpoint; the message names it."""
+
+
+class FIDError(RuntimeError):
+    """FID cannot be computed (weights missing or wrong, bad input); one-line message."""
+
+
+class GalleryError(RuntimeError):
+    """Nothing to publish (no checkpoint) or a bad request; one-line message."""
+
+
+# Errors that mean "bad input" (or, for StorageError, an unreachable store): a CLI prints the
+# one line and exits 2, a flow ends Failed with it.
+INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError)
