@@ -2,6 +2,12 @@
 
 Uses $CELEBA (img_align_celeba/ or its .zip) when set; otherwise generates a small set of
 synthetic cartoon faces and says so. Prints the path of the gallery's index.html.
+
+Prefect runs as its ephemeral local API, started by the first flow call. Its start-up takes
+6-19 s on a 2-core machine (longer when busy, and the first time with a new PREFECT_HOME),
+while Prefect gives up after 20 s by default: the demo allows STARTUP_TIMEOUT_S unless
+PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is set. Any failure is one line saying what
+to do.
 """
 
 from __future__ import annotations
@@ -10,16 +16,19 @@ import os
 import sys
 from pathlib import Path
 
-from facegan.synthetic import make_faces
-from flows.nightly_gallery import nightly_gallery
-from flows.prepare_celeba import prepare_celeba
-from flows.train_dcgan import train_dcgan
-
 DEMO = Path(os.environ.get("FACEGAN_DEMO_DIR", "demo")).resolve()
 STEPS = int(os.environ.get("FACEGAN_DEMO_STEPS", "1200"))
+STARTUP_TIMEOUT_S = 600
+TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 
 def main() -> int:
+    os.environ.setdefault(TIMEOUT_ENV, str(STARTUP_TIMEOUT_S))  # before Prefect reads its settings
+    from facegan.synthetic import make_faces
+    from flows.nightly_gallery import nightly_gallery
+    from flows.prepare_celeba import prepare_celeba
+    from flows.train_dcgan import train_dcgan
+
     store = DEMO / "store"
     celeba = os.environ.get("CELEBA")
     if celeba:
@@ -41,5 +50,20 @@ def main() -> int:
     return 0
 
 
+def failure_line(exc: BaseException) -> str:
+    """The one line the demo prints when it fails: what went wrong and what to do."""
+    what = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+    if "ephemeral Prefect API server" in str(exc):
+        return (f"demo: failed: the local Prefect API did not start within {os.environ.get(TIMEOUT_ENV)} s "
+                f"(is the machine overloaded?); run `make demo` again, or set {TIMEOUT_ENV} higher")
+    return f"demo: failed: {what}; fix that and run `make demo` again (what is done is reused)"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one line instead of a traceback, for a newcomer
+        print(failure_line(exc), file=sys.stderr)
+        sys.exit(1)

@@ -159,7 +159,13 @@ def test_template_what_moto_ignores():
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert "NoncurrentVersionExpiration" in rules["expire-old-versions"]
     policy = resource("BucketPolicy")["PolicyDocument"]["Statement"]
-    assert policy[0]["Effect"] == "Deny" and policy[0]["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    # TLS only (moto skips S3::BucketPolicy): every S3 action by anyone over plain HTTP is denied,
+    # on the bucket and on every object in it
+    tls = policy[0]
+    assert tls["Effect"] == "Deny" and tls["Principal"] == {"AWS": "*"} and tls["Action"] == "s3:*"
+    assert tls["Resource"] == [{"Fn::GetAtt": ["Bucket", "Arn"]}, {"Fn::Sub": "${Bucket.Arn}/*"}]
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert resource("BucketPolicy")["Bucket"] == {"Ref": "Bucket"}
     cdn_stmt = policy[1]["Fn::If"][1]
     assert cdn_stmt["Principal"] == {"Service": "cloudfront.amazonaws.com"}
     assert cdn_stmt["Resource"] == {"Fn::Sub": "${Bucket.Arn}/galleries/*"}
