@@ -30,21 +30,12 @@ import numpy as np
 import torch
 
 from facegan.errors import CheckpointError  # noqa: F401 - exported here too
+from facegan.runfolder import BEST, CKPT_DIR, LATEST, checkpoint_key
 from facegan.storage import StorageError, Store, open_store, split_uri
 
 FORMAT = "facegan-checkpoint"
 VERSION = 1
-LATEST = "latest.json"
-BEST = "best.json"
-CKPT_DIR = "checkpoints"
-_CKPT_RE = re.compile(r"^checkpoints/step-(\d{7,})\.pt$")
-
-
-
-
-def ckpt_key(step: int) -> str:
-    """Key of the checkpoint for `step` inside a run folder."""
-    return f"{CKPT_DIR}/step-{step:07d}.pt"
+_CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
 
 
 # ------------------------------------------------------------------ RNG state
@@ -197,7 +188,7 @@ def write_checkpoint(
     Returns the checkpoint's URI. The order makes every visible pointer valid at every moment.
     """
     step = state["step"]
-    key = ckpt_key(step)
+    key = checkpoint_key(step)
     run.put_bytes(key, to_bytes(state))
     pointer = {"step": step, "key": key, "uri": run.uri(key), "written_at": time.time()}
     if metric is not None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from facegan.config import DEVICE_HELP, ModelConfig, TrainConfig, options
+from facegan.config import DEVICE_HELP, TrainConfig, all_options, nest_options, option_type, shown_default
 from facegan.errors import INPUT_ERRORS
 from facegan.presets import PRESETS, resolve
 
@@ -18,25 +18,19 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-# argparse types of the option fields' annotations (see facegan.config.option)
-_TYPES = {"int": int, "float": float, "str": str, "float | None": float}
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """`facegan train` options: one per option field of ModelConfig and TrainConfig."""
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,
                    help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
     p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(PRESETS)}")
-    for cls in (ModelConfig, TrainConfig):
-        for f in options(cls):
-            flag = f"--{f.name.replace('_', '-')}"
-            shown = f.metadata["shown_default"] or ("none" if f.default in ("", None) else f.default)
-            text = f"{f.metadata['help']} [default: {shown}]".replace("%", "%%")
-            if f.type == "bool":
-                p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-            else:
-                p.add_argument(flag, type=_TYPES[f.type], default=None, metavar=f.name.upper(), help=text)
+    for f in all_options():
+        flag = f"--{f.name.replace('_', '-')}"
+        text = f"{f.metadata['help']} [default: {shown_default(f)}]".replace("%", "%%")
+        if option_type(f) is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun), e.g. GPUs [default: 1]")
 
 
@@ -44,9 +38,8 @@ def config_from_args(a: argparse.Namespace, saved: dict | None = None,
                      dataset_resolution: int | None = None) -> TrainConfig:
     """The frozen TrainConfig for parsed `facegan train` arguments: the run's saved config when
     resuming, then the preset, then explicit options (see `facegan.presets.resolve`)."""
-    model = {f.name: getattr(a, f.name) for f in options(ModelConfig) if getattr(a, f.name) is not None}
-    train = {f.name: getattr(a, f.name) for f in options(TrainConfig) if getattr(a, f.name) is not None}
-    settings = resolve(a.preset, {**train, "model": model}, saved, dataset_resolution)
+    given = nest_options({f.name: getattr(a, f.name) for f in all_options()})
+    settings = resolve(a.preset, given, saved, dataset_resolution)
     return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **settings})
 
 
@@ -59,12 +52,12 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from facegan.data import read_manifest
+    from facegan.runfolder import read_config
     from facegan.runtime import GracefulStop
     from facegan.storage import open_store
-    from facegan.train import CONFIG, Hooks, train
+    from facegan.train import Hooks, train
 
-    run = open_store(a.run)
-    saved = run.get_json(CONFIG) if run.exists(CONFIG) else None
+    saved = read_config(open_store(a.run))  # resuming: the run's settings are the defaults
     manifest = read_manifest(open_store(a.dataset))
     cfg = config_from_args(a, saved, manifest["resolution"])
     if a.nproc > 1:

@@ -35,6 +35,34 @@ def options(cls: type) -> list[dataclasses.Field]:
     return [f for f in fields(cls) if "help" in f.metadata]
 
 
+def all_options() -> list[dataclasses.Field]:
+    """Every option of a training run: the model's, then the rest (their names are unique)."""
+    return [*options(ModelConfig), *options(TrainConfig)]
+
+
+_OPTION_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "float | None": float}
+
+
+def shown_default(f: dataclasses.Field) -> str:
+    """An option's default as help shows it."""
+    return f.metadata["shown_default"] or ("none" if f.default in ("", None) else str(f.default))
+
+
+def option_type(f: dataclasses.Field) -> type:
+    """The plain Python type of an option (its annotation without `| None`)."""
+    return _OPTION_TYPES[f.type]
+
+
+def nest_options(flat: dict[str, Any]) -> dict[str, Any]:
+    """Option values by flat name (None: not given) -> settings with model fields under "model"."""
+    model = {f.name for f in options(ModelConfig)}
+    out: dict[str, Any] = {"model": {}}
+    for name, value in flat.items():
+        if value is not None:
+            (out["model"] if name in model else out)[name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the DCGAN pair.

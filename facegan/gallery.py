@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
+from facegan import runfolder
 from facegan.errors import GalleryError  # noqa: F401 - exported here too
 from facegan.images import fid_curve_png, to_png
 from facegan.sample import generate, interpolate, load_generator
@@ -105,9 +106,9 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         faces.append({"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"})
     files["interpolation.png"] = to_png(interpolate(gen, 0, 1, interpolation_steps), nrow=interpolation_steps)
     run = open_store(source.run_uri)
-    if run.exists("loss.png"):
-        files["loss.png"] = run.get_bytes("loss.png")
-    fid_rows = _fid_rows(run)
+    if run.exists(runfolder.LOSS_PLOT):
+        files["loss.png"] = run.get_bytes(runfolder.LOSS_PLOT)
+    _, fid_rows = runfolder.read_metrics(run)
     if fid_rows:
         files["fid.png"] = fid_curve_png(fid_rows)
     manifest = {
@@ -134,14 +135,6 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         _replace_prefix(store, f"{GALLERIES}/latest", files)
     store.put_bytes(f"{GALLERIES}/index.html", index_page(nights).encode())
     return {**manifest, "index_uri": store.uri(f"{night}/index.html")}
-
-
-def _fid_rows(run: Store) -> list[dict]:
-    """FID rows of a run's metrics.jsonl (empty when it has none)."""
-    if not run.exists("metrics.jsonl"):
-        return []
-    rows = [json.loads(line) for line in run.get_bytes("metrics.jsonl").decode().splitlines() if line]
-    return [r for r in rows if "fid" in r]
 
 
 def _replace_prefix(store: Store, prefix: str, files: dict[str, bytes]) -> None:

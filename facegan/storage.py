@@ -335,6 +335,8 @@ class S3Store(Store):
 def open_store(uri: str | Path) -> Store:
     """The store for `uri`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
     uri = str(uri)
+    if not uri.strip():
+        raise StorageError("the URI is empty; give s3://bucket/prefix or a folder")
     if uri.startswith("s3://"):
         return S3Store(uri)
     if uri.startswith("file://"):

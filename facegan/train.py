@@ -28,17 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from facegan import checkpoint as ckpt
-from facegan import data
+from facegan import data, runfolder
 from facegan import distributed as dist
 from facegan.augment import diff_augment
 from facegan.config import ConfigError, TrainConfig
 from facegan.images import loss_curve_png, to_png
 from facegan.models import Discriminator, Generator
 from facegan.runtime import Runtime, seed_everything
-from facegan.storage import Store, open_store
-
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
+from facegan.storage import open_store
 
 
 @dataclass(frozen=True)
@@ -110,11 +107,6 @@ def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
     return torch.randn(cfg.sample_count, cfg.model.z_dim, generator=gen).to(device)
 
 
-def run_name(uri: str) -> str:
-    """The last part of a run URI, for titles ("s3://b/runs/exp1/" -> "exp1")."""
-    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
-
-
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for parameters; buffers are copied."""
@@ -122,14 +114,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
-
-
-def read_metrics(run: Store, upto: int) -> list[dict]:
-    """Metrics rows already in the run folder with step <= upto (later ones are re-made)."""
-    if not run.exists(METRICS):
-        return []
-    rows = [json.loads(line) for line in run.get_bytes(METRICS).decode().splitlines() if line]
-    return [r for r in rows if r["step"] <= upto]
 
 
 # ------------------------------------------------------------------ the loop
@@ -203,11 +187,12 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         log(f"resuming {cfg.run} from {ckpt.describe(state)}")
     else:
         start = 0
-        log(f"new run {cfg.run}: {manifest['count']} images, config saved to {CONFIG}")
+        log(f"new run {cfg.run}: {manifest['count']} images, config saved to {runfolder.CONFIG}")
     log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
     if world.is_main:
-        run.put_json(CONFIG, cfg.to_dict())
-    metrics = read_metrics(run, upto=start) if world.is_main else []  # rank 0 alone writes them
+        run.put_json(runfolder.CONFIG, cfg.to_dict())
+    # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
+    metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])
     z_fixed = fixed_latents(cfg, device)
     fid = None
     if cfg.fid_every:
@@ -263,19 +248,17 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         metric = None
         if fid is not None and step % cfg.fid_every == 0:
             score = fid.score(G_ema)
-            metrics.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
+            fid_rows.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
             metric = ("fid", score)
             log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
         with torch.no_grad():
             grid = to_png(G_ema(z_fixed))
         rows = list(metrics)
-        files = {
-            f"samples/step-{step:07d}.png": grid,
-            METRICS: "".join(json.dumps(r) + "\n" for r in rows).encode(),
-        }
-        loss_rows = [r for r in rows if "loss_d" in r]
-        if loss_rows:
-            files["loss.png"] = lambda: loss_curve_png(loss_rows, run_name(cfg.run))
+        files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+        if fid_rows:
+            files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
+        if rows:
+            files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
         state = ckpt.make_state(
             step, cfg.to_dict(), manifest["id"],
             G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),

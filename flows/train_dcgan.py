@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
@@ -15,12 +16,12 @@ from prefect.artifacts import (
 from prefect.runtime import task_run
 
 from facegan import checkpoint as ckpt
-from facegan import data
-from facegan.config import ConfigError, TrainConfig
+from facegan import data, runfolder
+from facegan.config import ConfigError, TrainConfig, all_options, nest_options, option_type, shown_default
 from facegan.presets import resolve
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
-from facegan.train import CONFIG, Hooks, train
+from facegan.train import Hooks, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
 
 # Test hook: make the first attempt of the training task fail after this step, to show that the
@@ -86,90 +87,51 @@ def report(cfg: TrainConfig, outcome: dict) -> None:
     """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
     run = open_store(cfg.run)
     step = outcome["step"]
-    grid_key = f"samples/step-{step:07d}.png"
     checkpoints = [run.uri(k) for _, k in ckpt.list_checkpoints(run)]
-    rows = outcome["metrics"]
+    rows, fid_rows = runfolder.read_metrics(run)
+    best = ckpt.read_pointer(run, ckpt.BEST)
+    fid = ""
+    if fid_rows:  # FID during training: the last scores and the best checkpoint
+        fid = "\n\n**FID** " + ", ".join(f"{r['fid']:.2f} (step {r['step']})" for r in fid_rows[-5:])
+        fid += f"; best checkpoint `{run.uri(best['key'])}`" if best else ""
     table = "\n".join(
         f"| {r['step']} | {r['loss_d']:.3f} | {r['loss_g']:.3f} | {r['d_real']:.2f} | "
         f"{r['d_fake']:.2f} | {r['img_per_s']:.0f} |" for r in rows[-10:]
     )
-    name = cfg.run.rstrip("/").rsplit("/", 1)[-1]
+    name = runfolder.name(cfg.run)
     create_markdown_artifact(
         key=artifact_key("train", name, "report"),
         markdown=(
             f"# Run `{name}` finished at step {step}\n\n"
-            f"![samples at step {step}]({run.url(grid_key)})\n\n"
-            f"![loss curve]({run.url('loss.png')})\n\n"
+            f"![samples at step {step}]({run.url(runfolder.sample_key(step))})\n\n"
+            f"![loss curve]({run.url(runfolder.LOSS_PLOT)})\n\n"
             "| step | loss D | loss G | D(x) | D(G(z)) | img/s |\n|---|---|---|---|---|---|\n"
-            f"{table}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
+            f"{table}{fid}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
             + f"\n\nlatest: `{outcome['checkpoint']}`\n"
         ),
         description=f"training report for {name}",
     )
-    create_table_artifact(key=artifact_key("train", name, "metrics"), table=rows,
+    create_table_artifact(key=artifact_key("train", name, "metrics"), table=rows[-20:],
                           description=f"last metrics of {name}")
 
 
-@flow(name="train-dcgan", log_prints=True)
-def train_dcgan(
-    dataset_uri: str,
-    run_name: str,
-    store: str | None = None,
-    preset: str | None = None,
-    resolution: int | None = None,
-    steps: int | None = None,
-    batch_size: int | None = None,
-    lr_g: float | None = None,
-    lr_d: float | None = None,
-    lr_schedule: str | None = None,
-    decay_start: float | None = None,
-    label_smoothing: float | None = None,
-    ckpt_every: int | None = None,
-    keep_last: int | None = None,
-    log_every: int | None = None,
-    ema_decay: float | None = None,
-    seed: int | None = None,
-    ngf: int | None = None,
-    ndf: int | None = None,
-    z_dim: int | None = None,
-    spectral_norm: bool | None = None,
-    loss: str | None = None,
-    augment: str | None = None,
-    r1_gamma: float | None = None,
-    fid_every: int | None = None,
-    fid_samples: int | None = None,
-    fid_weights: str | None = None,
-    device: str = "auto",
-    compile: bool | None = None,
-    precision: str | None = None,
-    max_seconds: float | None = None,
-):
+def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
+                   **options):
     """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it.
 
-    `preset` (udacity32, dcgan64, dcgan64-plus, dcgan128) gives the starting settings; every
-    other parameter left empty keeps the preset's (or the library's) default.
+    Every training option of facegan.config is a parameter (see FLOW_SIGNATURE). Left empty,
+    an option keeps the run's saved value when resuming, else the preset's (udacity32, dcgan64,
+    dcgan64-plus, dcgan128), else the library's default; the resolution defaults to the dataset's.
     """
     try:
         # --- every parameter checked before any heavy work --------------------------------
         if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
             raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
-        model = {"resolution": resolution, "ngf": ngf, "ndf": ndf, "z_dim": z_dim, "spectral_norm": spectral_norm}
-        options = {
-            "steps": steps, "batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "lr_schedule": lr_schedule,
-            "decay_start": decay_start, "label_smoothing": label_smoothing, "ckpt_every": ckpt_every,
-            "keep_last": keep_last, "log_every": log_every, "ema_decay": ema_decay, "seed": seed, "loss": loss,
-            "augment": augment, "r1_gamma": r1_gamma, "fid_every": fid_every, "fid_samples": fid_samples,
-            "fid_weights": fid_weights, "device": device, "compile": compile, "precision": precision,
-            "max_seconds": max_seconds,
-        }
-        given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's or the default
-        given["model"] = {k: v for k, v in model.items() if v is not None}
         run_uri = f"{store_root(store)}/runs/{run_name}"
         manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
-        run = open_store(run_uri)  # re-running a run resumes it, with its saved settings as defaults
-        saved = run.get_json(CONFIG) if run.exists(CONFIG) else None
-        cfg = TrainConfig.from_dict(
-            {"dataset": dataset_uri, "run": run_uri, **resolve(preset, given, saved, manifest["resolution"])})
+        saved = runfolder.read_config(open_store(run_uri))  # re-running resumes, saved settings as defaults
+        settings = resolve(preset, nest_options(options), saved, manifest["resolution"])
+        cfg = TrainConfig.from_dict({"dataset": dataset_uri, "run": run_uri, **settings})
         if manifest["resolution"] != cfg.model.resolution:
             raise ConfigError(
                 f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={cfg.model.resolution}")
@@ -179,3 +141,18 @@ def train_dcgan(
     outcome = train_model(cfg.to_dict())
     report(cfg, outcome)
     return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
+
+
+# The flow's parameters: the fixed four, then one keyword per option of the option table
+# (facegan.config), typed, defaulting to None (= not given). Prefect reads this signature for the
+# deployment's parameter schema and binds run parameters against it.
+_fixed = list(inspect.signature(train_dcgan_fn).parameters.values())[:-1]
+FLOW_SIGNATURE = inspect.Signature([
+    *_fixed,
+    *[inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option_type(f) | None)
+      for f in all_options()],
+])
+train_dcgan_fn.__signature__ = FLOW_SIGNATURE
+train_dcgan_fn.__doc__ += "\n    Args:\n" + "".join(
+    f"        {f.name}: {f.metadata['help']} (default: {shown_default(f)})\n" for f in all_options())
+train_dcgan = flow(name="train-dcgan", log_prints=True)(train_dcgan_fn)

@@ -3,6 +3,8 @@ one-line failures."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import pytest
@@ -27,7 +29,7 @@ def _failed_fast(call, started: float) -> str:
     [
         ({"resolution": 48}, "model.resolution=48 is not supported"),
         ({"steps": -5}, "steps=-5 must be a positive integer"),
-        ({"dataset_uri": ""}, "dataset is empty"),
+        ({"dataset_uri": ""}, "StorageError: the URI is empty"),
         ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
         ({"lr_schedule": "cosine"}, "lr_schedule='cosine' must be one of"),
         ({"precision": "fp16"}, "precision='fp16' must be one of"),
@@ -35,8 +37,8 @@ def _failed_fast(call, started: float) -> str:
         ({"dataset_uri": "/nonexistent/dataset"}, "manifest.json: no such object"),
     ],
 )
-def test_bad_train_parameters_fail_fast_with_one_line(prefect_api, tmp_path, params, reason):
-    base = {"dataset_uri": str(tmp_path / "ds"), "run_name": "r", "store": str(tmp_path / "store")}
+def test_bad_train_parameters_fail_fast_with_one_line(prefect_api, tmp_path, params, reason, dataset32):
+    base = {"dataset_uri": dataset32, "run_name": "r", "store": str(tmp_path / "store")}
     message = _failed_fast(lambda **kw: train_dcgan(**{**base, **params}, **kw), time.monotonic())
     assert reason in message
     assert not (tmp_path / "store" / "runs").exists()  # nothing heavy happened
@@ -123,3 +125,61 @@ def test_train_flow_takes_a_preset(prefect_api, prepared, tmp_path):
     message = _failed_fast(lambda **kw: train_dcgan(dataset_uri=prepared(32), run_name="r", store=str(tmp_path),
                                                     preset="dcgan256", **kw), time.monotonic())
     assert "preset='dcgan256' is unknown" in message
+
+
+def test_flow_cli_and_config_take_the_same_options():
+    """One option table (facegan.config) makes the CLI's options and the flow's parameters:
+    the same names, types, defaults (None: not given) and help."""
+    import argparse
+    import inspect
+
+    from facegan.cli import build_parser
+    from facegan.config import ModelConfig, TrainConfig, all_options, option_type
+    from flows.train_dcgan import train_dcgan
+
+    table = [f.name for f in all_options()]
+    config_fields = [f.name for f in dataclasses.fields(ModelConfig)] + [
+        f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("dataset", "run", "model")]
+    assert table == config_fields  # every config field is an option
+
+    params = inspect.signature(train_dcgan.fn).parameters
+    assert list(params) == ["dataset_uri", "run_name", "store", "preset", *table]
+    for f in all_options():
+        assert params[f.name].default is None and params[f.name].annotation == (option_type(f) | None), f.name
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train_parser = commands.choices["train"]
+    cli = {a.dest: a for a in train_parser._actions if a.dest not in ("help", "dataset", "run", "preset", "nproc")}
+    assert list(cli) == table
+    for f in all_options():
+        assert cli[f.name].default is None and f.metadata["help"] in cli[f.name].help
+        if option_type(f) is not bool:
+            assert cli[f.name].type is option_type(f)
+
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(train_dcgan).model_dump()["properties"]
+    assert all(f.metadata["help"] in schema[f.name]["description"] for f in all_options())
+
+
+def test_train_flow_with_fid_on_completes_and_reports_fid(prefect_api, prepared, fid_weights, tmp_path):
+    """FID rows live in their own stream: the report (losses table) and the gallery read each."""
+    from prefect.client.orchestration import get_client
+
+    state = train_dcgan(dataset_uri=prepared(32), run_name="fid-run", store=str(tmp_path), steps=4, batch_size=4,
+                        ngf=8, ndf=8, log_every=1, ckpt_every=2, fid_every=2, fid_samples=8,
+                        fid_weights=fid_weights, device="cpu", return_state=True)
+    assert state.is_completed(), state.message
+    run = tmp_path / "runs" / "fid-run"
+    fid_rows = [json.loads(x) for x in (run / "metric-fid.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in fid_rows] == [2, 4]
+    assert all("fid" not in json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
+
+    async def report():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    import asyncio
+
+    artifacts = [a for a in asyncio.run(report()) if a.key == "train-fid-run-report"]
+    assert artifacts and "**FID** " in artifacts[-1].data and "best checkpoint" in artifacts[-1].data

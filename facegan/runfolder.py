@@ -1,0 +1,70 @@
+"""The run folder: every key in it, and its metric streams. The one place that names them.
+
+    config.json                     the run's resolved TrainConfig (resume takes it as defaults)
+    checkpoints/step-0000500.pt     complete checkpoints (see facegan.checkpoint)
+    latest.json, best.json          pointers to the newest and the best-by-FID checkpoint
+    metrics.jsonl                   one training row per log interval: losses, D outputs, img/s, lr
+    metric-fid.jsonl                one FID row per FID evaluation, with its protocol
+    samples/step-0000500.png        the fixed-latent sample grid at each checkpoint
+    loss.png                        the loss curve
+
+Each metric has its own stream (as stylegan2-ada keeps one `metric-*.jsonl` per metric), so a
+reader of one never meets the other's rows. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+
+from facegan.storage import Store
+
+CONFIG = "config.json"
+LATEST = "latest.json"
+BEST = "best.json"
+CKPT_DIR = "checkpoints"
+METRICS = "metrics.jsonl"
+FID_METRICS = "metric-fid.jsonl"
+LOSS_PLOT = "loss.png"
+SAMPLES = "samples"
+
+
+def checkpoint_key(step: int) -> str:
+    """Key of the checkpoint for `step`."""
+    return f"{CKPT_DIR}/step-{step:07d}.pt"
+
+
+def sample_key(step: int) -> str:
+    """Key of the sample grid written with the checkpoint of `step`."""
+    return f"{SAMPLES}/step-{step:07d}.png"
+
+
+def name(uri: str) -> str:
+    """The last part of a run URI, for titles and artifact keys ("s3://b/runs/exp1/" -> "exp1")."""
+    return uri.rstrip("/").rsplit("/", 1)[-1] or uri
+
+
+def read_config(run: Store) -> dict | None:
+    """The run's saved config (a dict), or None for a new run."""
+    return run.get_json(CONFIG) if run.exists(CONFIG) else None
+
+
+def _read_jsonl(run: Store, key: str) -> list[dict]:
+    if not run.exists(key):
+        return []
+    return [json.loads(line) for line in run.get_bytes(key).decode().splitlines() if line.strip()]
+
+
+def read_metrics(run: Store, upto: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(training rows, FID rows) with step <= upto (all when None). Runs from before the FID
+    stream kept FID rows in metrics.jsonl: they are split out here."""
+    rows = _read_jsonl(run, METRICS)
+    train = [r for r in rows if "loss_d" in r]
+    fid = [r for r in rows if "fid" in r] + _read_jsonl(run, FID_METRICS)
+    if upto is not None:
+        train, fid = [r for r in train if r["step"] <= upto], [r for r in fid if r["step"] <= upto]
+    return train, fid
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    """Rows as JSON lines, the metric streams' format."""
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
