@@ -1,6 +1,6 @@
 """Data path figures, side by side in one invocation:
 
-(a) `facegan.data.prepare` images/s against a plain one-process PIL open-crop-resize loop over
+(a) `facegan.prepare.prepare` images/s against a plain one-process PIL open-crop-resize loop over
     the same raw CelebA-shaped JPEGs;
 (b) seconds from a stored dataset of CelebA size (202,599 images at 64 px, generated) to a ready
     uint8 tensor on the device, against decoding the same images from a JPEG folder (with a
@@ -25,7 +25,9 @@ from PIL import Image
 
 from bench.common import export_jpegs, write_record
 from facegan import data
+from facegan.prepare import SHARD_SIZE, crop_box, prepare, write_manifest, write_shard
 from facegan.runtime import synchronize, use_device
+from facegan.storage import open_store
 from facegan.synthetic import make_faces
 
 
@@ -34,7 +36,7 @@ def plain_pil_loop(folder: Path, resolution: int) -> np.ndarray:
     out = []
     for path in sorted(folder.glob("*.jpg")):
         img = Image.open(path).convert("RGB")
-        img = img.crop(data.crop_box(img.size)).resize((resolution, resolution), Image.Resampling.LANCZOS)
+        img = img.crop(crop_box(img.size)).resize((resolution, resolution), Image.Resampling.LANCZOS)
         out.append(np.asarray(img, dtype=np.uint8))
     return np.stack(out)
 
@@ -49,6 +51,38 @@ def decode_folder(folder: Path, device: torch.device) -> torch.Tensor:
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         arrays = list(pool.map(_decode, chunks))
     return torch.from_numpy(np.concatenate(arrays)).to(device)
+
+
+class ShardWriter:
+    """Writes a stream of uint8 images (N, R, R, 3) as fixed-size shards, then the manifest (last)."""
+
+    def __init__(self, out_uri: str, resolution: int, shard_size: int = SHARD_SIZE) -> None:
+        self.store = open_store(out_uri)
+        self.resolution = resolution
+        self.shard_size = shard_size
+        self.shards: list[dict] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+
+    def add(self, images: np.ndarray) -> None:
+        """Queue images; full shards are written as they fill."""
+        if len(images):
+            self._pending.append(images)
+            self._pending_n += len(images)
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        while self._pending_n >= self.shard_size or (final and self._pending_n):
+            block = np.concatenate(self._pending)
+            shard, rest = block[: self.shard_size], block[self.shard_size :]
+            self._pending, self._pending_n = ([rest] if len(rest) else []), len(rest)
+            self.shards.append(write_shard(self.store, f"shard-{len(self.shards):05d}.npy", shard))
+
+    def finish(self, **fields) -> dict:
+        """Write the last shard and `manifest.json` (with `fields` such as source, skipped)."""
+        self._flush(final=True)
+        return write_manifest(self.store, self.resolution, self.shards, **fields)
+
 
 
 def synth_celeba_size(pool_images: np.ndarray, count: int, seed: int = 0):
@@ -79,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         plain = plain_pil_loop(raw, a.resolution)
         plain_s = time.perf_counter() - t
         t = time.perf_counter()
-        result = data.prepare(raw, str(tmp / "prepared"), resolution=a.resolution, log=lambda *_: None)
+        result = prepare(raw, str(tmp / "prepared"), resolution=a.resolution, log=lambda *_: None)
         prep_s = time.perf_counter() - t
         assert result.manifest["count"] == len(plain)
         print(f"(a) plain PIL loop (1 process): {len(plain) / plain_s:8.0f} img/s")
@@ -88,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # (b) stored CelebA-size dataset -> device tensor, vs decoding a JPEG folder of the same images
         pool_images, _ = data.load(str(tmp / "prepared"))
-        writer = data.ShardWriter(str(tmp / "celeba-size"), a.resolution)
+        writer = ShardWriter(str(tmp / "celeba-size"), a.resolution)
         for chunk in synth_celeba_size(pool_images.numpy(), a.count):
             writer.add(chunk)
         writer.finish(source="bench: synthetic CelebA-size")

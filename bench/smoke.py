@@ -169,7 +169,7 @@ class Smoke:
     # ------------------------------------------------------------------ the checks
 
     def data(self) -> None:
-        from facegan.data import prepare
+        from facegan.prepare import prepare
         from facegan.synthetic import make_faces
 
         raw = make_faces(self.work / "raw" / "img_align_celeba", 24, seed=3)

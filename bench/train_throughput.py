@@ -19,6 +19,7 @@ from bench import baseline
 from bench.common import export_jpegs, median_rate, write_record
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
+from facegan.prepare import prepare
 from facegan.runtime import autocast_dtype, use_device
 from facegan.synthetic import make_faces
 from facegan.train import Hooks, train
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # the same images for both: prepared shards for facegan, a JPEG folder for the baseline
     raw = make_faces(tmp / "raw", a.images)
-    data.prepare(raw, str(tmp / "ds"), resolution=a.resolution, log=lambda *_: None)
+    prepare(raw, str(tmp / "ds"), resolution=a.resolution, log=lambda *_: None)
     images, _ = data.load(str(tmp / "ds"))
     jpegs = export_jpegs(images.numpy(), tmp / "jpeg")
 

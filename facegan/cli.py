@@ -44,7 +44,7 @@ def config_from_args(a: argparse.Namespace, saved: dict | None = None,
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
-    from facegan.data import prepare
+    from facegan.prepare import prepare
 
     prepare(a.source, a.out, resolution=a.resolution, workers=a.workers, limit=a.limit)
     return 0

@@ -1,17 +1,10 @@
-"""The dataset contract: uint8 shards plus a JSON manifest, and how to make and read it.
+"""The dataset contract (uint8 shards plus a JSON manifest) and reading it; `facegan.prepare` makes it.
 
 Layout under a dataset URI::
 
     manifest.json            format, version, resolution, count, shards, source, skipped, id
-    shard-00000.npy          uint8 array (N, H, W, 3), numpy .npy format
-    shard-00001.npy          ...
-
-`prepare()` turns raw CelebA (the `img_align_celeba/` folder or its .zip of 178x218 JPEGs), an
-already-cropped folder (Udacity's `processed_celeba_small/celeba/`) or any folder of face
-images into that layout, in parallel across cores. Aligned CelebA frames are cropped to the
-face box `CELEBA_FACE_BOX`; any other image is centre-cropped to a square. Crops are resized
-with an antialiasing filter (Lanczos). Bad files are converted where safe or skipped, and
-every skip is listed in the manifest with its reason.
+    shard-<build>-00000.npy  uint8 array (N, H, W, 3), numpy .npy format (the manifest names them)
+    shard-<build>-00001.npy  ...
 
 `load()` verifies the manifest and every shard's sha256 and returns one uint8 tensor
 (N, H, W, 3); `BatchSampler` draws batches from it on the device.
@@ -22,319 +15,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import re
-import time
-import zipfile
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from facegan.errors import DatasetError  # noqa: F401 - exported here too
-from facegan.storage import StorageError, Store, open_store
+from facegan.storage import StorageError, Store, cache_root, open_store
 
 FORMAT = "facegan-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
-SHARD_SIZE = 8192
-CELEBA_SIZE = (178, 218)
-# Face box (left, top, right, bottom) for aligned CelebA: a 128x128 square centred on the
-# face (x centre 89, y centre 121), the usual crop for 64 px CelebA GAN training.
-CELEBA_FACE_BOX = (25, 57, 153, 185)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-
-
-# ------------------------------------------------------------------ preparing
-
-
-def crop_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The crop for an image of `size` (w, h): the face box on aligned CelebA, else a centre square."""
-    if size == CELEBA_SIZE:
-        return CELEBA_FACE_BOX
-    w, h = size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return (left, top, left + side, top + side)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert the modes that can be converted safely to RGB; raise ValueError otherwise."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("L", "CMYK", "YCbCr", "P", "LA", "PA", "RGBA", "RGBa", "1"):
-        if mode in ("P", "PA") and "transparency" in img.info:
-            img = img.convert("RGBA")
-            mode = "RGBA"
-        if mode in ("RGBA", "LA", "RGBa"):
-            background = Image.new("RGB", img.size, (255, 255, 255))
-            background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-            return background
-        return img.convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        top = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
-        arr8 = (arr.astype(np.float64) * 255.0 / top).round().clip(0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
-    raise ValueError(f"unsupported image mode {mode}")
-
-
-def _open(data: bytes, jpeg_hint: bool) -> Image.Image:
-    if jpeg_hint:  # probing only the JPEG plugin is ~18% faster; a mislabeled file still opens below
-        try:
-            return Image.open(io.BytesIO(data), formats=("JPEG",))
-        except UnidentifiedImageError:
-            pass
-    return Image.open(io.BytesIO(data))
-
-
-def _fast_jpeg(data: bytes, resolution: int) -> np.ndarray | None:
-    """libjpeg-turbo's DCT-scaled decode (simplejpeg) for plain YCbCr/gray JPEGs: 2.6x PIL's draft
-    decode here. None for anything else (other colour spaces, damage, too small), which then takes
-    the PIL path and its reasons."""
-    try:
-        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        box = crop_box((w, h))
-        side = min(box[2] - box[0], box[3] - box[1])
-        if colorspace not in ("YCbCr", "Gray") or side < resolution:
-            return None
-        scale = min(8, side // resolution)
-        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=-(-w // scale), min_height=-(-h // scale))
-    except ValueError:
-        return None
-    f = w / arr.shape[1]
-    left, top, s = round(box[0] / f), round(box[1] / f), max(resolution, int(side / f))
-    crop = arr[top : top + s, left : left + s]
-    img = Image.fromarray(np.ascontiguousarray(crop)).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.ndarray:
-    """Decode, crop and resize one image to (R, R, 3) uint8; raise ValueError with a reason."""
-    if data[:2] == b"\xff\xd8":
-        fast = _fast_jpeg(data, resolution)
-        if fast is not None:
-            return fast
-    try:
-        img = _open(data, jpeg_hint)
-        box = crop_box(img.size)
-        side = min(box[2] - box[0], box[3] - box[1])
-        if side < resolution:
-            raise ValueError(
-                f"too small: {img.size[0]}x{img.size[1]} crops to {side}px < {resolution}px"
-            )
-        if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
-            # decode at 1/2, 1/4 or 1/8 scale while the crop stays at least `resolution` wide
-            full = img.size
-            scale = side // resolution
-            img.draft(img.mode, (full[0] // scale, full[1] // scale))
-            if img.size != full:
-                f = full[0] / img.size[0]
-                left, top, s = round(box[0] / f), round(box[1] / f), max(resolution, int(side / f))
-                box = (left, top, min(left + s, img.size[0]), min(top + s, img.size[1]))
-        img.load()
-    except ValueError:
-        raise
-    except UnidentifiedImageError:
-        raise ValueError("not an image") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"corrupt or truncated ({exc})") from None
-    img = _to_rgb(img)
-    img = img.crop(box).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def _list_source(source: Path) -> list[str]:
-    if source.suffix.lower() == ".zip" and source.is_file():
-        with zipfile.ZipFile(source) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
-    elif source.is_dir():
-        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
-    else:
-        raise DatasetError(f"{source}: no such folder or .zip file")
-    hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
-    return sorted(n for n in names if not hidden(n))
-
-
-def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | None, list[dict]]:
-    """Worker: process a chunk of files into one shard and write it; returns (shard record or
-    None when no file was usable, skipped records). The main process only collects records."""
-    source, names, resolution, out_uri, shard_name = args
-    path = Path(source)
-    archive = zipfile.ZipFile(path) if path.suffix.lower() == ".zip" and path.is_file() else None
-    images, skipped = [], []
-    try:
-        for name in names:
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix not in IMAGE_SUFFIXES:
-                skipped.append({"file": name, "reason": "not an image (file suffix)"})
-                continue
-            try:
-                if archive:
-                    data = archive.read(name)
-                else:
-                    with open(os.path.join(source, name), "rb") as f:
-                        data = f.read()
-                images.append(process_image(data, resolution, suffix in (".jpg", ".jpeg")))
-            except ValueError as exc:
-                skipped.append({"file": name, "reason": str(exc)})
-            except (OSError, zipfile.BadZipFile) as exc:
-                skipped.append({"file": name, "reason": f"unreadable ({exc})"})
-    finally:
-        if archive:
-            archive.close()
-    record = write_shard(open_store(out_uri), shard_name, np.stack(images)) if images else None
-    return record, skipped
-
-
-def write_shard(store: Store, name: str, images: np.ndarray) -> dict:
-    """Write one uint8 (N, R, R, 3) shard atomically; returns its manifest record."""
-    data = _npy_bytes(np.ascontiguousarray(images))
-    store.put_bytes(name, data)
-    return {"name": name, "count": int(len(images)), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def shard_size_for(count: int) -> int:
-    """Images per shard: about 16 shards for small inputs (parallel work), at most SHARD_SIZE.
-    Depends on the file count only, so the dataset does not depend on the worker count."""
-    return max(64, min(SHARD_SIZE, -(-count // 16)))
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-class ShardWriter:
-    """Writes a stream of uint8 images (N, R, R, 3) as fixed-size shards, then the manifest (last)."""
-
-    def __init__(self, out_uri: str, resolution: int, shard_size: int = SHARD_SIZE) -> None:
-        self.store = open_store(out_uri)
-        self.resolution = resolution
-        self.shard_size = shard_size
-        self.shards: list[dict] = []
-        self._pending: list[np.ndarray] = []
-        self._pending_n = 0
-
-    def add(self, images: np.ndarray) -> None:
-        """Queue images; full shards are written as they fill."""
-        if len(images):
-            self._pending.append(images)
-            self._pending_n += len(images)
-        self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        while self._pending_n >= self.shard_size or (final and self._pending_n):
-            block = np.concatenate(self._pending)
-            shard, rest = block[: self.shard_size], block[self.shard_size :]
-            self._pending, self._pending_n = ([rest] if len(rest) else []), len(rest)
-            self.shards.append(write_shard(self.store, f"shard-{len(self.shards):05d}.npy", shard))
-
-    def finish(self, **fields) -> dict:
-        """Write the last shard and `manifest.json` (with `fields` such as source, skipped)."""
-        self._flush(final=True)
-        return write_manifest(self.store, self.resolution, self.shards, **fields)
-
-
-def write_manifest(store: Store, resolution: int, shards: list[dict], **fields) -> dict:
-    """Write `manifest.json` for shards already written (so, last: a dataset without it is
-    incomplete); `fields` adds source, skipped, etc. Returns the manifest."""
-    manifest = {"format": FORMAT, "version": VERSION, "resolution": resolution,
-                "count": sum(s["count"] for s in shards), "shards": shards, "skipped": [], **fields}
-    manifest["id"] = manifest_id(manifest)
-    store.put_json(MANIFEST, manifest)
-    return manifest
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    """What `prepare` wrote: the manifest and where."""
-
-    uri: str
-    manifest: dict
-
-    @property
-    def summary(self) -> str:
-        m = self.manifest
-        return (
-            f"prepared {m['count']} images at {m['resolution']}px into {len(m['shards'])} "
-            f"shard(s) at {self.uri}; skipped {len(m['skipped'])}"
-        )
-
-
-def prepare(
-    source: str | Path,
-    out_uri: str,
-    resolution: int = 64,
-    workers: int | None = None,
-    shard_size: int | None = None,
-    limit: int | None = None,
-    log=print,
-    source_label: str | None = None,
-) -> PrepareResult:
-    """Build a dataset at `out_uri` from a folder or .zip of face images.
-
-    `workers` defaults to the number of cores; `limit` keeps only the first N files (sorted).
-    Bad files are skipped and listed in the manifest; an input with no usable image is an error.
-    """
-    from facegan.config import RESOLUTIONS
-
-    if resolution not in RESOLUTIONS:
-        raise DatasetError(f"resolution={resolution} is not supported; choose one of {RESOLUTIONS}")
-    source = Path(source).expanduser()
-    names = _list_source(source)
-    if limit is not None:
-        names = names[:limit]
-    if not names:
-        raise DatasetError(f"{source}: empty input, no files found")
-    workers = workers or os.cpu_count() or 1
-    per_shard = shard_size or shard_size_for(len(names))
-    store = open_store(out_uri)
-    jobs = [(str(source), names[i : i + per_shard], resolution, store.root, f"shard-{i // per_shard:05d}.npy")
-            for i in range(0, len(names), per_shard)]
-    shards: list[dict] = []
-    skipped: list[dict] = []
-    started = time.perf_counter()
-
-    # each job decodes its files and writes its own shard; map() keeps the records in order
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
-    try:
-        results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
-        for done, (record, skips) in enumerate(results, 1):
-            skipped += skips
-            if record:
-                shards.append(record)
-            if done % 10 == 0 or done == len(jobs):
-                seen = sum(s["count"] for s in shards) + len(skipped)
-                log(f"prepare: {seen}/{len(names)} files, {seen / max(time.perf_counter() - started, 1e-9):.0f} img/s")
-    finally:
-        if pool:
-            pool.shutdown()
-    if not shards:
-        reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
-        raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
-    manifest = write_manifest(
-        store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped,
-        crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
-        resize="PIL Lanczos (antialiased)",
-    )
-    current = {s["name"] for s in shards}
-    for key in store.list():  # shards of an earlier build at this URI are no longer referenced
-        if re.fullmatch(r"shard-\d{5}\.npy", key) and key not in current:
-            store.delete(key)
-    result = PrepareResult(store.root, manifest)
-    log(result.summary)
-    return result
-
-
 def manifest_id(manifest: dict) -> str:
     """Content id of a dataset: sha256 over resolution and the shard hashes (first 16 hex)."""
     key = json.dumps([manifest["resolution"], [s["sha256"] for s in manifest["shards"]]])
@@ -363,10 +54,6 @@ def read_manifest(store: Store) -> dict:
     if m.get("id") != manifest_id(m):
         raise DatasetError(f"{where}: id does not match the shard hashes")
     return m
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan"))
 
 
 def _read_shard(store: Store, shard: dict, resolution: int, cache: Path | None) -> np.ndarray:
@@ -401,7 +88,7 @@ def fetch(uri: str, cache: str | Path | None = None) -> dict:
     store = open_store(uri)
     m = read_manifest(store)
     if str(uri).startswith("s3://"):
-        cache_dir = Path(cache) if cache else _cache_root() / "shards"
+        cache_dir = Path(cache) if cache else cache_root("shards")
         for shard in m["shards"]:
             cached = cache_dir / f"{shard['sha256']}.npy"
             if not cached.is_file():
@@ -423,7 +110,7 @@ def load(
     res = m["resolution"]
     cache_dir = None
     if cache and str(uri).startswith("s3://"):
-        cache_dir = Path(cache) if isinstance(cache, (str, Path)) else _cache_root() / "shards"
+        cache_dir = Path(cache) if isinstance(cache, (str, Path)) else cache_root("shards")
     out = torch.empty((m["count"], res, res, 3), dtype=torch.uint8)
     at = 0
     for shard in m["shards"]:

@@ -33,7 +33,7 @@ from torchvision.models.inception import Inception3, InceptionA, InceptionC, Inc
 from facegan import data
 from facegan.errors import FIDError  # noqa: F401 - exported here too
 from facegan.runtime import use_device
-from facegan.storage import StorageError, open_store, split_uri
+from facegan.storage import StorageError, cache_root, open_store, split_uri
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -151,7 +151,7 @@ def load_weights(uri: str | None = None, sha256: str | None = None) -> tuple[FID
     pytorch-fid release URL); returns (network in eval mode, weights description)."""
     uri = uri or os.environ.get(WEIGHTS_ENV) or WEIGHTS_URL
     sha256 = (sha256 or os.environ.get(WEIGHTS_SHA256_ENV) or "").lower()
-    cache = Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")) / "fid"
+    cache = cache_root("fid")
     data = _read_uri(uri, cache)
     digest = hashlib.sha256(data).hexdigest()
     name = uri.rstrip("/").rsplit("/", 1)[-1]

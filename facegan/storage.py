@@ -332,6 +332,12 @@ class S3Store(Store):
         )
 
 
+def cache_root(kind: str) -> Path:
+    """This machine's cache folder for `kind` ("shards", "fid"): $FACEGAN_CACHE/kind, by default
+    ~/.cache/facegan/kind."""
+    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")) / kind
+
+
 def open_store(uri: str | Path) -> Store:
     """The store for `uri`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
     uri = str(uri)

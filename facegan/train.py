@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from facegan import checkpoint as ckpt
 from facegan import data, runfolder
@@ -33,6 +32,7 @@ from facegan import distributed as dist
 from facegan.augment import diff_augment
 from facegan.config import ConfigError, TrainConfig
 from facegan.images import loss_curve_png, to_png
+from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
 from facegan.runtime import Runtime, seed_everything
 from facegan.storage import open_store
@@ -76,29 +76,6 @@ def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
     if step <= start:
         return base_lr
     return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
-
-
-def gan_losses(kind: str, logits_real, logits_fake, real_label: float):
-    """Discriminator loss for (real, fake) logits: BCE-with-logits or hinge."""
-    if kind == "hinge":
-        return F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean()
-    return (F.binary_cross_entropy_with_logits(logits_real, torch.full_like(logits_real, real_label))
-            + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
-
-
-def generator_loss(kind: str, logits_gen):
-    """Generator loss: non-saturating BCE, or hinge's -D(G(z))."""
-    if kind == "hinge":
-        return -logits_gen.mean()
-    return F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-
-
-def r1_penalty(D, real: torch.Tensor, augment: list[str], gamma: float) -> torch.Tensor:
-    """R1: gamma/2 * E[|grad_x D(x)|^2] on real images (Mescheder et al., 2018)."""
-    real = real.detach().requires_grad_(True)
-    logits = D(diff_augment(real, augment))
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return grad.float().square().sum(dim=[1, 2, 3]).mean() * (gamma / 2)
 
 
 def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -161,6 +138,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
+    parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
 
     # --- resume from latest.json, or start a new run ------------------------------------
     state = ckpt.load_run(run)
@@ -177,11 +155,8 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                 f"{cfg.run} was trained on dataset {state['dataset_id']}, "
                 f"but {cfg.dataset} is {manifest['id']}"
             )
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        G_ema.load_state_dict(state["G_ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        for name, part in parts.items():  # saved side by side in save() below
+            part.load_state_dict(state[name])
         ckpt.set_rng_state(state["rng"])
         start = state["step"]
         log(f"resuming {cfg.run} from {ckpt.describe(state)}")
@@ -221,7 +196,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             fake = G_step(z)
             logits_real = D_step(diff_augment(real, augment))
             logits_fake = D_step(diff_augment(fake.detach(), augment))
-            loss_d = gan_losses(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
+            loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
@@ -261,8 +236,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
         state = ckpt.make_state(
             step, cfg.to_dict(), manifest["id"],
-            G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
-            opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
+            **{name: part.state_dict() for name, part in parts.items()},
         )
         writer.save(state, files, metric=metric)
 

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from facegan import data
 from facegan.config import RESOLUTIONS, ConfigError
+from facegan.prepare import prepare
 from facegan.storage import StorageError, open_store, split_uri
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient
 
@@ -46,7 +47,7 @@ def existing_manifest(dataset_uri: str) -> dict | None:
 @task
 def build(source: str, dataset_uri: str, resolution: int, limit: int | None, workers: int | None,
           label: str) -> dict:
-    return data.prepare(source, dataset_uri, resolution=resolution, limit=limit, workers=workers,
+    return prepare(source, dataset_uri, resolution=resolution, limit=limit, workers=workers,
                         source_label=label).manifest
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from facegan.data import prepare
+from facegan.prepare import prepare
 from facegan.synthetic import make_faces
 
 ROOT = Path(__file__).resolve().parent.parent

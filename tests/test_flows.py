@@ -69,10 +69,11 @@ def test_gallery_bad_date(prefect_api, tmp_path):
 def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
     uri = str(tmp_path / "ds")
     first = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=10)
-    mtime = (tmp_path / "ds" / "shard-00000.npy").stat().st_mtime_ns
+    shard = tmp_path / "ds" / first["shards"][0]["name"]
+    mtime = shard.stat().st_mtime_ns
     again = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=10)
     assert again["id"] == first["id"]
-    assert (tmp_path / "ds" / "shard-00000.npy").stat().st_mtime_ns == mtime  # not rebuilt
+    assert shard.stat().st_mtime_ns == mtime  # not rebuilt
     other = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=12)
     assert other["count"] == 12  # different options: rebuilt
     message = _failed_fast(

@@ -8,6 +8,7 @@ from torch import nn
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
 from facegan.metrics import RunningStats, frechet_distance
+from facegan.prepare import prepare
 from facegan.presets import resolve
 from facegan.sample import generate, load_generator
 from facegan.train import Hooks, train
@@ -36,7 +37,7 @@ def fd(net, a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: what GPUs run by default
 def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_faces, tmp_path):
     ds = str(tmp_path / "faces64")
-    data.prepare(raw_faces, ds, resolution=64, workers=2, log=lambda *_: None)
+    prepare(raw_faces, ds, resolution=64, workers=2, log=lambda *_: None)
     images, _ = data.load(ds)
     real = data.to_unit(images)
     settings = resolve("dcgan64-plus", {

@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 
 from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
-from facegan.data import prepare
+from facegan.prepare import prepare
 from facegan.storage import open_store
 from facegan.train import Hooks, get_lr, train
 
