@@ -44,11 +44,13 @@ help:
 	@echo "make lint   - ruff check"
 	@echo "make smoke  - every device-dependent path on DEVICE (cuda by default; make test runs it on cpu)"
 	@echo "make bench  - speed benchmarks (not part of test)"
+	@echo "make install - only the venv and pinned packages"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@echo "installing the pinned packages into $(VENV) (the first time: torch and its CUDA runtime, several minutes)"
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -19,6 +19,7 @@ storage; `save()` returns once the state is copied off the live tensors.
 from __future__ import annotations
 
 import io
+import pickle
 import queue
 import random
 import re
@@ -35,6 +36,9 @@ from facegan.storage import StorageError, Store, open_store, split_uri
 
 FORMAT = "facegan-checkpoint"
 VERSION = 1
+# what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG)
+PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict,
+         "G": dict, "D": dict, "G_ema": dict, "opt_g": dict, "opt_d": dict}
 _CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
 
 
@@ -61,16 +65,19 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Restore what `rng_state` captured; a damaged state is a CheckpointError."""
+    try:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state(
+            ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"damaged RNG state in the checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 # ------------------------------------------------------------------ (de)serialising
@@ -98,6 +105,11 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
     """Load and validate a checkpoint; refuses pickled code and foreign or newer formats."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler met an import
+        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+        what = f" (it imports {found.group(1)})" if found else ""
+        raise CheckpointError(f"{where}: refused: the file holds code, not only tensors{what}; "
+                              "facegan never runs code from a checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad input
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{where}: not a loadable facegan checkpoint ({first[:200]})") from None
@@ -108,7 +120,19 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: checkpoint format version {version!r} is newer than this facegan ({VERSION})"
         )
+    missing = [k for k, kind in PARTS.items() if not isinstance(state.get(k), kind)]
+    if missing:
+        raise CheckpointError(f"{where}: damaged checkpoint, {', '.join(missing)} missing or of the wrong type")
     return state
+
+
+def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
+    """`obj.load_state_dict(state[key])`; a part that does not fit is a CheckpointError naming it."""
+    try:
+        obj.load_state_dict(state[key])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where}: {key} does not fit this model ({first})") from None
 
 
 def make_state(step: int, config: dict, dataset_id: str, **parts: Any) -> dict[str, Any]:
@@ -255,11 +279,6 @@ class CheckpointWriter:
         """Queue a checkpoint (live tensors are copied now) plus extra objects written first."""
         self._raise()
         self._queue.put((_to_cpu(state), extra_files or {}, metric))
-
-    def wait(self) -> None:
-        """Block until every queued write is done; re-raise a write error."""
-        self._queue.join()
-        self._raise()
 
     def close(self) -> None:
         """Finish pending writes and stop the thread."""

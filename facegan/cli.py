@@ -31,7 +31,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun), e.g. GPUs [default: 1]")
+    p.add_argument("--nproc", type=count(1), default=1,
+                   help="data-parallel processes (torchrun), one per GPU [default: 1]")
 
 
 def config_from_args(a: argparse.Namespace, saved: dict | None = None,
@@ -142,16 +143,39 @@ def cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): `facegan train: error: ... (see --help)`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range, must be at least {low}"
+                                             + (f" and at most {high}" if high is not None else ""))
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facegan", description="Train DCGANs on CelebA faces.")
+    parser = Parser(prog="facegan", description="Train DCGANs on CelebA faces.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="raw CelebA (folder or .zip) -> dataset shards + manifest")
     p.add_argument("source", help="img_align_celeba/ folder, its .zip, or any folder of faces")
     p.add_argument("out", help="dataset URI (s3://bucket/datasets/celeba-64 or a folder)")
     p.add_argument("--resolution", type=int, default=64, help="32, 64 or 128")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N files")
+    p.add_argument("--workers", type=count(1), default=None, help="processes (default: all cores)")
+    p.add_argument("--limit", type=count(1), default=None, help="use only the first N files")
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("train", help="train or resume a run")
@@ -161,27 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample faces from a checkpoint")
     p.add_argument("checkpoint", help="run URI (uses latest.json) or checkpoint .pt URI")
     p.add_argument("out", help="output URI for grid.png, faces/, interpolation.png")
-    p.add_argument("--count", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=count(1), default=16, help="faces to write [default: 16]")
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
-    p.add_argument("--interpolation-steps", type=int, default=8)
+    p.add_argument("--interpolation-steps", type=count(2), default=8, help="frames of the latent walk [default: 8]")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("fid", help="FID of a checkpoint against a dataset")
     p.add_argument("checkpoint", help="run URI (latest.json) or checkpoint .pt URI")
     p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
-    p.add_argument("--samples", type=int, default=10_000, help="generated and real images (default 10k)")
+    p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
     p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--batch", type=count(1), default=50, help="Inception batch size [default: 50]")
     p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
     p.set_defaults(fn=cmd_fid)
 
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
     p.add_argument("out")
-    p.add_argument("--count", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=count(1), default=256)
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
     p.set_defaults(fn=cmd_synth)
     return parser
 
@@ -189,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `facegan` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)  # --help exits here, before anything imports torch
+    try:
+        args = build_parser().parse_args(argv)  # --help ends here, before anything imports torch
+    except SystemExit as exc:  # --help (0) or a one-line usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv
     try:
         return args.fn(args)

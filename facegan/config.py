@@ -9,6 +9,7 @@ a one-line message that names the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -139,6 +140,12 @@ class TrainConfig:
     precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
     def __post_init__(self) -> None:
+        for f in options(TrainConfig):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}={value!r} must be a finite number")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         if not self.dataset:
             raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")
         if not self.run:

@@ -15,17 +15,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from facegan.config import RESOLUTIONS
 from facegan.errors import DatasetError  # noqa: F401 - exported here too
 from facegan.storage import StorageError, Store, cache_root, open_store
 
 FORMAT = "facegan-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
+SHARD_NAME = re.compile(r"shard-(?:[0-9a-f]{8}-)?\d{5}\.npy")  # a build's shards, and the older layout
 def manifest_id(manifest: dict) -> str:
     """Content id of a dataset: sha256 over resolution and the shard hashes (first 16 hex)."""
     key = json.dumps([manifest["resolution"], [s["sha256"] for s in manifest["shards"]]])
@@ -44,11 +47,21 @@ def read_manifest(store: Store) -> dict:
         raise DatasetError(f"{exc} (is this a prepared dataset?)") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise DatasetError(f"{where}: not a facegan dataset manifest (format != {FORMAT!r})")
-    if not isinstance(m.get("version"), int) or m["version"] > VERSION:
-        raise DatasetError(f"{where}: dataset version {m.get('version')!r} is newer than {VERSION}")
+    version = m.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DatasetError(f"{where}: dataset version {version!r} is not a format version (1..{VERSION})")
+    if version > VERSION:
+        raise DatasetError(f"{where}: dataset version {version!r} is newer than {VERSION}")
     for key, kind in (("resolution", int), ("count", int), ("shards", list)):
         if not isinstance(m.get(key), kind):
             raise DatasetError(f"{where}: field {key!r} missing or not {kind.__name__}")
+    for i, shard in enumerate(m["shards"]):
+        if not (isinstance(shard, dict) and isinstance(shard.get("name"), str) and SHARD_NAME.fullmatch(shard["name"])
+                and isinstance(shard.get("count"), int) and shard["count"] >= 0
+                and isinstance(shard.get("sha256"), str) and len(shard["sha256"]) == 64):
+            raise DatasetError(f"{where}: shards[{i}] is not a shard record (name shard-*.npy, count, sha256)")
+    if m["resolution"] not in RESOLUTIONS or m["count"] < 1:
+        raise DatasetError(f"{where}: resolution {m['resolution']} / count {m['count']} is not a usable dataset")
     if sum(s.get("count", 0) for s in m["shards"]) != m["count"]:
         raise DatasetError(f"{where}: shard counts do not add up to count={m['count']}")
     if m.get("id") != manifest_id(m):

@@ -39,6 +39,16 @@ class GalleryError(RuntimeError):
     """Nothing to publish (no checkpoint) or a bad request; one-line message."""
 
 
-# Errors that mean "bad input" (or, for StorageError, an unreachable store): a CLI prints the
-# one line and exits 2, a flow ends Failed with it.
-INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError)
+class LeaseError(RuntimeError):
+    """Another process holds (or took over) the run's lease: one trainer per run."""
+
+
+class DivergedError(RuntimeError):
+    """Training losses became NaN or infinite; nothing from that point on was saved."""
+
+
+# Errors that mean "bad input" (or, for StorageError, an unreachable store; for DivergedError,
+# settings under which training blows up): a CLI prints the one line and exits 2, a flow ends
+# Failed with it (retrying would only repeat it).
+INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError, DivergedError,
+                LeaseError)

@@ -21,6 +21,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,16 +31,16 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
-from facegan.data import FORMAT, MANIFEST, VERSION, manifest_id
+from facegan.data import FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
 from facegan.errors import DatasetError
 from facegan.storage import Store, open_store
 
 SHARD_SIZE = 8192
-SHARD_RE = re.compile(r"shard-(?:[0-9a-f]{8}-)?\d{5}\.npy")  # this build's and older layouts
 CELEBA_SIZE = (178, 218)
 # Face box (left, top, right, bottom) for aligned CelebA: a 128x128 square centred on the
 # face (x centre 89, y centre 121), the usual crop for 64 px CelebA GAN training.
 CELEBA_FACE_BOX = (25, 57, 153, 185)
+MAX_PIXELS = 50_000_000  # far above any face photo; a bigger image is refused before decoding
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -82,6 +83,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open(data: bytes, jpeg_hint: bool) -> Image.Image:
+    with warnings.catch_warnings():  # the caller checks the size itself, against MAX_PIXELS
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _open_image(data, jpeg_hint)
+
+
+def _open_image(data: bytes, jpeg_hint: bool) -> Image.Image:
     if jpeg_hint:  # probing only the JPEG plugin is ~18% faster; a mislabeled file still opens below
         try:
             return Image.open(io.BytesIO(data), formats=("JPEG",))
@@ -96,6 +103,8 @@ def _fast_jpeg(data: bytes, resolution: int) -> np.ndarray | None:
     the PIL path and its reasons."""
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if w * h > MAX_PIXELS:
+            return None  # the PIL path names it
         box = crop_box((w, h))
         side = min(box[2] - box[0], box[3] - box[1])
         if colorspace not in ("YCbCr", "Gray") or side < resolution:
@@ -119,6 +128,9 @@ def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.n
             return fast
     try:
         img = _open(data, jpeg_hint)
+        if img.size[0] * img.size[1] > MAX_PIXELS:  # known from the header, before any decoding
+            raise ValueError(f"too large: {img.size[0]}x{img.size[1]} is over {MAX_PIXELS // 10**6} Mpx "
+                             "(a decompression bomb?)")
         box = crop_box(img.size)
         side = min(box[2] - box[0], box[3] - box[1])
         if side < resolution:
@@ -139,23 +151,45 @@ def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.n
         raise
     except UnidentifiedImageError:
         raise ValueError("not an image") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL refuses to even open it
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ValueError(f"too large: {pixels.group(1) if pixels else 'more than 179M'} pixels is over "
+                         f"{MAX_PIXELS // 10**6} Mpx (a decompression bomb?)") from None
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"corrupt or truncated ({exc})") from None
     img = _to_rgb(img)
     img = img.crop(box).resize((resolution, resolution), Image.Resampling.LANCZOS)
     return np.asarray(img, dtype=np.uint8)
 
 
-def _list_source(source: Path) -> list[str]:
+def _list_source(source: Path) -> tuple[list[str], list[dict]]:
+    """(files to read, sorted; skipped records for what cannot be read at all). Hidden files and
+    macOS metadata are left out silently."""
+    skipped: list[dict] = []
     if source.suffix.lower() == ".zip" and source.is_file():
-        with zipfile.ZipFile(source) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
+        try:
+            with zipfile.ZipFile(source) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DatasetError(f"{source}: not a readable zip archive ({exc})") from None
+        unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
+        skipped += [{"file": n, "reason": "unsafe path in the archive"} for n in unsafe]
+        names = [n for n in names if n not in set(unsafe)]
     elif source.is_dir():
-        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+        if not os.access(source, os.R_OK | os.X_OK):
+            raise DatasetError(f"{source}: cannot read this folder (permission denied)")
+        names = []
+
+        def unreadable(exc: OSError) -> None:
+            where = Path(exc.filename).relative_to(source).as_posix() if exc.filename else "?"
+            skipped.append({"file": where + "/", "reason": f"unreadable folder ({exc.strerror})"})
+
+        for folder, _, files in os.walk(source, onerror=unreadable):
+            names += [(Path(folder) / f).relative_to(source).as_posix() for f in files]
     else:
         raise DatasetError(f"{source}: no such folder or .zip file")
     hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
-    return sorted(n for n in names if not hidden(n))
+    return sorted(n for n in names if not hidden(n)), skipped
 
 
 def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | None, list[dict]]:
@@ -182,6 +216,9 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
                 skipped.append({"file": name, "reason": str(exc)})
             except (OSError, zipfile.BadZipFile) as exc:
                 skipped.append({"file": name, "reason": f"unreadable ({exc})"})
+            except (RuntimeError, NotImplementedError) as exc:  # zipfile: encrypted, unknown compression
+                reason = "encrypted" if "encrypted" in str(exc) else f"unreadable ({exc})"
+                skipped.append({"file": name, "reason": reason})
     finally:
         if archive:
             archive.close()
@@ -253,12 +290,16 @@ def prepare(
 
     if resolution not in RESOLUTIONS:
         raise DatasetError(f"resolution={resolution} is not supported; choose one of {RESOLUTIONS}")
+    for name, value in (("limit", limit), ("workers", workers), ("shard_size", shard_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DatasetError(f"{name}={value!r} must be a positive integer")
     source = Path(source).expanduser()
-    names = _list_source(source)
+    names, unlisted = _list_source(source)
     if limit is not None:
         names = names[:limit]
     if not names:
-        raise DatasetError(f"{source}: empty input, no files found")
+        raise DatasetError(f"{source}: empty input, no files found"
+                           + (f" ({len(unlisted)} unreadable: {unlisted[0]['file']})" if unlisted else ""))
     workers = workers or os.cpu_count() or 1
     per_shard = shard_size or shard_size_for(len(names))
     store = open_store(out_uri)
@@ -266,7 +307,7 @@ def prepare(
     jobs = [(str(source), names[i : i + per_shard], resolution, store.root, f"shard-{build}-{i // per_shard:05d}.npy")
             for i in range(0, len(names), per_shard)]
     shards: list[dict] = []
-    skipped: list[dict] = []
+    skipped: list[dict] = list(unlisted)
     started = time.perf_counter()
 
     # each job decodes its files and writes its own shard; map() keeps the records in order
@@ -298,7 +339,7 @@ def prepare(
             pool.shutdown()
     current = {s["name"] for s in shards}
     for key in store.list():  # the manifest now names this build: earlier builds' shards go
-        if SHARD_RE.fullmatch(key) and key not in current:
+        if SHARD_NAME.fullmatch(key) and key not in current:
             store.delete(key)
     result = PrepareResult(store.root, manifest)
     log(result.summary)

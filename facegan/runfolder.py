@@ -6,6 +6,7 @@
     metrics.jsonl                   one training row per log interval: losses, D outputs, img/s, lr
     metric-fid.jsonl                one FID row per FID evaluation, with its protocol
     samples/step-0000500.png        the fixed-latent sample grid at each checkpoint
+    lease.json                      who trains the run now (see facegan.lease), while it trains
     loss.png                        the loss curve
 
 Each metric has its own stream (as stylegan2-ada keeps one `metric-*.jsonl` per metric), so a
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from facegan.storage import Store
+from facegan.storage import StorageError, Store
 
 CONFIG = "config.json"
 LATEST = "latest.json"
@@ -26,6 +27,7 @@ METRICS = "metrics.jsonl"
 FID_METRICS = "metric-fid.jsonl"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples"
+LEASE = "lease.json"
 
 
 def checkpoint_key(step: int) -> str:
@@ -49,9 +51,23 @@ def read_config(run: Store) -> dict | None:
 
 
 def _read_jsonl(run: Store, key: str) -> list[dict]:
+    """The rows of a JSON-lines stream (none when it is absent); a damaged line is a StorageError
+    naming the line."""
     if not run.exists(key):
         return []
-    return [json.loads(line) for line in run.get_bytes(key).decode().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(run.get_bytes(key).decode(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
+            raise StorageError(f"{run.uri(key)}: line {number} is not a metrics row (JSON with an integer step); "
+                               "repair or delete that line")
+        rows.append(row)
+    return rows
 
 
 def read_metrics(run: Store, upto: int | None = None) -> tuple[list[dict], list[dict]]:

@@ -36,7 +36,7 @@ def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = 
     config = TrainConfig.from_dict(state["config"])
     which = "G_ema" if ema else "G"
     net = Generator(config.model)
-    net.load_state_dict(state[which])
+    ckpt.restore(net, state, which, str(state_or_uri) if not isinstance(state_or_uri, dict) else "checkpoint")
     return LoadedGenerator(net.to(device).eval(), config, state["step"], which)
 
 

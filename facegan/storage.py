@@ -13,10 +13,12 @@ Every failure is a `StorageError` whose one-line message names the URI and what 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import mimetypes
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -26,6 +28,7 @@ from urllib.parse import urlparse
 
 from facegan.errors import StorageError  # noqa: F401 - exported here too
 
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 
 
@@ -77,6 +80,20 @@ class Store(ABC):
     def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
         """A URL a browser can open for `key`: presigned on S3, file:// locally."""
 
+    def clean_temporaries(self) -> list[str]:
+        """Remove orphaned temp files of interrupted writes; returns their keys. (S3 has none:
+        its uploads are atomic, and the bucket's lifecycle rule aborts stale multipart uploads.)"""
+        return []
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """(data, etag) of the object at `key`, or None when there is none."""
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str | None:
+        """Write `data` only if the object is unchanged: absent when `etag` is None, else still
+        `etag`. Returns the new etag, or None when the condition failed (nothing written)."""
+
     def put_json(self, key: str, obj: Any) -> None:
         """Write `obj` as indented JSON."""
         self.put_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
@@ -90,13 +107,29 @@ class Store(ABC):
             raise StorageError(f"{self.uri(key)}: not valid JSON ({exc})") from None
 
 
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Temp file in the same folder, fsync, then rename over `path`: readers see the old or the
+    new file, never half of one. The file gets the mode a plain open() would (0666 & ~umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -164,10 +197,56 @@ class LocalStore(Store):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._p(key).unlink(missing_ok=True)
+        path = self._p(key)
+        path.unlink(missing_ok=True)
+        for folder in [path.parent, *path.parent.parents]:  # no empty folders left behind, as on S3
+            if folder == self.path.parent or not folder.is_relative_to(self.path):
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def clean_temporaries(self) -> list[str]:
+        """Remove the temp files of writes that a killed process left (`.NAME.XXXX.tmp`). Only for
+        a writer that owns the folder (a run's lease holder): any temp file there is an orphan."""
+        removed = []
+        if self.path.is_dir():
+            for p in self.path.rglob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                removed.append(p.relative_to(self.path).as_posix())
+        return removed
 
     def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
         return self._p(key).as_uri()
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._p(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot read ({exc.strerror or exc})") from None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str | None:
+        import fcntl
+
+        path = self._p(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX)  # one conditional writer at a time, any process
+                current = self.get_versioned(key)
+                if (current[1] if current else None) != etag:
+                    return None
+                _atomic_write(path, lambda f: f.write(data))
+            finally:
+                os.close(folder)  # and so unlocked
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot write ({exc.strerror or exc})") from None
+        return hashlib.sha256(data).hexdigest()
 
 
 class S3Store(Store):
@@ -181,6 +260,9 @@ class S3Store(Store):
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise StorageError(f"{uri}: no bucket name in S3 URI")
+        if not BUCKET_NAME.fullmatch(parsed.netloc):
+            raise StorageError(f"{uri}: {parsed.netloc!r} is not a valid S3 bucket name "
+                               "(3-63 lowercase letters, digits, '.' and '-')")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -204,9 +286,12 @@ class S3Store(Store):
             ConnectTimeoutError,
             EndpointConnectionError,
             NoCredentialsError,
+            ParamValidationError,
         )
 
         where = self.uri(key)
+        if isinstance(exc, ParamValidationError):
+            return StorageError(f"{where}: invalid S3 request ({' '.join(str(exc).split())})")
         if isinstance(exc, NoCredentialsError):
             return StorageError(f"{where}: no AWS credentials found (set AWS_PROFILE or keys)")
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
@@ -225,9 +310,10 @@ class S3Store(Store):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError")
             return StorageError(f"{where}: S3 error {code}: {exc}", transient=transient)
-        return StorageError(f"{where}: {type(exc).__name__}: {exc}", transient=True)
+        return StorageError(f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}", transient=True)
 
     def _bucket_missing(self) -> bool:
+        """True when the bucket is known not to exist (False when it exists or cannot be told)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -235,6 +321,8 @@ class S3Store(Store):
             return False
         except ClientError as exc:
             return exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchBucket", "NotFound")
+        except Exception:  # noqa: BLE001 - the endpoint went away meanwhile: the first error stands
+            return False
 
     def _call(self, key: str, fn, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -331,6 +419,35 @@ class S3Store(Store):
             Params={"Bucket": self.bucket, "Key": self._k(key)}, ExpiresIn=expires,
         )
 
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            return obj["Body"].read(), obj["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404") and not self._bucket_missing():
+                return None
+            raise self._error(key, exc) from None
+        except Exception as exc:  # noqa: BLE001 - connection problems, credentials
+            raise self._error(key, exc) from None
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str | None:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}  # S3 conditional writes
+        try:
+            out = self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data,
+                                         ContentType=self._content_type(key), **condition)
+            return out["ETag"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"):
+                return None
+            raise self._error(key, exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(key, exc) from None
+
 
 def cache_root(kind: str) -> Path:
     """This machine's cache folder for `kind` ("shards", "fid"): $FACEGAN_CACHE/kind, by default
@@ -346,7 +463,10 @@ def open_store(uri: str | Path) -> Store:
     if uri.startswith("s3://"):
         return S3Store(uri)
     if uri.startswith("file://"):
-        return LocalStore(urlparse(uri).path)
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):  # file://tmp/x would silently mean /x
+            raise StorageError(f"{uri}: a file:// URI needs an absolute path, e.g. file:///{parsed.netloc}{parsed.path}")
+        return LocalStore(parsed.path)
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported URI scheme (use s3://, file:// or a path)")
     return LocalStore(uri)
@@ -356,6 +476,8 @@ def split_uri(uri: str) -> tuple[Store, str]:
     """Split an object URI into (store of its parent, key)."""
     uri = str(uri).rstrip("/")
     parent, _, name = uri.rpartition("/")
-    if not parent or parent.endswith(":/"):
+    if "/" not in uri and name:  # a bare file name: the current folder
+        return open_store("."), name
+    if not name or parent.endswith(":/") or (not parent and "://" in uri):
         raise StorageError(f"{uri}: not an object URI")
-    return open_store(parent), name
+    return open_store(parent or "/"), name

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from facegan import data, runfolder
 from facegan import distributed as dist
 from facegan.augment import diff_augment
 from facegan.config import ConfigError, TrainConfig
+from facegan.errors import DivergedError, LeaseError
 from facegan.images import loss_curve_png, to_png
+from facegan.lease import RunLease
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
 from facegan.runtime import Runtime, seed_everything
@@ -126,7 +129,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
     # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
     sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)
-    part = (world.rank, world.size)  # this process's slice of every global batch
+    my_slice = (world.rank, world.size)  # this process's slice of every global batch
     local_batch = cfg.batch_size // world.size
     augment = cfg.augment_list
 
@@ -140,178 +143,196 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
     parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
 
-    # --- resume from latest.json, or start a new run ------------------------------------
-    state = ckpt.load_run(run)
-    if state is not None:
-        saved = TrainConfig.from_dict({**state["config"], "run": cfg.run})
-        changed = saved.differences(cfg)
-        if changed:
-            raise ConfigError(
-                f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
-                "use a new run name or the same settings"
+    # --- one trainer per run: the lease is held from before the run is read until the end ----
+    lease = RunLease(run).acquire() if world.is_main else None
+    try:
+        # --- resume from latest.json, or start a new run ------------------------------------
+        state = ckpt.load_run(run)
+        if state is not None:
+            saved = TrainConfig.from_dict({**state["config"], "run": cfg.run})
+            changed = saved.differences(cfg)
+            if changed:
+                raise ConfigError(
+                    f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
+                    "use a new run name or the same settings"
+                )
+            if state["dataset_id"] != manifest["id"]:
+                raise ConfigError(
+                    f"{cfg.run} was trained on dataset {state['dataset_id']}, "
+                    f"but {cfg.dataset} is {manifest['id']}"
+                )
+            for key, obj in parts.items():  # saved side by side in save() below
+                ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
+            ckpt.set_rng_state(state["rng"])
+            start = state["step"]
+            log(f"resuming {cfg.run} from {ckpt.describe(state)}")
+        else:
+            start = 0
+            log(f"new run {cfg.run}: {manifest['count']} images, config saved to {runfolder.CONFIG}")
+        # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
+        metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])
+        fid = None
+        if cfg.fid_every:  # weights and real statistics first: a bad weights file leaves no run folder behind
+            from facegan.metrics import FIDTracker
+
+            fid = FIDTracker.for_training(cfg, images, manifest, device, log) if world.is_main else None
+        log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
+        if world.is_main:
+            run.put_json(runfolder.CONFIG, cfg.to_dict())
+        z_fixed = fixed_latents(cfg, device)
+
+        # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
+        G_step, D_step = G, D
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            G_step, D_step = DDP(G, device_ids=rt.ddp_device_ids), DDP(D, device_ids=rt.ddp_device_ids)
+        eager = (G_step, D_step)
+        if cfg.compile:
+            G_step, D_step = torch.compile(G_step), torch.compile(D_step)
+
+        def train_step(step: int) -> torch.Tensor:
+            """One D update then one G update; returns (loss_d, loss_g, D(x), D(G(z))) on the device."""
+            real = sampler.sample(my_slice)
+            z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
+            z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
+
+            # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
+            with rt.autocast():
+                fake = G_step(z)
+                logits_real = D_step(diff_augment(real, augment))
+                logits_fake = D_step(diff_augment(fake.detach(), augment))
+                loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
+                (r1_penalty(D_step, real, augment, cfg.r1_gamma) * cfg.r1_every).backward()
+            opt_d.step()
+
+            # generator: non-saturating (or hinge) loss through the updated D
+            with rt.autocast():
+                logits_gen = D_step(diff_augment(fake, augment))
+                loss_g = generator_loss(cfg.loss, logits_gen)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            ema_update(G_ema, G, cfg.ema_decay)
+            with torch.no_grad():
+                return torch.stack([
+                    loss_d.detach().float(), loss_g.detach().float(),
+                    torch.sigmoid(logits_real.detach().float()).mean(),
+                    torch.sigmoid(logits_fake.detach().float()).mean(),
+                ])
+
+        def diverged(step: int) -> DivergedError:
+            return DivergedError(
+                f"{cfg.run}: the losses became NaN or infinite by step {step}; nothing from there was saved, "
+                "the run's latest checkpoint is from before (lower lr_d/lr_g or r1_gamma, then resume)")
+
+        def save(step: int) -> None:
+            """Queue a checkpoint (rank 0): sample grid, metrics, loss curve, FID, then the state."""
+            metric = None
+            if fid is not None and step % cfg.fid_every == 0:
+                score = fid.score(G_ema)
+                fid_rows.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
+                metric = ("fid", score)
+                log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
+            with torch.no_grad():
+                grid = to_png(G_ema(z_fixed))
+            rows = list(metrics)
+            files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+            if fid_rows:
+                files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
+            if rows:
+                files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
+            state = ckpt.make_state(
+                step, cfg.to_dict(), manifest["id"],
+                **{key: obj.state_dict() for key, obj in parts.items()},
             )
-        if state["dataset_id"] != manifest["id"]:
-            raise ConfigError(
-                f"{cfg.run} was trained on dataset {state['dataset_id']}, "
-                f"but {cfg.dataset} is {manifest['id']}"
-            )
-        for name, part in parts.items():  # saved side by side in save() below
-            part.load_state_dict(state[name])
-        ckpt.set_rng_state(state["rng"])
-        start = state["step"]
-        log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-    else:
-        start = 0
-        log(f"new run {cfg.run}: {manifest['count']} images, config saved to {runfolder.CONFIG}")
-    log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
-    if world.is_main:
-        run.put_json(runfolder.CONFIG, cfg.to_dict())
-    # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
-    metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])
-    z_fixed = fixed_latents(cfg, device)
-    fid = None
-    if cfg.fid_every:
-        from facegan.metrics import FIDTracker
+            writer.save(state, files, metric=metric)
 
-        fid = FIDTracker.for_training(cfg, images, manifest, device, log) if world.is_main else None
+        writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint) if world.is_main else None
+        result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
+        sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
+        summed = 0  # steps in `sums`
+        window_start, timed = time.perf_counter(), 0  # steps timed since window_start
+        step = start
+        # fixed shapes: on CUDA, cuDNN times its convolution algorithms once and keeps the fastest
+        with rt.fixed_shape_kernels():
+            try:
+                while step < cfg.steps:
+                    step += 1
+                    lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
+                    for group in opt_g.param_groups:
+                        group["lr"] = lr_g
+                    for group in opt_d.param_groups:
+                        group["lr"] = lr_d
 
-    # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
-    G_step, D_step = G, D
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        G_step, D_step = DDP(G, device_ids=rt.ddp_device_ids), DDP(D, device_ids=rt.ddp_device_ids)
-    eager = (G_step, D_step)
-    if cfg.compile:
-        G_step, D_step = torch.compile(G_step), torch.compile(D_step)
-
-    def train_step(step: int) -> torch.Tensor:
-        """One D update then one G update; returns (loss_d, loss_g, D(x), D(G(z))) on the device."""
-        real = sampler.sample(part)
-        z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
-        z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
-
-        # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
-        with rt.autocast():
-            fake = G_step(z)
-            logits_real = D_step(diff_augment(real, augment))
-            logits_fake = D_step(diff_augment(fake.detach(), augment))
-            loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
-            (r1_penalty(D_step, real, augment, cfg.r1_gamma) * cfg.r1_every).backward()
-        opt_d.step()
-
-        # generator: non-saturating (or hinge) loss through the updated D
-        with rt.autocast():
-            logits_gen = D_step(diff_augment(fake, augment))
-            loss_g = generator_loss(cfg.loss, logits_gen)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        ema_update(G_ema, G, cfg.ema_decay)
-        with torch.no_grad():
-            return torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(logits_real.detach().float()).mean(),
-                torch.sigmoid(logits_fake.detach().float()).mean(),
-            ])
-
-    def save(step: int) -> None:
-        """Queue a checkpoint (rank 0): sample grid, metrics, loss curve, FID, then the state."""
-        metric = None
-        if fid is not None and step % cfg.fid_every == 0:
-            score = fid.score(G_ema)
-            fid_rows.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
-            metric = ("fid", score)
-            log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
-        with torch.no_grad():
-            grid = to_png(G_ema(z_fixed))
-        rows = list(metrics)
-        files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
-        if fid_rows:
-            files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
-        if rows:
-            files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
-        state = ckpt.make_state(
-            step, cfg.to_dict(), manifest["id"],
-            **{name: part.state_dict() for name, part in parts.items()},
-        )
-        writer.save(state, files, metric=metric)
-
-    writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint) if world.is_main else None
-    result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
-    sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
-    summed = 0  # steps in `sums`
-    window_start, timed = time.perf_counter(), 0  # steps timed since window_start
-    step = start
-    # fixed shapes: on CUDA, cuDNN times its convolution algorithms once and keeps the fastest
-    with rt.fixed_shape_kernels():
-        try:
-            while step < cfg.steps:
-                step += 1
-                lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
-                for group in opt_g.param_groups:
-                    group["lr"] = lr_g
-                for group in opt_d.param_groups:
-                    group["lr"] = lr_d
-
-                # --- the step; the first compiled one is timed apart, and falls back to eager ----
-                if cfg.compile and result.compile_seconds is None:
-                    rng = ckpt.rng_state()
-                    t0 = time.perf_counter()
-                    try:
+                    # --- the step; the first compiled one is timed apart, and falls back to eager ----
+                    if cfg.compile and result.compile_seconds is None:
+                        rng = ckpt.rng_state()
+                        t0 = time.perf_counter()
+                        try:
+                            sums += train_step(step)
+                            rt.synchronize()
+                        except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
+                            log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
+                            ckpt.set_rng_state(rng)
+                            G_step, D_step = eager
+                            sums += train_step(step)
+                        result.compile_seconds = time.perf_counter() - t0
+                        log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
+                        window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
+                    else:
                         sums += train_step(step)
-                        rt.synchronize()
-                    except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
-                        log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
-                        ckpt.set_rng_state(rng)
-                        G_step, D_step = eager
-                        sums += train_step(step)
-                    result.compile_seconds = time.perf_counter() - t0
-                    log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
-                    window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
-                else:
-                    sums += train_step(step)
-                summed += 1
-                timed += 1
+                    summed += 1
+                    timed += 1
 
-                # --- running sums: one host sync every log_every steps -----------------------
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    avg = (dist.all_mean(sums, world) / summed).tolist()
-                    elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    step_s = elapsed / max(timed, 1)
-                    row = {
-                        "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
-                        "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
-                        "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
-                        "eta_s": (cfg.steps - step) * step_s,
-                    }
-                    metrics.append(row)
-                    if hooks.progress and world.is_main:
-                        hooks.progress(step, cfg.steps, row)
-                    sums.zero_()
-                    summed, window_start, timed = 0, time.perf_counter(), 0
+                    # --- running sums: one host sync every log_every steps -----------------------
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        avg = (dist.all_mean(sums, world) / summed).tolist()
+                        if not all(math.isfinite(v) for v in avg[:2]):
+                            raise diverged(step)
+                        elapsed = max(time.perf_counter() - window_start, 1e-9)
+                        step_s = elapsed / max(timed, 1)
+                        row = {
+                            "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
+                            "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
+                            "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
+                            "eta_s": (cfg.steps - step) * step_s,
+                        }
+                        metrics.append(row)
+                        if hooks.progress and world.is_main:
+                            hooks.progress(step, cfg.steps, row)
+                        sums.zero_()
+                        summed, window_start, timed = 0, time.perf_counter(), 0
 
-                # --- stop requests and wall-clock limit: checkpoint, then return --------------
-                # (every process must agree: under DDP they vote every 10 steps)
-                if not world.distributed or step % 10 == 0 or step == cfg.steps:
-                    stop = bool(hooks.should_stop and hooks.should_stop())
-                    late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
-                    if dist.any_true(stop, world, device):
-                        result.stopped = "stop requested"
-                    elif dist.any_true(late, world, device):
-                        result.stopped = f"time limit {cfg.max_seconds:g}s"
-                if writer and (step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped):
-                    save(step)
-                if result.stopped:
-                    log(f"stopping at step {step}: {result.stopped}")
-                    break
-        finally:
-            if writer:
-                writer.close()  # every queued checkpoint is complete (or its error raised) here
-            dist.close(world)
+                    # --- stop requests and wall-clock limit: checkpoint, then return --------------
+                    # (every process must agree: under DDP they vote every 10 steps)
+                    if not world.distributed or step % 10 == 0 or step == cfg.steps:
+                        stop = bool(hooks.should_stop and hooks.should_stop())
+                        late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
+                        if dist.any_true(bool(lease and lease.lost), world, device):  # nothing more may be written
+                            raise LeaseError(lease.lost if lease else f"{cfg.run}: rank 0 lost the run's lease")
+                        if dist.any_true(stop, world, device):
+                            result.stopped = "stop requested"
+                        elif dist.any_true(late, world, device):
+                            result.stopped = f"time limit {cfg.max_seconds:g}s"
+                    if step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped:
+                        if summed and not bool(torch.isfinite(sums[:2]).all()):  # steps since the last log
+                            raise diverged(step)
+                        if writer:
+                            save(step)
+                    if result.stopped:
+                        log(f"stopping at step {step}: {result.stopped}")
+                        break
+            finally:
+                if writer:
+                    writer.close()  # every queued checkpoint is complete (or its error raised) here
+    finally:
+        if lease:
+            lease.release()
+        dist.close(world)
     result.step = step
     pointer = ckpt.read_pointer(run)
     result.checkpoint = pointer["uri"] if pointer else None

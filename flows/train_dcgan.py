@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import time
 
 from prefect import flow, task
@@ -13,7 +12,6 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.runtime import task_run
 
 from facegan import checkpoint as ckpt
 from facegan import data, runfolder
@@ -23,10 +21,6 @@ from facegan.runtime import GracefulStop
 from facegan.storage import open_store
 from facegan.train import Hooks, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
-
-# Test hook: make the first attempt of the training task fail after this step, to show that the
-# retry resumes from the checkpoint the failed attempt left. Unset in normal use.
-FAIL_AT_STEP_ENV = "FACEGAN_FAIL_AT_STEP"
 
 
 class TrainingInterrupted(RuntimeError):
@@ -54,8 +48,6 @@ def retry_unless_interrupted(task, task_run, state) -> bool:  # noqa: ARG001 - P
 def train_model(config: dict) -> dict:
     """Train until done; a retry resumes from the run's latest.json (at most one interval lost)."""
     cfg = TrainConfig.from_dict(config)
-    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0"))
-    first_attempt = task_run.run_count <= 1
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("train", cfg.run.rsplit("/", 1)[-1], "progress"),
         description=f"training {cfg.run}",
@@ -69,8 +61,6 @@ def train_model(config: dict) -> dict:
         if time.monotonic() - last_update[0] > 2 or step == total:
             update_progress_artifact(progress_id, 100.0 * step / total, description=line)
             last_update[0] = time.monotonic()
-        if fail_at and first_attempt and step >= fail_at:
-            raise RuntimeError(f"injected failure at step {step} ({FAIL_AT_STEP_ENV})")
 
     with GracefulStop() as stop:
         hooks = Hooks(progress=progress, should_stop=stop.requested,

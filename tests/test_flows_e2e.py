@@ -83,7 +83,8 @@ def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_pa
 
     # --- train-dcgan; the first attempt fails at step 6, the retry resumes from step 4 -----
     run = run_deployment(server, "train-dcgan/train-dcgan", TRAIN_PARAMS,
-                         {**env, "FACEGAN_FAIL_AT_STEP": "6"})
+                         {**env, "FACEGAN_TEST_FAIL_AT_STEP": "6", "FACEGAN_TEST_FAIL_MARKER": str(tmp_path / "failed"),
+                          "PYTHONPATH": str(ROOT / "tests" / "inject")})
     logs = server.logs(run["id"])
     assert "injected failure at step 6" in logs
     assert re.search(r"resuming s3://\S+/runs/e2e from step 4 ", logs), logs

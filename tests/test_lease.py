@@ -1,0 +1,112 @@
+"""One trainer per run: two real `facegan train` processes on one run, on a local folder and on
+moto's S3 over HTTP; expiry, take-over and loss of the lease; orphaned temp files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import ROOT, tiny_config, wait_for
+
+from facegan import checkpoint as ckpt
+from facegan import runfolder
+from facegan.errors import LeaseError
+from facegan.lease import RunLease
+from facegan.storage import open_store
+
+
+def _train_cmd(cfg) -> list[str]:
+    m = cfg.model
+    return [sys.executable, "-m", "facegan.cli", "train", "--dataset", cfg.dataset, "--run", cfg.run,
+            "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
+            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--ckpt-every", str(cfg.ckpt_every),
+            "--log-every", str(cfg.log_every), "--seed", str(cfg.seed), "--device", "cpu"]
+
+
+def _latest(run_uri: str) -> int:
+    pointer = ckpt.read_pointer(open_store(run_uri))
+    return pointer["step"] if pointer else 0
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dataset32, tmp_path, request):
+    root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("bucket")
+    cfg = tiny_config(dataset32, f"{root}/runs/shared", steps=100_000, ckpt_every=5, log_every=5)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(_train_cmd(cfg), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        wait_for(lambda: _latest(cfg.run) >= 5, proc=first, timeout=180)
+        second = subprocess.run(_train_cmd(cfg.replace(seed=8)), cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2, second.stdout + second.stderr
+        err = second.stderr.strip().splitlines()
+        assert len(err) == 1 and "this run is being trained by another process" in err[0], err
+        assert f"pid {first.pid}" in err[0]
+        assert first.poll() is None  # the first one trains on, its folder untouched by the second
+        assert open_store(cfg.run).get_json("config.json")["seed"] == cfg.seed
+    finally:
+        first.kill()  # kill -9: no release; the lease names a dead process of this host
+        first.wait()
+    killed_at = _latest(cfg.run)
+    resumed = subprocess.run(_train_cmd(cfg.replace(steps=killed_at + 2)), cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"from step {killed_at}" in resumed.stdout and _latest(cfg.run) == killed_at + 2
+    assert not open_store(cfg.run).exists(runfolder.LEASE)  # released at the end
+
+
+def _lease_of(host: str, pid: int, expires_in: float) -> bytes:
+    return json.dumps({"holder": "x", "host": host, "pid": pid, "expires": time.time() + expires_in}).encode()
+
+
+def test_lease_expiry_and_take_over(store_uri):
+    run = open_store(f"{store_uri}/runs/r")
+    run.put_bytes(runfolder.LEASE, _lease_of("gpu-box-7", 4242, 60))  # alive elsewhere, not expired
+    with pytest.raises(LeaseError, match=r"being trained by another process \(host gpu-box-7, pid 4242\)"):
+        RunLease(run).acquire()
+    run.put_bytes(runfolder.LEASE, _lease_of("gpu-box-7", 4242, -1))  # expired: a crashed holder elsewhere
+    with RunLease(run) as lease:
+        held = json.loads(run.get_bytes(runfolder.LEASE))
+        assert held["holder"] == lease.me["holder"] and held["pid"] == os.getpid()
+        with pytest.raises(LeaseError):  # and now we are the live holder
+            RunLease(run).acquire()
+    assert not run.exists(runfolder.LEASE)
+
+
+def test_a_holder_learns_it_lost_the_lease(store_uri):
+    run = open_store(f"{store_uri}/runs/r")
+    lease = RunLease(run, ttl=0.4).acquire()
+    try:
+        run.put_bytes(runfolder.LEASE, _lease_of(socket.gethostname(), os.getpid(), 60))  # someone took it over
+        wait_for(lambda: lease.lost, timeout=10)
+        assert "another process took over this run" in lease.lost
+    finally:
+        lease.release()
+    assert run.exists(runfolder.LEASE)  # not ours to delete
+
+
+def test_conditional_writes(store_uri):
+    store = open_store(store_uri)
+    first = store.put_if("k.json", b"1", None)
+    assert first and store.put_if("k.json", b"2", None) is None  # exists
+    assert store.put_if("k.json", b"2", "not-the-etag") is None
+    second = store.put_if("k.json", b"2", first)
+    assert second and store.get_versioned("k.json") == (b"2", second)
+    assert store.get_versioned("missing.json") is None
+
+
+def test_the_lease_holder_removes_orphaned_temp_files(dataset32, tmp_path):
+    from facegan.train import Hooks, train
+
+    cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=2)
+    train(cfg, Hooks(log=lambda *_: None))
+    orphan = tmp_path / "run" / "checkpoints" / ".step-0000004.pt.abc123.tmp"  # as a kill -9 mid-write leaves
+    orphan.write_bytes(b"half a checkpoint")
+    train(cfg.replace(steps=4), Hooks(log=lambda *_: None))
+    assert not orphan.exists()
