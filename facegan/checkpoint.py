@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import queue
 import random
 import re
 import threading
@@ -34,6 +33,7 @@ from facegan.errors import CheckpointError  # noqa: F401 - exported here too
 from facegan.runfolder import BEST, CKPT_DIR, LATEST, checkpoint_key
 from facegan.storage import StorageError, Store, open_store, split_uri
 
+OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
 FORMAT = "facegan-checkpoint"
 VERSION = 1
 # what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG)
@@ -105,11 +105,12 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
     """Load and validate a checkpoint; refuses pickled code and foreign or newer formats."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler met an import
-        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
-        what = f" (it imports {found.group(1)})" if found else ""
-        raise CheckpointError(f"{where}: refused: the file holds code, not only tensors{what}; "
-                              "facegan never runs code from a checkpoint") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
+        if "Weights only load failed" in str(exc) and found:  # the weights-only unpickler met an import
+            raise CheckpointError(f"{where}: refused: the file holds code, not only tensors (it imports "
+                                  f"{found.group(1)}); facegan never runs code from a checkpoint") from None
+        raise CheckpointError(f"{where}: not a loadable facegan checkpoint ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad input
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{where}: not a loadable facegan checkpoint ({first[:200]})") from None
@@ -239,35 +240,77 @@ class CheckpointWriter:
     """Writes checkpoints on one background thread, so the training step never waits for S3.
 
     `save` copies the state to CPU (on the caller's thread, so later steps cannot change it) and
-    queues it; at most one write is pending, so a slow store applies back-pressure instead of
-    piling up memory. `close` waits for the queue and re-raises the first write error.
+    hands it over; at most one write waits, so a slow store applies back-pressure instead of
+    piling up memory. When the store is unreachable (a transient StorageError) the writer retries
+    with backoff (1 s doubling to 30 s) for up to `outage_limit` seconds while training goes on: a
+    newer checkpoint then replaces the waiting one instead of blocking the trainer, and
+    `latest.json` only ever names objects that were written completely. A store that stays away
+    longer, or a permanent error, is raised by the next `save` or by `close`.
     """
 
-    def __init__(self, run: Store, keep_last: int, on_written=None) -> None:
+    def __init__(self, run: Store, keep_last: int, on_written=None, log=None,
+                 outage_limit: float = OUTAGE_LIMIT_S) -> None:
         self.run = run
         self.keep_last = keep_last
         self.on_written = on_written
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self.log = log or (lambda msg: None)
+        self.outage_limit = outage_limit
+        self._cv = threading.Condition()
+        self._waiting: tuple | None = None  # the next checkpoint to write
+        self._busy = False  # a write (with its retries) is under way
+        self._retrying = False  # ... and the store is unreachable
+        self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="facegan-ckpt", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            try:
-                if item is None:
+            with self._cv:
+                while self._waiting is None and not self._closed:
+                    self._cv.wait()
+                if self._waiting is None:
                     return
-                state, extra_files, metric = item
+                item, self._waiting, self._busy = self._waiting, None, True
+                self._cv.notify_all()
+            try:
+                self._write(*item)
+            except BaseException as exc:  # noqa: BLE001 - surfaced in save()/close()
+                with self._cv:
+                    self._error = self._error or exc
+            finally:
+                with self._cv:
+                    self._busy = self._retrying = False
+                    self._cv.notify_all()
+
+    def _write(self, state: dict[str, Any], extra_files: dict, metric) -> None:
+        down_since, delay = None, 1.0
+        while True:
+            try:
                 for key, data in extra_files.items():
                     self.run.put_bytes(key, data() if callable(data) else data)
                 uri = write_checkpoint(self.run, state, self.keep_last, metric)
-                if self.on_written:
-                    self.on_written(state["step"], uri)
-            except BaseException as exc:  # noqa: BLE001 - surfaced in save()/close()
-                self._error = self._error or exc
-            finally:
-                self._queue.task_done()
+                break
+            except StorageError as exc:
+                now = time.monotonic()
+                down_since = down_since or now
+                if not exc.transient:
+                    raise
+                if now - down_since > self.outage_limit:
+                    raise StorageError(f"{self.run.root}: the store was unreachable for over "
+                                       f"{self.outage_limit:.0f} s, giving up ({exc})") from None
+                with self._cv:
+                    self._retrying = True
+                    self._cv.notify_all()
+                self.log(f"checkpoint step {state['step']}: store unreachable, retrying in {delay:.0f} s; "
+                         f"training goes on ({exc})")
+                time.sleep(delay)
+                delay = min(2 * delay, 30.0)
+        if down_since is not None:
+            self.log(f"checkpoint step {state['step']}: written after {time.monotonic() - down_since:.0f} s "
+                     "of store outage")
+        if self.on_written:
+            self.on_written(state["step"], uri)
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -276,14 +319,26 @@ class CheckpointWriter:
 
     def save(self, state: dict[str, Any], extra_files: dict | None = None,
              metric: tuple[str, float] | None = None) -> None:
-        """Queue a checkpoint (live tensors are copied now) plus extra objects written first."""
-        self._raise()
-        self._queue.put((_to_cpu(state), extra_files or {}, metric))
+        """Hand over a checkpoint (live tensors are copied now) plus extra objects written first."""
+        item = (_to_cpu(state), extra_files or {}, metric)
+        with self._cv:
+            self._raise()
+            while self._waiting is not None and not self._retrying and self._error is None:
+                self._cv.wait()  # back-pressure while the store is merely slow
+            self._raise()
+            if self._waiting is not None:
+                self.log(f"checkpoint step {self._waiting[0]['step']} replaced by step {state['step']} "
+                         "(the store is still unreachable)")
+            self._waiting = item
+            self._cv.notify_all()
 
     def close(self) -> None:
-        """Finish pending writes and stop the thread."""
-        self._queue.join()
-        self._queue.put(None)
+        """Finish the waiting writes (retrying as above), stop the thread, raise a write error."""
+        with self._cv:
+            while (self._waiting is not None or self._busy) and self._error is None:
+                self._cv.wait()
+            self._closed = True
+            self._cv.notify_all()
         self._thread.join()
         self._raise()
 

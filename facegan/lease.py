@@ -4,8 +4,8 @@
 creates it only if it is absent (S3 `If-None-Match: *`; a file lock in a local folder), or
 replaces it only if it is unchanged since it was read (`If-Match: <etag>`) and its holder is gone:
 expired, or a process of this host that no longer exists (a `kill -9` here needs no wait).
-A heartbeat thread renews it every `ttl / 4` seconds the same way; if a renewal finds the lease
-changed, or cannot renew it before it expires (a long storage outage), the lease is `lost` and the
+A heartbeat thread renews it every `ttl / 4` seconds the same way (through a storage outage it
+keeps trying: nobody can write then); if a renewal finds the lease changed, it is `lost` and the
 trainer must stop without writing. Releasing deletes it. A second trainer gets a `LeaseError`
 naming the holder.
 """
@@ -88,19 +88,15 @@ class RunLease:
         return self
 
     def _renew(self) -> None:
-        last_renewed = time.monotonic()
         while not self._stop.wait(self.ttl / 4):
             try:
                 etag = self.run.put_if(runfolder.LEASE, self._body(), self.etag)
-            except StorageError:  # an outage: try again until the lease would expire
-                if time.monotonic() - last_renewed > self.ttl * 0.9:
-                    self.lost = f"{self.run.uri(runfolder.LEASE)}: could not renew the lease for {self.ttl:.0f} s"
-                    return
+            except StorageError:  # an outage: nobody can write meanwhile; the next renewal tells
                 continue
             if etag is None:
                 self.lost = f"{self.run.uri(runfolder.LEASE)}: another process took over this run"
                 return
-            self.etag, last_renewed = etag, time.monotonic()
+            self.etag = etag
 
     def release(self) -> None:
         """Stop renewing and delete the lease (if it is still ours)."""

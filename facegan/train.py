@@ -251,7 +251,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             )
             writer.save(state, files, metric=metric)
 
-        writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint) if world.is_main else None
+        writer = None  # rank 0 alone writes the run folder
+        if world.is_main:
+            writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint, log=log)
         result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
         sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
         summed = 0  # steps in `sums`

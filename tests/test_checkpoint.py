@@ -15,8 +15,11 @@ class Payload:
         return (os.system, ("echo pwned > /tmp/facegan-pwned",))
 
 
+OTHER_PARTS = {"D": {}, "G_ema": {}, "opt_g": {}, "opt_d": {}}  # a complete checkpoint has every part
+
+
 def _state(step: int) -> dict:
-    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", G={"w": torch.ones(2) * step})
+    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", G={"w": torch.ones(2) * step}, **OTHER_PARTS)
 
 
 def test_roundtrip_and_rng_restore(tmp_path):
@@ -88,12 +91,12 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     live = {"w": torch.zeros(2)}
     for step in (1, 2, 3):
         live["w"] += 1  # mutating after save() must not change what was saved
-        writer.save(ckpt.make_state(step, {}, "d", G=live), {f"extra-{step}.txt": b"x"})
+        writer.save(ckpt.make_state(step, {}, "d", G=live, **OTHER_PARTS), {f"extra-{step}.txt": b"x"})
     writer.close()
     assert written == [1, 2, 3]
     assert ckpt.load_run(run)["G"]["w"].tolist() == [3.0, 3.0]
     assert run.exists("extra-3.txt")
     bad = ckpt.CheckpointWriter(open_store(str(tmp_path / "run")), keep_last=1)
-    bad.save(ckpt.make_state(4, {}, "d", G=live), {"../escape": b"x"})
+    bad.save(ckpt.make_state(4, {}, "d", G=live, **OTHER_PARTS), {"../escape": b"x"})
     with pytest.raises(Exception, match="not allowed"):
         bad.close()

@@ -106,9 +106,9 @@ def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp
                       fid_every=2, fid_samples=8, fid_weights=fid_weights)
     train(cfg, Hooks(log=lambda *_: None))
     run = open_store(cfg.run)
-    rows = [json.loads(x) for x in run.get_bytes("metrics.jsonl").decode().splitlines()]
-    fids = [r for r in rows if "fid" in r]
+    fids = [json.loads(x) for x in run.get_bytes("metric-fid.jsonl").decode().splitlines()]  # FID's own stream
     assert [r["step"] for r in fids] == [2, 4, 6]
+    assert all("fid" not in json.loads(x) for x in run.get_bytes("metrics.jsonl").decode().splitlines())
     assert fids[0]["fid_protocol"]["samples"] == 8
     best = ckpt.read_pointer(run, ckpt.BEST)
     best_step = min(fids, key=lambda r: r["fid"])["step"]
