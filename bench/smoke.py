@@ -128,6 +128,11 @@ class Smoke:
     weights: str = ""
 
     @property
+    def fid_resize(self) -> int:
+        """The FID protocol's 299 px Inception input, or 75 px at tiny sizes (the CPU run)."""
+        return 75 if self.tiny else 299
+
+    @property
     def store(self) -> str:
         return str(self.work / "store")
 
@@ -156,7 +161,8 @@ class Smoke:
                 "--run", self.run_uri(run), "--steps", str(steps), "--ckpt-every", str(self.steps),
                 "--log-every", "1", "--sample-count", "4", "--device", self.device, *self.size_args()]
         if s.get("fid_every"):
-            args += ["--fid-every", str(self.steps), "--fid-samples", "16", "--fid-weights", self.weights]
+            args += ["--fid-every", str(self.steps), "--fid-samples", "16", "--fid-weights", self.weights,
+                     "--fid-resize", str(self.fid_resize)]
         return [*args, *extra]
 
     def latest_step(self, run: str) -> int:
@@ -225,7 +231,8 @@ class Smoke:
 
         res = settings(preset)["model"]["resolution"]
         out = self.cli("fid", self.run_uri(preset), "--dataset", self.datasets[res], "--samples", "16",
-                       "--weights", self.weights, "--device", self.device, "--batch", "8")
+                       "--weights", self.weights, "--device", self.device, "--batch", "8",
+                       "--resize", str(self.fid_resize))
         score = json.loads(out.strip().splitlines()[-1])["fid"]
         assert math.isfinite(score) and score >= 0, score
 

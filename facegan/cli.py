@@ -119,7 +119,7 @@ def cmd_fid(a: argparse.Namespace) -> int:
     from facegan.sample import load_generator
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
-    tracker = FIDTracker.create(a.dataset, a.samples, a.weights, a.device, batch=a.batch)
+    tracker = FIDTracker.create(a.dataset, a.samples, a.weights, a.device, batch=a.batch, resize=a.resize)
     score = tracker.score(gen.net)
     print(json.dumps({"fid": score, "checkpoint": a.checkpoint, "step": gen.step,
                       "generator": gen.which, "protocol": tracker.protocol}))
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch", type=count(1), default=50, help="Inception batch size [default: 50]")
+    p.add_argument("--resize", type=count(75, 299), default=299,
+                   help="Inception input side: 299 is the FID protocol; smaller only for smoke checks [default: 299]")
     p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
     p.set_defaults(fn=cmd_fid)
 

@@ -99,7 +99,7 @@ class ModelConfig:
 # that change only its floating-point rounding (device, precision, compile).
 RESUMABLE_FIELDS = frozenset(
     {"steps", "ckpt_every", "keep_last", "log_every", "max_seconds", "device", "sample_count",
-     "compile", "precision", "fid_every", "fid_samples", "fid_weights"}
+     "compile", "precision", "fid_every", "fid_samples", "fid_weights", "fid_resize"}
 )
 
 
@@ -136,6 +136,8 @@ class TrainConfig:
     fid_samples: int = option(5000, "generated and real images per FID")
     fid_weights: str = option("", "URI of pt_inception-2015-12-05-6726825d.pth: https, s3:// or a path "
                                   "(empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid release)")
+    fid_resize: int = option(299, "Inception input side for FID: 299 is the FID protocol (comparable with "
+                                  "published scores); 75-298 only for quick smoke checks")
     compile: bool = option(False, "torch.compile both networks (a compiler error falls back to eager)")
     precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
@@ -184,6 +186,9 @@ class TrainConfig:
             raise ConfigError(f"augment={self.augment!r}: unknown {bad}; use a comma list of {AUGMENTS}")
         if self.r1_gamma < 0:
             raise ConfigError(f"r1_gamma={self.r1_gamma!r} must be >= 0")
+        resize = self.fid_resize
+        if isinstance(resize, bool) or not isinstance(resize, int) or not 75 <= resize <= 299:
+            raise ConfigError(f"fid_resize={resize!r} must be an integer in 75..299 (299: the FID protocol)")
         if isinstance(self.fid_every, bool) or self.fid_every < 0:
             raise ConfigError(f"fid_every={self.fid_every!r} must be 0 (off) or a positive integer")
         if self.fid_every and self.fid_every % self.ckpt_every:

@@ -40,7 +40,8 @@ WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_we
 WEIGHTS_ENV = "FACEGAN_FID_WEIGHTS"
 WEIGHTS_SHA256_ENV = "FACEGAN_FID_WEIGHTS_SHA256"
 FEATURES = 2048
-RESIZE = 299
+RESIZE = 299  # the FID protocol's Inception input side
+MIN_RESIZE = 75  # the smallest input InceptionV3 takes
 
 
 
@@ -90,8 +91,9 @@ class _FIDInceptionE(InceptionE):
 class FIDInceptionV3(nn.Module):
     """The FID InceptionV3: images (N, 3, H, W) in [-1, 1] -> pool3 features (N, 2048)."""
 
-    def __init__(self) -> None:
+    def __init__(self, resize: int = RESIZE) -> None:
         super().__init__()
+        self.resize = resize  # the input side; 299 is the FID protocol
         net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
         net.Mixed_5b = _FIDInceptionA(192, pool_features=32)
         net.Mixed_5c = _FIDInceptionA(256, pool_features=64)
@@ -110,7 +112,7 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
-        x = F.interpolate(x.float(), size=(RESIZE, RESIZE), mode="bilinear", align_corners=False)
+        x = F.interpolate(x.float(), size=(self.resize, self.resize), mode="bilinear", align_corners=False)
         # input already in [-1, 1], the range the TF graph expects
         for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1,
                       n.Conv2d_3b_1x1, n.Conv2d_4a_3x3, n.maxpool2,
@@ -258,9 +260,12 @@ class FIDTracker:
     @classmethod
     def create(cls, dataset_uri: str, samples: int, weights_uri: str | None = None,
                device: str | torch.device = "cpu", images: torch.Tensor | None = None,
-               manifest: dict | None = None, log=print, batch: int = 50) -> FIDTracker:
+               manifest: dict | None = None, log=print, batch: int = 50, resize: int = RESIZE) -> FIDTracker:
         """Load weights, then the real statistics from the cache next to the dataset (or compute
-        and cache them)."""
+        and cache them). `resize` other than 299 leaves the FID protocol (faster, for smoke
+        checks); the protocol records it and the cached statistics are kept apart."""
+        if not MIN_RESIZE <= resize <= RESIZE:
+            raise FIDError(f"resize={resize}: the Inception input side must be {MIN_RESIZE}..{RESIZE}")
         device = use_device(str(device))
         net, weights = load_weights(weights_uri)
         net = net.to(device)
@@ -268,7 +273,8 @@ class FIDTracker:
         if manifest is None:
             manifest = data.read_manifest(store)
         n = min(samples, manifest["count"])
-        key = f"fid-stats-{weights['sha256'][:8]}-{n}.npz"
+        key = f"fid-stats-{weights['sha256'][:8]}-{n}{'' if resize == RESIZE else f'-r{resize}'}.npz"
+        net.resize = resize
         if store.exists(key):
             with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as z:
                 mu, sigma, ref_id = z["mu"], z["sigma"], str(z["dataset_id"])
@@ -285,7 +291,7 @@ class FIDTracker:
             store.put_bytes(key, buf.getvalue())
         protocol = {
             "samples": n, "reference": {"dataset": store.root, "id": manifest["id"], "images": n},
-            "resize": f"bilinear to {RESIZE}x{RESIZE}", "features": f"pool3 ({FEATURES})",
+            "resize": f"bilinear to {resize}x{resize}", "features": f"pool3 ({FEATURES})",
             "weights": {"name": weights["name"], "sha256": weights["sha256"]},
         }
         return cls(net, mu, sigma, protocol, device, batch)
@@ -294,7 +300,7 @@ class FIDTracker:
     def for_training(cls, cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
         """The tracker for a training run, reusing the dataset tensor the run already holds."""
         return cls.create(cfg.dataset, cfg.fid_samples, cfg.fid_weights or None, device,
-                          images=images, manifest=manifest, log=log)
+                          images=images, manifest=manifest, log=log, resize=cfg.fid_resize)
 
     def score(self, G: nn.Module, seed: int = 0) -> float:
         """FID of generator G (n = protocol samples, latents from `seed`)."""

@@ -301,6 +301,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                             "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
                             "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
                             "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
+                            "window_steps": summed,  # steps averaged (fewer in the first window after a resume)
                             "eta_s": (cfg.steps - step) * step_s,
                         }
                         metrics.append(row)

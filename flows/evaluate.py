@@ -14,14 +14,15 @@ from flows.common import INPUT_ERRORS, artifact_key, fail
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(checkpoint_uri: str, dataset_uri: str, samples: int = 10_000, weights_uri: str | None = None,
-             device: str = "auto", ema: bool = True):
-    """Score a checkpoint (run URI or .pt URI) with FID against `dataset_uri`."""
+             device: str = "auto", ema: bool = True, resize: int = 299):
+    """Score a checkpoint (run URI or .pt URI) with FID against `dataset_uri` (`resize`: the
+    Inception input side, 299 for the FID protocol)."""
     try:
         if samples < 2:
             raise ConfigError(f"samples={samples} must be at least 2")
         dev = use_device(device)
         gen = load_generator(checkpoint_uri, ema=ema, device=dev)
-        tracker = FIDTracker.create(dataset_uri, samples, weights_uri, dev)
+        tracker = FIDTracker.create(dataset_uri, samples, weights_uri, dev, resize=resize)
         score = tracker.score(gen.net)
     except INPUT_ERRORS as exc:
         return fail(exc)

@@ -239,3 +239,33 @@ def test_training_that_diverges_stops_with_one_line_and_keeps_the_last_good_chec
     state = ckpt.load(str(run))
     assert state["step"] == 2  # step 4's checkpoint was not written
     assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+
+
+def test_unreadable_source_folders_are_listed_not_dropped(raw_faces, tmp_path, monkeypatch):
+    """EACCES on a sub-folder (injected: tests run as root, who may read anything) is reported in
+    the manifest's skipped list; an unreadable source root is a one-line error, not 'empty input'."""
+    import os
+    import shutil
+
+    from facegan.errors import DatasetError
+    from facegan.prepare import prepare
+
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    for p in sorted(raw_faces.iterdir())[:4]:
+        shutil.copy(p, src / p.name)
+    shutil.copy(sorted(raw_faces.iterdir())[4], src / "locked" / "x.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    m = prepare(src, str(tmp_path / "ds"), resolution=32, workers=1, log=lambda *_: None).manifest
+    assert m["count"] == 4
+    assert {"file": "locked/", "reason": "unreadable folder (Permission denied)"} in m["skipped"]
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(DatasetError, match=r"src: cannot read this folder \(permission denied\)"):
+        prepare(src, str(tmp_path / "ds2"), resolution=32, workers=1, log=lambda *_: None)

@@ -90,8 +90,10 @@ def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, 
 
     run = str(tmp_path / "run")
     train(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
-    out = evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=6, weights_uri=fid_weights, device="cpu")
+    out = evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=6, weights_uri=fid_weights, device="cpu",
+                   resize=75)
     assert out["fid"] > 0 and out["step"] == 2 and out["protocol"]["samples"] == 6
+    assert out["protocol"]["resize"] == "bilinear to 75x75"
     message = _failed_fast(
         lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, weights_uri=str(tmp_path / "x.pth"), **kw),
         time.monotonic())
@@ -169,7 +171,7 @@ def test_train_flow_with_fid_on_completes_and_reports_fid(prefect_api, prepared,
 
     state = train_dcgan(dataset_uri=prepared(32), run_name="fid-run", store=str(tmp_path), steps=4, batch_size=4,
                         ngf=8, ndf=8, log_every=1, ckpt_every=2, fid_every=2, fid_samples=8,
-                        fid_weights=fid_weights, device="cpu", return_state=True)
+                        fid_weights=fid_weights, fid_resize=75, device="cpu", return_state=True)
     assert state.is_completed(), state.message
     run = tmp_path / "runs" / "fid-run"
     fid_rows = [json.loads(x) for x in (run / "metric-fid.jsonl").read_text().splitlines()]

@@ -66,7 +66,7 @@ def test_no_checkpoint(tmp_path):
 def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, tmp_path):
     root = tmp_path / "store"
     cfg = tiny_config(dataset32, str(root / "runs" / "fidrun"), steps=6, ckpt_every=2, keep_last=1,
-                      fid_every=2, fid_samples=6, fid_weights=fid_weights)
+                      fid_every=2, fid_samples=6, fid_weights=fid_weights, fid_resize=75)
     train(cfg, Hooks(log=lambda *_: None))
     from facegan import checkpoint as ckpt
 

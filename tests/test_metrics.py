@@ -103,7 +103,7 @@ def test_weights_from_s3(fid_weights, bucket):
 
 def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=6, ckpt_every=2, keep_last=1,
-                      fid_every=2, fid_samples=8, fid_weights=fid_weights)
+                      fid_every=2, fid_samples=8, fid_weights=fid_weights, fid_resize=75)
     train(cfg, Hooks(log=lambda *_: None))
     run = open_store(cfg.run)
     fids = [json.loads(x) for x in run.get_bytes("metric-fid.jsonl").decode().splitlines()]  # FID's own stream

@@ -18,11 +18,15 @@ def test_preset_builds_trains_and_resumes(name, prepared, fid_weights, tmp_path)
     model = ModelConfig(**s["model"])
     G, D = Generator(model), Discriminator(model)  # full-size networks build
     assert G(torch.randn(2, model.z_dim)).shape == (2, 3, model.resolution, model.resolution)
-    assert parameter_count(G) > 0 and parameter_count(D) > 0
+    if name == "dcgan64":  # the classic network, exactly pytorch/examples' size
+        assert (parameter_count(G), parameter_count(D)) == (3_576_704, 2_765_568)
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    spectral = [m for m in convs if torch.nn.utils.parametrize.is_parametrized(m, "weight")]
+    assert len(spectral) == (len(convs) if model.spectral_norm else 0)  # spectral norm only where asked
     # a few steps at the preset's architecture (small batch), interrupted after step 2, resumed
     small = {"batch_size": 4, "steps": 4, "ckpt_every": 2, "log_every": 1, "sample_count": 4, "device": "cpu"}
     if s.get("fid_every"):
-        small |= {"fid_every": 2, "fid_samples": 6, "fid_weights": fid_weights}
+        small |= {"fid_every": 2, "fid_samples": 6, "fid_weights": fid_weights, "fid_resize": 75}
     settings = resolve(name, small)
     cfg = TrainConfig(dataset=prepared(model.resolution), run=str(tmp_path / "run"),
                       **{**settings, "model": ModelConfig(**settings["model"])})

@@ -66,6 +66,7 @@ def test_resume_after_stop_is_bit_identical(dataset32, tmp_path):
     # metrics after the resume point were made again, not duplicated
     rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert [json.loads(r)["window_steps"] for r in rows] == [2, 2, 1, 2, 2, 2]  # step 6's row: step 6 alone
 
 
 def test_kill9_then_resume_is_bit_identical(dataset32, tmp_path):
