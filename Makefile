@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: help install system-deps lint test smoke demo bench clean \
-        docker-build docker-train deploy worker infra-deploy infra-delete
+        docker-build docker-train image-check deploy worker infra-deploy infra-delete
 
 # --- container and cloud settings (override on the command line or in the environment) -------
 IMAGE          ?= facegan:latest
@@ -44,6 +44,7 @@ help:
 	@echo "make lint   - ruff check"
 	@echo "make smoke  - every device-dependent path on DEVICE (cuda by default; make test runs it on cpu)"
 	@echo "make bench  - speed benchmarks (not part of test)"
+	@echo "make image-check - build the image and check it in a container engine (also run by CI)"
 	@echo "make install - only the venv and pinned packages"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -84,12 +85,27 @@ demo: $(STAMP)
 docker-build:
 	docker build -t $(IMAGE) .
 
-# Train in the container: local data and store folders mounted, AWS/Prefect settings from the env.
+# Train in the container: local data and store folders mounted (made here first, so they are yours
+# and not root's), running as you, AWS/Prefect settings from the env.
 docker-train:
-	docker run --rm $(GPU_FLAGS) --shm-size=$(SHM_SIZE) \
+	mkdir -p $(DATA_DIR) $(STORE_DIR)
+	docker run --rm $(GPU_FLAGS) --shm-size=$(SHM_SIZE) --user $$(id -u):$$(id -g) \
 	  -v $(DATA_DIR):/data -v $(STORE_DIR):/store \
 	  $(foreach v,$(PASS_ENV),-e $(v)) \
 	  $(IMAGE) train --dataset $(DATASET) --run $(RUN_URI) --resolution $(RESOLUTION) $(TRAIN_ARGS)
+
+# Build the image and prove it in a container engine (Docker, else Debian's podman, installed here
+# when missing): CLI pipeline, docker stop mid-training, and the same through a Prefect Docker worker.
+image-check: $(STAMP)
+	@if ! docker info >/dev/null 2>&1 && ! command -v podman >/dev/null 2>&1; then \
+	  echo "installing podman (Debian) for the image check"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    podman buildah debootstrap fuse-overlayfs uidmap runc >/dev/null; \
+	fi
+	@if command -v podman >/dev/null 2>&1 && [ ! -f /etc/containers/containers.conf ]; then \
+	  mkdir -p /etc/containers && cp docker/containers.conf /etc/containers/containers.conf; \
+	fi
+	$(PY) tests/image_check.py $(IMAGE_CHECK_ARGS)
 
 # All deployments of prefect.yaml to the Prefect API in PREFECT_API_URL.
 deploy: $(STAMP)

@@ -28,7 +28,7 @@ from facegan import checkpoint as ckpt
 from facegan import runfolder
 from facegan.errors import GalleryError  # noqa: F401 - exported here too
 from facegan.images import fid_curve_png, to_png
-from facegan.sample import generate, interpolate, load_generator
+from facegan.sample import face_pngs, generate, interpolation_png, load_generator
 from facegan.storage import Store, open_store
 
 GALLERIES = "galleries"
@@ -99,12 +99,11 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     fresh_imgs = generate(gen, fresh_seeds)
     files["grid.png"] = to_png(fixed_imgs)
     files["fresh.png"] = to_png(fresh_imgs)
-    faces = []
-    for i, (seed, img) in enumerate(zip(fixed_seeds + fresh_seeds, [*fixed_imgs, *fresh_imgs], strict=True)):
-        name = f"faces/{i:03d}.png"
-        files[name] = to_png(img[None])
-        faces.append({"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"})
-    files["interpolation.png"] = to_png(interpolate(gen, 0, 1, interpolation_steps), nrow=interpolation_steps)
+    singles = {**face_pngs(fixed_imgs), **face_pngs(fresh_imgs, first=fixed)}
+    files.update(singles)
+    faces = [{"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"}
+             for i, (name, seed) in enumerate(zip(singles, fixed_seeds + fresh_seeds, strict=True))]
+    files["interpolation.png"] = interpolation_png(gen, 0, 1, interpolation_steps)
     run = open_store(source.run_uri)
     if run.exists(runfolder.LOSS_PLOT):
         files["loss.png"] = run.get_bytes(runfolder.LOSS_PLOT)

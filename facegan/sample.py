@@ -70,19 +70,23 @@ def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8) 
     return gen.net(z.to(device)).float().cpu()
 
 
+def face_pngs(images: torch.Tensor, first: int = 0) -> dict[str, bytes]:
+    """Single-face PNGs `faces/NNN.png` (numbered from `first`) for images (N, 3, R, R)."""
+    return {f"faces/{first + i:03d}.png": to_png(img[None]) for i, img in enumerate(images)}
+
+
+def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int) -> bytes:
+    """One strip of `steps` faces walking from seed_a's face to seed_b's."""
+    return to_png(interpolate(gen, seed_a, seed_b, steps), nrow=steps)
+
+
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
                  interpolation_steps: int = 8) -> list[str]:
     """Write grid.png, faces/NNN.png and interpolation.png under `out_uri`; returns their keys."""
     store = open_store(out_uri)
-    seeds = list(range(seed, seed + count))
-    images = generate(gen, seeds)
-    keys = ["grid.png"]
-    store.put_bytes("grid.png", to_png(images))
-    for i, img in enumerate(images):
-        key = f"faces/{i:03d}.png"
-        store.put_bytes(key, to_png(img[None]))
-        keys.append(key)
-    store.put_bytes("interpolation.png", to_png(interpolate(gen, seed, seed + 1, interpolation_steps),
-                                                nrow=interpolation_steps))
-    keys.append("interpolation.png")
-    return keys
+    images = generate(gen, list(range(seed, seed + count)))
+    files = {"grid.png": to_png(images), **face_pngs(images),
+             "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps)}
+    for key, data in files.items():
+        store.put_bytes(key, data)
+    return list(files)

@@ -214,6 +214,8 @@ def test_dockerfile_hadolint_clean():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER 1000:1000$", text, re.M)  # non-root
     assert re.search(r'^ENTRYPOINT \["', text, re.M)  # JSON form
+    assert re.search(r"^ARG PYTHON_IMAGE=python:[\w.-]+@sha256:[0-9a-f]{64}$", text, re.M)  # base pinned by digest
+    assert "--system" not in text  # uid 1000 is not a system uid
     assert "PYTHONUNBUFFERED=1" in text
     reqs = (ROOT / "requirements.txt").read_text()
     assert re.search(r"^torch==\S+$", reqs, re.M) and re.search(r"^torchvision==\S+$", reqs, re.M)
@@ -235,6 +237,8 @@ def test_make_docker_train_commands():
     for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "PREFECT_API_KEY"):
         assert f" -e {var} " in run, var  # passed through by name, value never on the command line
     assert " facegan:latest train --dataset " in run
+    assert " --user $(id -u):$(id -g) " in run  # as the host user: files in the store are theirs
+    assert "mkdir -p /mnt/data /mnt/store" in gpu  # made before docker would make them root's
     cpu = make_n("docker-train", "GPU=0")
     assert "--gpus" not in cpu and "--shm-size=8g" in cpu
     assert "docker build -t facegan:latest ." in make_n("docker-build")
