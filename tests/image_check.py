@@ -41,6 +41,10 @@ IMAGE = "facegan:check"
 STANDIN = "localhost/facegan-standin-python:3.11-bookworm"
 CACHE = ROOT / ".cache" / "image-check"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# what the stand-in base adds to minbase, as the official python:3.11-slim-bookworm has it
+STANDIN_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates", "passwd")
+STANDIN_FILES = ("usr/bin/python3", "usr/sbin/useradd")
+STANDIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the official image's PATH
 TRAIN = ["--resolution", "32", "--ngf", "8", "--ndf", "8", "--z-dim", "16", "--batch-size", "8",
          "--device", "cpu"]
 
@@ -77,12 +81,12 @@ def base_image(eng: str) -> str | None:
     print(f"image-check: {pinned} cannot be pulled here; building a stand-in base with debootstrap", flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     rootfs = CACHE / "rootfs"
-    if not (rootfs / "usr" / "bin" / "python3").exists():
+    if not all((rootfs / p).exists() for p in STANDIN_FILES):
         shutil.rmtree(rootfs, ignore_errors=True)
-        sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv,python3-pip,python-is-python3,"
-           "ca-certificates", "bookworm", str(rootfs), "http://deb.debian.org/debian", timeout=1800)
+        sh("debootstrap", "--variant=minbase", f"--include={','.join(STANDIN_PACKAGES)}", "bookworm", str(rootfs),
+           "http://deb.debian.org/debian", timeout=1800)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    sh(eng, "import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", STANDIN, stdin=tar.stdout)
+    sh(eng, "import", "--change", f"ENV PATH={STANDIN_PATH}", "-", STANDIN, stdin=tar.stdout)
     tar.wait()
     return STANDIN
 

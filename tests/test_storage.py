@@ -124,7 +124,35 @@ def test_s3_objects_get_browser_content_types(bucket):
 
 
 def test_bad_bucket_name_is_not_transient(moto_endpoint):
-    s = open_store("s3://Bad_Bucket_Name/x")
-    with pytest.raises(StorageError, match=r"s3://Bad_Bucket_Name/x/k: ") as err:
-        s.put_bytes("k", b"1")
-    assert not err.value.transient
+    with pytest.raises(StorageError, match=r"s3://Bad_Bucket_Name/x: 'Bad_Bucket_Name' is not a valid") as err:
+        open_store("s3://Bad_Bucket_Name/x")  # refused before any request, so flows do not retry it
+    assert not err.value.transient and "\n" not in str(err.value)
+
+
+def test_a_connection_lost_while_telling_missing_key_from_missing_bucket_is_a_storage_error(bucket):
+    """A 404 makes the store ask whether the bucket exists; when that second request fails on the
+    network, the caller still gets a StorageError naming the URI (not a raw botocore error)."""
+    from botocore.exceptions import ConnectionClosedError
+
+    store = open_store(f"{bucket}/p")
+
+    def lost(**_):
+        raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
+
+    store.client.head_bucket = lost  # the network drops right between the two requests
+    assert store.exists("missing") is False
+    with pytest.raises(StorageError, match=rf"{bucket}/p/missing: no such object"):
+        store.get_bytes("missing")
+
+
+def test_local_files_get_the_umask_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        store = open_store(str(tmp_path / "s"))
+        store.put_bytes("a/b.json", b"{}")
+        assert (tmp_path / "s" / "a" / "b.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+        os.umask(0o022)
+        store.put_bytes("a/c.json", b"{}")
+        assert (tmp_path / "s" / "a" / "c.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
