@@ -247,7 +247,8 @@ class ImageChecks:
         while time.monotonic() < deadline:
             names = sh(self.eng, "ps", "--format", "{{.Names}}", quiet=True).stdout.split()
             for name in names:
-                if "step 3/" in sh(self.eng, "logs", name, check=False, quiet=True).stdout:
+                logs = sh(self.eng, "logs", name, check=False, quiet=True)
+                if "step 3/" in logs.stdout + logs.stderr:  # Prefect's log lines go to stderr
                     return name
             time.sleep(2)
         raise AssertionError(f"no training container for flow run {run_id}")
