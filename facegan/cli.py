@@ -7,7 +7,7 @@ import json
 import sys
 
 from facegan.config import DEVICE_HELP, TrainConfig, all_options, nest_options, option_type, shown_default
-from facegan.errors import INPUT_ERRORS
+from facegan.errors import INPUT_ERRORS, ConfigError
 from facegan.presets import PRESETS, resolve
 
 
@@ -62,6 +62,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     manifest = read_manifest(open_store(a.dataset))
     cfg = config_from_args(a, saved, manifest["resolution"])
     if a.nproc > 1:
+        if cfg.batch_size % a.nproc:  # before starting any process
+            raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {a.nproc} processes")
         return launch_torchrun(a.nproc, a.argv)
     with GracefulStop() as stop:
         hooks = Hooks(progress=print_progress, should_stop=stop.requested,

@@ -34,7 +34,11 @@ def _latest(run_uri: str) -> int:
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dataset32, tmp_path, request):
+def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dataset32, tmp_path, request, capsys):
+    """Two real processes: a `facegan train` subprocess holds the run; this test process is the
+    second trainer (the CLI in-process), refused, and after a kill -9 of the first, it takes over."""
+    from facegan.cli import main
+
     root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("bucket")
     cfg = tiny_config(dataset32, f"{root}/runs/shared", steps=100_000, ckpt_every=5, log_every=5)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -42,10 +46,9 @@ def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dat
                              text=True)
     try:
         wait_for(lambda: _latest(cfg.run) >= 5, proc=first, timeout=180)
-        second = subprocess.run(_train_cmd(cfg.replace(seed=8)), cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=300)
-        assert second.returncode == 2, second.stdout + second.stderr
-        err = second.stderr.strip().splitlines()
+        capsys.readouterr()
+        assert main(_train_cmd(cfg.replace(seed=8))[3:]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "this run is being trained by another process" in err[0], err
         assert f"pid {first.pid}" in err[0]
         assert first.poll() is None  # the first one trains on, its folder untouched by the second
@@ -54,10 +57,8 @@ def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dat
         first.kill()  # kill -9: no release; the lease names a dead process of this host
         first.wait()
     killed_at = _latest(cfg.run)
-    resumed = subprocess.run(_train_cmd(cfg.replace(steps=killed_at + 2)), cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"from step {killed_at}" in resumed.stdout and _latest(cfg.run) == killed_at + 2
+    assert main(_train_cmd(cfg.replace(steps=killed_at + 2))[3:]) == 0
+    assert f"from step {killed_at}" in capsys.readouterr().out and _latest(cfg.run) == killed_at + 2
     assert not open_store(cfg.run).exists(runfolder.LEASE)  # released at the end
 
 
