@@ -119,33 +119,33 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     log(f"{rt.describe()}{f' x{world.size} processes' if world.distributed else ''}"
         f"{', torch.compile' if cfg.compile else ''}")
 
-    # --- data: one uint8 tensor on the device, batches drawn there -----------------------
-    manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
-    if manifest["resolution"] != cfg.model.resolution:
-        raise ConfigError(
-            f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
-            f"{cfg.model.resolution}"
-        )
-    images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
-    # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
-    sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)
-    my_slice = (world.rank, world.size)  # this process's slice of every global batch
-    local_batch = cfg.batch_size // world.size
-    augment = cfg.augment_list
-
-    # --- networks and optimizers ----------------------------------------------------------
-    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
-    G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
-    D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
-    parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
-
-    # --- one trainer per run: the lease is held from before the run is read until the end ----
+    # --- one trainer per run: the lease is held from before anything is read until the end ---
     lease = RunLease(run).acquire() if world.is_main else None
     try:
+        # --- data: one uint8 tensor on the device, batches drawn there -----------------------
+        manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
+        if manifest["resolution"] != cfg.model.resolution:
+            raise ConfigError(
+                f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
+                f"{cfg.model.resolution}"
+            )
+        images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
+        # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
+        sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)
+        my_slice = (world.rank, world.size)  # this process's slice of every global batch
+        local_batch = cfg.batch_size // world.size
+        augment = cfg.augment_list
+
+        # --- networks and optimizers ----------------------------------------------------------
+        seed_everything(cfg.seed)  # the same on every rank: identical initial weights
+        G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
+        D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
+        parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
+
         # --- resume from latest.json, or start a new run ------------------------------------
         state = ckpt.load_run(run)
         if state is not None:
