@@ -97,7 +97,7 @@ docker-train:
 # Build the image and prove it in a container engine (Docker, else Debian's podman, installed here
 # when missing): CLI pipeline, docker stop mid-training, and the same through a Prefect Docker worker.
 image-check: $(STAMP)
-	@if ! docker info >/dev/null 2>&1 && ! command -v podman >/dev/null 2>&1; then \
+	@if ! docker info >/dev/null 2>&1 && { ! command -v podman || ! command -v debootstrap; } >/dev/null 2>&1; then \
 	  echo "installing podman (Debian) for the image check"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    podman buildah debootstrap fuse-overlayfs uidmap runc >/dev/null; \
