@@ -35,13 +35,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="data-parallel processes (torchrun), one per GPU [default: 1]")
 
 
-def config_from_args(a: argparse.Namespace, saved: dict | None = None,
-                     dataset_resolution: int | None = None) -> TrainConfig:
-    """The frozen TrainConfig for parsed `facegan train` arguments: the run's saved config when
-    resuming, then the preset, then explicit options (see `facegan.presets.resolve`)."""
-    given = nest_options({f.name: getattr(a, f.name) for f in all_options()})
-    settings = resolve(a.preset, given, saved, dataset_resolution)
-    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **settings})
+def given_options(a: argparse.Namespace) -> dict:
+    """The options given on the command line (nested, None left out)."""
+    return nest_options({f.name: getattr(a, f.name) for f in all_options()})
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `facegan train` arguments alone: the preset, then the explicit
+    options, without reading the run or the dataset (`facegan.train.config_for_run` does that)."""
+    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **resolve(a.preset, given_options(a))})
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
@@ -52,15 +54,10 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from facegan.data import read_manifest
-    from facegan.runfolder import read_config
     from facegan.runtime import GracefulStop
-    from facegan.storage import open_store
-    from facegan.train import Hooks, train
+    from facegan.train import Hooks, config_for_run, train
 
-    saved = read_config(open_store(a.run))  # resuming: the run's settings are the defaults
-    manifest = read_manifest(open_store(a.dataset))
-    cfg = config_from_args(a, saved, manifest["resolution"])
+    cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a))  # resuming: the run's settings first
     if a.nproc > 1:
         if cfg.batch_size % a.nproc:  # before starting any process
             raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {a.nproc} processes")

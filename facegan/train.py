@@ -37,6 +37,7 @@ from facegan.images import loss_curve_png, to_png
 from facegan.lease import RunLease
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
+from facegan.presets import resolve
 from facegan.runtime import Runtime, seed_everything
 from facegan.storage import open_store
 
@@ -79,6 +80,26 @@ def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
     if step <= start:
         return base_lr
     return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
+
+
+def config_for_run(dataset: str, run: str, preset: str | None, given: dict) -> TrainConfig:
+    """The config a run trains with, as the CLI and the train-dcgan flow build it: the run's saved
+    config when it has one (resuming), then `preset`, then the options `given` (nested as
+    `config.nest_options` makes them); the model resolution defaults to the dataset's. Reads only
+    the dataset's manifest and the run's config.json."""
+    manifest = data.read_manifest(open_store(dataset))
+    saved = runfolder.read_config(open_store(run))
+    cfg = TrainConfig.from_dict({"dataset": dataset, "run": run,
+                                 **resolve(preset, given, saved, manifest["resolution"])})
+    check_resolution(cfg, manifest)
+    return cfg
+
+
+def check_resolution(cfg: TrainConfig, manifest: dict) -> None:
+    """The model's resolution is the dataset's, or a ConfigError naming both."""
+    if manifest["resolution"] != cfg.model.resolution:
+        raise ConfigError(f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
+                          f"{cfg.model.resolution}")
 
 
 def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -124,11 +145,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     try:
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
-        if manifest["resolution"] != cfg.model.resolution:
-            raise ConfigError(
-                f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
-                f"{cfg.model.resolution}"
-            )
+        check_resolution(cfg, manifest)
         images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
         # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
         sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)

@@ -16,10 +16,9 @@ from prefect.artifacts import (
 from facegan import checkpoint as ckpt
 from facegan import data, runfolder
 from facegan.config import ConfigError, TrainConfig, all_options, nest_options, option_type, shown_default
-from facegan.presets import resolve
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
-from facegan.train import Hooks, train
+from facegan.train import Hooks, config_for_run, train
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
 
 
@@ -117,14 +116,8 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
         # --- every parameter checked before any heavy work --------------------------------
         if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
             raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
-        run_uri = f"{store_root(store)}/runs/{run_name}"
-        manifest = data.read_manifest(open_store(dataset_uri))  # reachable and valid, no retries
-        saved = runfolder.read_config(open_store(run_uri))  # re-running resumes, saved settings as defaults
-        settings = resolve(preset, nest_options(options), saved, manifest["resolution"])
-        cfg = TrainConfig.from_dict({"dataset": dataset_uri, "run": run_uri, **settings})
-        if manifest["resolution"] != cfg.model.resolution:
-            raise ConfigError(
-                f"dataset {dataset_uri} is {manifest['resolution']}px, resolution={cfg.model.resolution}")
+        # the dataset's manifest and the run's saved config are read here: no retries for bad input
+        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset, nest_options(options))
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
