@@ -6,8 +6,10 @@ A run folder holds::
     latest.json                   {"step": 500, "key": "checkpoints/step-0000500.pt", ...}
     best.json                     same shape, for the best checkpoint by a metric (optional)
 
-A checkpoint holds G, D, G_ema, both optimizers, the step, every RNG state (torch, CUDA,
-numpy, python), the config, the dataset manifest id and a format version. It is loaded with
+A checkpoint holds its model family's state dicts (a DCGAN's G, D, G_ema and both optimizers;
+a CycleGAN's two generators, two PatchGANs, both optimizers and the fake-image pool), the
+step, every RNG state (torch, CUDA, numpy, python), the config, the dataset manifest id, the
+family and a format version. It is loaded with
 `torch.load(weights_only=True)`, so a pickle payload is refused. `latest.json` is written only
 after its checkpoint is complete, so a reader never sees half a checkpoint; old checkpoints
 are pruned to the newest `keep_last` plus the best.
@@ -36,9 +38,13 @@ from facegan.storage import StorageError, Store, open_store, split_uri
 OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
 FORMAT = "facegan-checkpoint"
 VERSION = 1
-# what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG)
-PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict,
-         "G": dict, "D": dict, "G_ema": dict, "opt_g": dict, "opt_d": dict}
+# what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG), then the
+# state dicts of each model family: a DCGAN run's, and an attribute-swap (CycleGAN) run's
+PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict}
+FAMILY_PARTS = {
+    "dcgan": ("G", "D", "G_ema", "opt_g", "opt_d"),
+    "cyclegan": ("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"),
+}
 _CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
 
 
@@ -121,7 +127,11 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: checkpoint format version {version!r} is newer than this facegan ({VERSION})"
         )
-    missing = [k for k, kind in PARTS.items() if not isinstance(state.get(k), kind)]
+    family = state.get("family", "dcgan")  # checkpoints from before the CycleGAN have no family tag
+    if family not in FAMILY_PARTS:
+        raise CheckpointError(f"{where}: model family {family!r} is not one of {', '.join(FAMILY_PARTS)}")
+    parts = {**PARTS, **dict.fromkeys(FAMILY_PARTS[family], dict)}
+    missing = [k for k, kind in parts.items() if not isinstance(state.get(k), kind)]
     if missing:
         raise CheckpointError(f"{where}: damaged checkpoint, {', '.join(missing)} missing or of the wrong type")
     return state
@@ -136,11 +146,13 @@ def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
         raise CheckpointError(f"{where}: {key} does not fit this model ({first})") from None
 
 
-def make_state(step: int, config: dict, dataset_id: str, **parts: Any) -> dict[str, Any]:
-    """Assemble a checkpoint dict: the given parts (state dicts) plus step, config, RNG, tags."""
+def make_state(step: int, config: dict, dataset_id: str, family: str = "dcgan", **parts: Any) -> dict[str, Any]:
+    """Assemble a checkpoint dict: the given parts (state dicts: FAMILY_PARTS[family]) plus
+    step, config, RNG, tags."""
     return {
         "format": FORMAT,
         "version": VERSION,
+        "family": family,
         "step": step,
         "config": config,
         "dataset_id": dataset_id,

@@ -1,4 +1,4 @@
-"""`facegan prepare | train | sample | fid | synth`: the library from a shell."""
+"""`facegan prepare | train | sample | fid | synth | translate train|apply`: the library from a shell."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import argparse
 import json
 import sys
 
-from facegan.config import DEVICE_HELP, TrainConfig, all_options, nest_options, option_type, shown_default
+from facegan.config import (
+    DEVICE_HELP,
+    RunConfig,
+    TrainConfig,
+    TranslateConfig,
+    all_options,
+    nest_options,
+    option_type,
+    shown_default,
+)
 from facegan.errors import INPUT_ERRORS, ConfigError
-from facegan.presets import PRESETS, resolve
+from facegan.presets import presets_for, resolve
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -18,26 +27,28 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """`facegan train` options: one per option field of ModelConfig and TrainConfig."""
+def _add_train_args(p: argparse.ArgumentParser, cls: type[RunConfig] = TrainConfig) -> None:
+    """`facegan train` (or `translate train`) options: one per option field of the run config
+    class `cls` and its model config."""
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,
                    help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
-    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(PRESETS)}")
-    for f in all_options():
+    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(presets_for(cls))}")
+    for f in all_options(cls):
         flag = f"--{f.name.replace('_', '-')}"
         text = f"{f.metadata['help']} [default: {shown_default(f)}]".replace("%", "%%")
         if option_type(f) is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
-    p.add_argument("--nproc", type=count(1), default=1,
-                   help="data-parallel processes (torchrun), one per GPU [default: 1]")
+    if cls is TrainConfig:
+        p.add_argument("--nproc", type=count(1), default=1,
+                       help="data-parallel processes (torchrun), one per GPU [default: 1]")
 
 
-def given_options(a: argparse.Namespace) -> dict:
-    """The options given on the command line (nested, None left out)."""
-    return nest_options({f.name: getattr(a, f.name) for f in all_options()})
+def given_options(a: argparse.Namespace, cls: type[RunConfig] = TrainConfig) -> dict:
+    """The options of run config class `cls` given on the command line (nested, None left out)."""
+    return nest_options({f.name: getattr(a, f.name) for f in all_options(cls)}, cls)
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -49,7 +60,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 def cmd_prepare(a: argparse.Namespace) -> int:
     from facegan.prepare import prepare
 
-    prepare(a.source, a.out, resolution=a.resolution, workers=a.workers, limit=a.limit)
+    prepare(a.source, a.out, resolution=a.resolution, workers=a.workers, limit=a.limit, attributes=a.attributes)
     return 0
 
 
@@ -75,13 +86,40 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def print_progress(step: int, total: int, m: dict) -> None:
-    """One progress line: step, losses, D outputs, img/s and ETA."""
+    """One progress line: step, losses, D outputs (or the cycle and identity losses of an
+    attribute swap), img/s and ETA."""
+    middle = (f"cycle {m['cycle']:.3f} identity {m['identity']:.3f}" if "cycle" in m
+              else f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}")
     print(
         f"step {step}/{total} ({100 * step / total:.1f}%) loss_d {m['loss_d']:.3f} "
-        f"loss_g {m['loss_g']:.3f} D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f} "
-        f"{m['img_per_s']:.0f} img/s ETA {_fmt_eta(m['eta_s'])}",
+        f"loss_g {m['loss_g']:.3f} {middle} {m['img_per_s']:.0f} img/s ETA {_fmt_eta(m['eta_s'])}",
         flush=True,
     )
+
+
+def cmd_translate_train(a: argparse.Namespace) -> int:
+    from facegan.runtime import GracefulStop
+    from facegan.train import Hooks
+    from facegan.translate import train_translation, translation_config
+
+    cfg = translation_config(a.dataset, a.run, a.preset, given_options(a, TranslateConfig))
+    with GracefulStop() as stop:
+        hooks = Hooks(progress=print_progress, should_stop=stop.requested,
+                      checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}", flush=True))
+        result = train_translation(cfg, hooks)
+    if stop.signal is not None:
+        print(f"interrupted by signal {stop.signal} at step {result.step}; checkpoint {result.checkpoint}",
+              file=sys.stderr)
+        return 128 + stop.signal
+    print(f"done: step {result.step}/{result.total}, checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_translate_apply(a: argparse.Namespace) -> int:
+    from facegan.translate import apply
+
+    apply(a.run, a.input, a.out, a.direction, device=a.device)
+    return 0
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
@@ -136,9 +174,12 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
+    from facegan.attributes import TABLE_NAME
     from facegan.synthetic import make_faces
 
-    print(f"wrote {a.count} synthetic faces to {make_faces(a.out, a.count, a.seed)}")
+    folder = make_faces(a.out, a.count, a.seed, makeup=a.makeup)
+    table = f" and their attributes to {folder.parent / TABLE_NAME}" if a.makeup is not None else ""
+    print(f"wrote {a.count} synthetic faces to {folder}{table}")
     return 0
 
 
@@ -165,8 +206,19 @@ def count(low: int, high: int | None = None):
     return parse
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range, must be in [0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="facegan", description="Train DCGANs on CelebA faces.")
+    parser = Parser(prog="facegan", description="Train DCGANs on CelebA faces, and attribute swaps (CycleGAN).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="raw CelebA (folder or .zip) -> dataset shards + manifest")
@@ -175,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64, help="32, 64 or 128")
     p.add_argument("--workers", type=count(1), default=None, help="processes (default: all cores)")
     p.add_argument("--limit", type=count(1), default=None, help="use only the first N files")
+    p.add_argument("--attributes", default=None,
+                   help="CelebA's list_attr_celeba.txt (a path or s3:// URI): store its labels with the images")
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("train", help="train or resume a run")
@@ -207,7 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--count", type=count(1), default=256)
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
+    p.add_argument("--makeup", type=fraction, default=None,
+                   help="share of faces with eye shadow and lipstick; also writes list_attr_celeba.txt beside OUT")
     p.set_defaults(fn=cmd_synth)
+
+    translate = sub.add_parser("translate", help="attribute swap (CycleGAN): train a run, apply it to faces")
+    tsub = translate.add_subparsers(dest="action", required=True)
+    p = tsub.add_parser("train", help="train or resume an attribute-swap run (A = attribute on, B = off)")
+    _add_train_args(p, TranslateConfig)
+    p.set_defaults(fn=cmd_translate_train)
+    p = tsub.add_parser("apply", help="translate a face image or a folder of them with a trained run")
+    p.add_argument("run", help="run URI (uses latest.json) or checkpoint .pt URI")
+    p.add_argument("input", help="an image file or a folder of images (cropped and resized as prepare does)")
+    p.add_argument("out", help="output URI (a folder or s3://...) for <name>.png")
+    p.add_argument("--direction", required=True, choices=("add", "remove"),
+                   help="add the attribute (B -> A) or remove it (A -> B)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(fn=cmd_translate_apply)
     return parser
 
 
@@ -222,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except INPUT_ERRORS as exc:
-        print(f"facegan {args.command}: error: {exc}", file=sys.stderr)
+        command = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
+        print(f"facegan {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

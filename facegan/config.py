@@ -1,9 +1,10 @@
 """One frozen configuration for a training run, passed down from the entry point.
 
-`TrainConfig` holds everything that decides what a run computes; `ModelConfig` the part that
-decides the networks' shapes. Both are immutable, serialise to plain JSON (`to_dict`) and
-validate themselves on construction, so a bad value fails before any heavy work starts with
-a one-line message that names the field.
+`TrainConfig` holds everything that decides what a DCGAN run computes, `ModelConfig` the part
+that decides the networks' shapes; `TranslateConfig` and `CycleModelConfig` are the same for an
+attribute-swap (CycleGAN) run. Both run configs share `RunConfig`'s checks. All are immutable,
+serialise to plain JSON (`to_dict`) and validate themselves on construction, so a bad value
+fails before any heavy work starts with a one-line message that names the field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from facegan.errors import ConfigError  # noqa: F401 - exported here too
 
@@ -36,9 +37,11 @@ def options(cls: type) -> list[dataclasses.Field]:
     return [f for f in fields(cls) if "help" in f.metadata]
 
 
-def all_options() -> list[dataclasses.Field]:
-    """Every option of a training run: the model's, then the rest (their names are unique)."""
-    return [*options(ModelConfig), *options(TrainConfig)]
+def all_options(cls: type | None = None) -> list[dataclasses.Field]:
+    """Every option of a run config class (TrainConfig by default): its model's, then the rest
+    (their names are unique)."""
+    cls = cls or TrainConfig
+    return [*options(cls.model_class), *options(cls)]
 
 
 _OPTION_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "float | None": float}
@@ -54,9 +57,10 @@ def option_type(f: dataclasses.Field) -> type:
     return _OPTION_TYPES[f.type]
 
 
-def nest_options(flat: dict[str, Any]) -> dict[str, Any]:
-    """Option values by flat name (None: not given) -> settings with model fields under "model"."""
-    model = {f.name for f in options(ModelConfig)}
+def nest_options(flat: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
+    """Option values by flat name (None: not given) -> settings with model fields under "model"
+    (the model of run config class `cls`, TrainConfig by default)."""
+    model = {f.name for f in options((cls or TrainConfig).model_class)}
     out: dict[str, Any] = {"model": {}}
     for name, value in flat.items():
         if value is not None:
@@ -103,9 +107,103 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 
+def _check_positive_ints(cfg: Any, names: tuple[str, ...], prefix: str = "") -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{prefix}{name}={value!r} must be a positive integer")
+
+
+class RunConfig:
+    """What both run configs (`TrainConfig`, `TranslateConfig`) share: the checks common to
+    every run, JSON round trips and the comparison a resume makes. Subclasses are frozen
+    dataclasses with `dataset`, `run`, `model` (a `model_class`) and the common options."""
+
+    model_class: ClassVar[type]
+    family: ClassVar[str]  # the model family: its checkpoint parts, presets and networks
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "ckpt_every", "keep_last", "log_every",
+                                                "sample_count")
+    RATES: ClassVar[tuple[str, ...]] = ()  # learning rates, in (0, 1)
+    FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "decay_start")  # in [0, 1)
+
+    def _check_common(self) -> None:
+        """Checks every run config makes, in __post_init__ before its own."""
+        for f in options(type(self)):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}={value!r} must be a finite number")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+        if not self.dataset:
+            raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")
+        if not self.run:
+            raise ConfigError("run is empty; give the run URI (s3://... or a folder)")
+        if isinstance(self.model, dict):  # accepted for convenience, stored as the model class
+            object.__setattr__(self, "model", self.model_class(**self.model))
+        _check_positive_ints(self, self.POSITIVE_INTS)
+        for name in self.RATES:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigError(f"{name}={value!r} must be a number in (0, 1)")
+        for name in self.FRACTIONS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{name}={value!r} must be a number in [0, 1)")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r} must be one of {SCHEDULES}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu' or 'cuda[:N]'")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (the model config nested under "model")."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from `to_dict` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("model"), dict):
+            model_known = {f.name for f in fields(cls.model_class)}
+            bad = sorted(set(data["model"]) - model_known)
+            if bad:
+                raise ConfigError(f"unknown model config field(s): {', '.join(bad)}")
+            data["model"] = cls.model_class(**data["model"])
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """Fields that differ and would change what the run computes, as "name old -> new"
+        (model fields as "model.name"), sorted by name."""
+        def flat(cfg: RunConfig) -> dict[str, Any]:
+            d = cfg.to_dict()
+            return {**{k: v for k, v in d.items() if k != "model"}, **{f"model.{k}": v for k, v in d["model"].items()}}
+
+        mine, theirs = flat(self), flat(other)
+        free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
+        return [f"{k} {mine[k]!r} -> {theirs.get(k)!r}" for k in sorted(mine)
+                if k not in free and k != "run" and mine[k] != theirs.get(k)]
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Everything a training run needs; see README "Training" for the meaning of each field."""
+
+    model_class: ClassVar[type] = ModelConfig
+    family: ClassVar[str] = "dcgan"
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = (*RunConfig.POSITIVE_INTS, "r1_every", "fid_samples")
+    RATES: ClassVar[tuple[str, ...]] = ("lr_g", "lr_d")
+    FRACTIONS: ClassVar[tuple[str, ...]] = (*RunConfig.FRACTIONS, "ema_decay")
 
     dataset: str
     run: str
@@ -142,43 +240,11 @@ class TrainConfig:
     precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
     def __post_init__(self) -> None:
-        for f in options(TrainConfig):
-            value = getattr(self, f.name)
-            if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{f.name}={value!r} must be a finite number")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
-        if not self.dataset:
-            raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")
-        if not self.run:
-            raise ConfigError("run is empty; give the run URI (s3://... or a folder)")
-        if isinstance(self.model, dict):  # accepted for convenience, stored as ModelConfig
-            object.__setattr__(self, "model", ModelConfig(**self.model))
-        for name in ("steps", "batch_size", "ckpt_every", "keep_last", "log_every", "sample_count",
-                     "r1_every", "fid_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
-        for name in ("lr_g", "lr_d"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ConfigError(f"{name}={value!r} must be a number in (0, 1)")
-        for name in ("beta1", "beta2", "ema_decay", "decay_start"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ConfigError(f"{name}={value!r} must be a number in [0, 1)")
+        self._check_common()
         if not 0.5 < self.label_smoothing <= 1.0:
             raise ConfigError(
                 f"label_smoothing={self.label_smoothing!r} is the real-label target, in (0.5, 1]"
             )
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"lr_schedule={self.lr_schedule!r} must be one of {SCHEDULES}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu' or 'cuda[:N]'")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r} must be one of {LOSSES}")
         bad = [a for a in self.augment_list if a not in AUGMENTS]
@@ -202,38 +268,79 @@ class TrainConfig:
         """DiffAugment policies, in order."""
         return [a.strip() for a in self.augment.split(",") if a.strip()]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the model config nested under "model")."""
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from `to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        data = dict(data)
-        if isinstance(data.get("model"), dict):
-            model_known = {f.name for f in fields(ModelConfig)}
-            bad = sorted(set(data["model"]) - model_known)
-            if bad:
-                raise ConfigError(f"unknown model config field(s): {', '.join(bad)}")
-            data["model"] = ModelConfig(**data["model"])
-        return cls(**data)
+@dataclass(frozen=True)
+class CycleModelConfig:
+    """Shape of the CycleGAN networks (facegan.cyclegan): two ResNet generators, two PatchGANs.
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+    resolution: image side (32, 64 or 128); ngf/ndf: base widths; blocks: residual blocks of
+    each generator; d_layers: stride-2 layers of each PatchGAN (0: by resolution, 1/2/3 at
+    32/64/128 px, patches of 16/34/70 px).
+    """
 
-    def differences(self, other: TrainConfig) -> list[str]:
-        """Fields that differ and would change what the run computes, as "name old -> new"
-        (model fields as "model.name"), sorted by name."""
-        def flat(cfg: TrainConfig) -> dict[str, Any]:
-            d = cfg.to_dict()
-            return {**{k: v for k, v in d.items() if k != "model"}, **{f"model.{k}": v for k, v in d["model"].items()}}
+    resolution: int = option(64, "image side in pixels: 32, 64 or 128", "the dataset's")
+    ngf: int = option(64, "generator base width (the first 7x7 convolution's channels)")
+    ndf: int = option(64, "PatchGAN base width (channels of its first layer)")
+    blocks: int = option(6, "residual blocks per generator (CycleGAN: 6 up to 128 px, 9 at 256)")
+    d_layers: int = option(0, "PatchGAN stride-2 layers (0: 1, 2, 3 at 32, 64, 128 px: 16, 34, 70 px patches)")
 
-        mine, theirs = flat(self), flat(other)
-        free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
-        return [f"{k} {mine[k]!r} -> {theirs[k]!r}" for k in sorted(mine)
-                if k not in free and k != "run" and mine[k] != theirs[k]]
+    def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            raise ConfigError(
+                f"model.resolution={self.resolution!r} is not supported; choose one of {RESOLUTIONS}"
+            )
+        _check_positive_ints(self, ("ngf", "ndf", "blocks"), "model.")
+        if isinstance(self.d_layers, bool) or not isinstance(self.d_layers, int) or not 0 <= self.d_layers <= 4:
+            raise ConfigError(f"model.d_layers={self.d_layers!r} must be 0 (by resolution) or 1..4")
+
+    @property
+    def patch_layers(self) -> int:
+        """The PatchGAN's stride-2 layers: d_layers, or by resolution."""
+        return self.d_layers or {32: 1, 64: 2, 128: 3}[self.resolution]
+
+
+@dataclass(frozen=True)
+class TranslateConfig(RunConfig):
+    """An attribute-swap run (CycleGAN): domain A = images with `attribute`, B = without."""
+
+    model_class: ClassVar[type] = CycleModelConfig
+    family: ClassVar[str] = "cyclegan"
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = RunConfig.POSITIVE_INTS
+    RATES: ClassVar[tuple[str, ...]] = ("lr",)
+
+    dataset: str
+    run: str
+    attribute: str = option("Heavy_Makeup", "the CelebA attribute that splits the dataset: A = on, B = off")
+    model: CycleModelConfig = field(default_factory=CycleModelConfig)
+    steps: int = option(40_000, "training steps (one update of both generators, then of both PatchGANs)")
+    batch_size: int = option(16, "images per domain per step (at most pool_size when the pool is on)")
+    lr: float = option(2e-4, "Adam learning rate of the generators and the PatchGANs")
+    beta1: float = option(0.5, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    lr_schedule: str = option("linear", "linear: constant until decay_start x steps, then linearly to zero "
+                                        "(CycleGAN's); or constant")
+    decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
+    lambda_cycle: float = option(10.0, "weight of the cycle-consistency L1 loss (both directions)")
+    lambda_identity: float = option(0.5, "identity L1 loss weight, as a fraction of lambda_cycle (0: off)")
+    pool_size: int = option(50, "past fakes each PatchGAN also sees (CycleGAN's image pool; 0: off)")
+    ckpt_every: int = option(500, "checkpoint (full state, translation grid, metrics, loss plot) every N steps")
+    keep_last: int = option(3, "newest checkpoints kept")
+    log_every: int = option(50, "progress line and metrics row every N steps")
+    sample_count: int = option(8, "fixed real faces per domain in each checkpoint's translation grid")
+    seed: int = option(0, "random seed (initial weights, batches, pool)")
+    device: str = option("auto", DEVICE_HELP)
+    max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time")
+    precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        if not self.attribute or not isinstance(self.attribute, str):
+            raise ConfigError("attribute is empty; name a CelebA attribute, e.g. Heavy_Makeup")
+        for name in ("lambda_cycle", "lambda_identity"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")
+        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 0:
+            raise ConfigError(f"pool_size={self.pool_size!r} must be 0 (off) or a positive integer")
+        if self.pool_size and self.batch_size > self.pool_size:
+            raise ConfigError(f"batch_size={self.batch_size} must be at most pool_size={self.pool_size} "
+                              "(each fake swaps with a distinct stored one)")

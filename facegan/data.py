@@ -3,8 +3,10 @@
 Layout under a dataset URI::
 
     manifest.json            format, version, resolution, count, shards, source, skipped, id
+                             (and "attributes": names, file, sha256 when prepared with labels)
     shard-<build>-00000.npy  uint8 array (N, H, W, 3), numpy .npy format (the manifest names them)
     shard-<build>-00001.npy  ...
+    attributes-<build>.npy   optional: bool (N, K) CelebA attribute labels, rows as the images'
 
 `load()` verifies the manifest and every shard's sha256 and returns one uint8 tensor
 (N, H, W, 3); `BatchSampler` draws batches from it on the device.
@@ -29,10 +31,16 @@ FORMAT = "facegan-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_NAME = re.compile(r"shard-(?:[0-9a-f]{8}-)?\d{5}\.npy")  # a build's shards, and the older layout
+ATTRIBUTES_NAME = "attributes"  # attributes-<build>.npy: bool (N, K) labels in row order, optional
+
+
 def manifest_id(manifest: dict) -> str:
-    """Content id of a dataset: sha256 over resolution and the shard hashes (first 16 hex)."""
-    key = json.dumps([manifest["resolution"], [s["sha256"] for s in manifest["shards"]]])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    """Content id of a dataset: sha256 over resolution, the shard hashes and, when the dataset
+    has labels, their hash (first 16 hex)."""
+    parts = [manifest["resolution"], [s["sha256"] for s in manifest["shards"]]]
+    if "attributes" in manifest:
+        parts.append(manifest["attributes"]["sha256"])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ loading
@@ -64,6 +72,12 @@ def read_manifest(store: Store) -> dict:
         raise DatasetError(f"{where}: resolution {m['resolution']} / count {m['count']} is not a usable dataset")
     if sum(s.get("count", 0) for s in m["shards"]) != m["count"]:
         raise DatasetError(f"{where}: shard counts do not add up to count={m['count']}")
+    a = m.get("attributes")
+    if a is not None and not (isinstance(a, dict) and isinstance(a.get("names"), list) and a["names"]
+                              and all(isinstance(n, str) for n in a["names"])
+                              and isinstance(a.get("file"), str) and a["file"].startswith(f"{ATTRIBUTES_NAME}-")
+                              and isinstance(a.get("sha256"), str) and len(a["sha256"]) == 64):
+        raise DatasetError(f"{where}: attributes is not a labels record (names, file attributes-*.npy, sha256)")
     if m.get("id") != manifest_id(m):
         raise DatasetError(f"{where}: id does not match the shard hashes")
     return m
@@ -133,6 +147,39 @@ def load(
     return out.to(device), m
 
 
+def load_rows(uri: str, manifest: dict, rows: list[int]) -> torch.Tensor:
+    """Only the images at `rows` (uint8 (len(rows), H, W, 3), in that order), reading just the
+    shards that hold them (hash-checked): a few faces of a large dataset, e.g. for a gallery."""
+    store, res = open_store(uri), manifest["resolution"]
+    out = torch.empty((len(rows), res, res, 3), dtype=torch.uint8)
+    at = 0
+    for shard in manifest["shards"]:
+        wanted = [(i, r - at) for i, r in enumerate(rows) if at <= r < at + shard["count"]]
+        if wanted:
+            arr = _read_shard(store, shard, res, None)
+            for i, r in wanted:
+                out[i] = torch.from_numpy(arr[r])
+        at += shard["count"]
+    return out
+
+
+def load_attributes(uri: str, manifest: dict) -> tuple[list[str], np.ndarray]:
+    """The dataset's labels: (attribute names, bool array (N, K) in the images' row order),
+    hash-checked; a dataset prepared without an attribute table is a DatasetError."""
+    store = open_store(uri)
+    a = manifest.get("attributes")
+    if a is None:
+        raise DatasetError(f"{store.uri()} has no attributes; prepare it with --attributes list_attr_celeba.txt")
+    data = store.get_bytes(a["file"])
+    if hashlib.sha256(data).hexdigest() != a["sha256"]:
+        raise DatasetError(f"{store.uri(a['file'])}: sha256 mismatch, the labels are corrupt")
+    labels = np.load(io.BytesIO(data), allow_pickle=False)
+    if labels.dtype != np.bool_ or labels.shape != (manifest["count"], len(a["names"])):
+        raise DatasetError(f"{store.uri(a['file'])}: shape {labels.shape} {labels.dtype}, manifest says "
+                           f"({manifest['count']}, {len(a['names'])}) bool")
+    return list(a["names"]), labels
+
+
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1], the networks' input range."""
     return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
@@ -146,15 +193,17 @@ class BatchSampler:
     flipped horizontally, and pixels are scaled to [-1, 1] as float (N, 3, H, W).
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, channels_last: bool = False) -> None:
+    def __init__(self, images: torch.Tensor, batch_size: int, channels_last: bool = False,
+                 rows: torch.Tensor | None = None) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise DatasetError(f"images must be uint8 (N, H, W, 3), got {tuple(images.shape)} {images.dtype}")
         self.images = images
+        self.rows = rows  # draw only these rows (a domain of a labelled dataset), None: all; no copy
         self.batch_size = batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images) if self.rows is None else len(self.rows)
 
     def sample(self, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
         """One batch (B, 3, H, W) float32 in [-1, 1], or slice `rank` of `size` equal slices of it.
@@ -164,7 +213,9 @@ class BatchSampler:
         """
         rank, size = part
         dev = self.images.device
-        idx = torch.randint(0, len(self.images), (self.batch_size,), device=dev)
+        idx = torch.randint(0, len(self), (self.batch_size,), device=dev)
+        if self.rows is not None:
+            idx = self.rows[idx]
         flip = torch.rand(self.batch_size, device=dev) < 0.5
         if size > 1:
             n = self.batch_size // size

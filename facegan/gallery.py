@@ -8,6 +8,8 @@ Layout under the store root::
     galleries/YYYY-MM-DD/faces/NNN.png     single faces (fixed, then fresh)
     galleries/YYYY-MM-DD/interpolation.png latent walk between two fixed seeds
     galleries/YYYY-MM-DD/loss.png          the run's loss curve (when it has one)
+    galleries/YYYY-MM-DD/translations/RUN/*.png  per finished attribute-swap run: real faces of
+                                           each domain, their translations, the cycle back
     galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, images
     galleries/index.html                   every night, newest first
     galleries/latest/...                   copy of the newest night
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
 from facegan import runfolder
-from facegan.errors import GalleryError  # noqa: F401 - exported here too
+from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
 from facegan.images import fid_curve_png, to_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
 from facegan.storage import Store, open_store
@@ -62,8 +64,8 @@ def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
     for name in names:
         run = runs.child(name)
         latest = ckpt.read_pointer(run, ckpt.LATEST)
-        if latest is None:
-            continue
+        if latest is None or runfolder.family(runfolder.read_config(run) or {}) != "dcgan":
+            continue  # attribute swaps have their own sections
         best = ckpt.read_pointer(run, ckpt.BEST)
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
         source = Source(run.root, chosen["key"], chosen["step"], which)
@@ -80,9 +82,43 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
     return list(range(base, base + count))
 
 
+def translation_sections(store: Store, count: int) -> tuple[list[dict], dict[str, bytes]]:
+    """A section per finished attribute-swap run under `runs/`: the first `count` real faces of
+    each domain beside their translations and cycle reconstructions, a PNG strip per row
+    (`translations/<run>/<row>.png`). A run whose checkpoint or dataset cannot be read gets a
+    section that says why, instead of failing the night. Returns (sections, files)."""
+    from facegan.translate import ROWS, gallery_rows
+
+    runs = store.child("runs")
+    sections, files = [], {}
+    for name in sorted({k.split("/", 1)[0] for k in runs.list() if k.endswith("/" + ckpt.LATEST)}):
+        run = runs.child(name)
+        config = runfolder.read_config(run) or {}
+        latest = ckpt.read_pointer(run, ckpt.LATEST)
+        if runfolder.family(config) != "cyclegan" or latest is None or latest["step"] < config.get("steps", 0):
+            continue  # DCGAN runs have the page's main sections; unfinished swaps wait
+        section = {"run": run.root, "name": name, "attribute": config["attribute"], "step": latest["step"],
+                   "checkpoint": run.uri(latest["key"])}
+        try:
+            rows = gallery_rows(ckpt.load_run(run), count)
+        except INPUT_ERRORS as exc:
+            sections.append({**section, "error": str(exc).splitlines()[0]})
+            continue
+        section["rows"] = []
+        for key, images in rows.items():
+            stem, label = ROWS[key]
+            path = f"translations/{name}/{stem}.png"
+            files[path] = to_png(images, nrow=len(images))
+            section["rows"].append({"file": path, "label": label.format(a=config["attribute"]), "count": len(images)})
+        sections.append(section)
+    return sections, files
+
+
 def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
-            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu") -> dict:
-    """Sample the newest (or named run's) generator on `device` and publish the night's gallery.
+            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu",
+            translate_count: int = 8) -> dict:
+    """Sample the newest (or named run's) generator on `device` and publish the night's gallery,
+    with a section per finished attribute-swap run (`translate_count` faces per domain).
 
     Returns the night's manifest (with `index_uri`, the page's URI).
     """
@@ -123,9 +159,12 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "faces": faces,
         "fid": {"latest": fid_rows[-1]["fid"], "best": min(r["fid"] for r in fid_rows),
                 "protocol": fid_rows[-1].get("fid_protocol")} if fid_rows else None,
-        "files": sorted([*files, "index.html", "manifest.json"]),
         "published_at": time.time(),
     }
+    translations, translation_files = translation_sections(store, translate_count)
+    manifest["translations"] = translations
+    files.update(translation_files)
+    manifest["files"] = sorted([*files, "index.html", "manifest.json"])
     files["index.html"] = night_page(manifest).encode()
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
     _replace_prefix(store, night, files)
@@ -173,6 +212,8 @@ figcaption { font-size: 0.75rem; color: var(--muted); text-align: center; }
 .nights { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }
 .nights a { color: inherit; text-decoration: none; display: block; }
 nav a { color: inherit; }
+.strip { margin: 0 0 8px; } .strip img { width: 100%; max-width: 640px; }
+.strip figcaption { text-align: left; font-size: 0.85rem; }
 """
 
 
@@ -216,9 +257,27 @@ def night_page(m: dict) -> str:
         f'<h2>Single faces</h2><div class="faces">{faces}</div>'
         "<h2>Latent interpolation</h2>"
         '<img class="wide" src="interpolation.png" alt="interpolation between two faces">'
-        f"{loss}"
+        f"{loss}{translation_html(m.get('translations') or [])}"
     )
     return _page(f"facegan gallery {m['date']}", body)
+
+
+def translation_html(sections: list[dict]) -> str:
+    """The attribute-swap sections of a night page: per run, a labelled row of faces per strip."""
+    e = html.escape
+    out = ""
+    for t in sections:
+        out += (f'<section class="translation" id="swap-{e(t["name"])}"><h2>Attribute swap: {e(t["attribute"])}</h2>'
+                f'<p class="meta">run <code>{e(t["run"])}</code> at step {t["step"]}, checkpoint '
+                f'<code>{e(t["checkpoint"])}</code></p>')
+        if "error" in t:
+            out += f'<p class="meta">not shown: {e(t["error"])}</p></section>'
+            continue
+        for row in t["rows"]:
+            out += (f'<figure class="strip"><figcaption>{e(row["label"])}</figcaption>'
+                    f'<img src="{e(row["file"])}" alt="{e(row["label"])}"></figure>')
+        out += "</section>"
+    return out
 
 
 def index_page(nights: list[dict]) -> str:

@@ -4,6 +4,7 @@
   one-sided label smoothing) or hinge. BCE-with-logits, never Sigmoid + BCELoss, so autocast is safe.
 - `generator_loss`: non-saturating BCE, or hinge's -D(G(z)).
 - `r1_penalty`: gamma/2 E[|grad_x D(x)|^2] on real images (lazy R1 scales it by its interval).
+- `lsgan_loss`: least-squares GAN loss (CycleGAN's), mean (D(x) - target)^2.
 """
 
 from __future__ import annotations
@@ -35,3 +36,8 @@ def r1_penalty(D, real: torch.Tensor, augment: list[str], gamma: float) -> torch
     logits = D(diff_augment(real, augment))
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.float().square().sum(dim=[1, 2, 3]).mean() * (gamma / 2)
+
+
+def lsgan_loss(outputs: torch.Tensor, target: float) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al., 2017; CycleGAN's): mean (outputs - target)^2, in fp32."""
+    return (outputs.float() - target).square().mean()

@@ -31,9 +31,10 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
-from facegan.data import FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
-from facegan.errors import DatasetError
-from facegan.storage import Store, open_store
+from facegan import attributes as attrs
+from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
+from facegan.errors import DatasetError, StorageError
+from facegan.storage import Store, open_store, split_uri
 
 SHARD_SIZE = 8192
 CELEBA_SIZE = (178, 218)
@@ -42,9 +43,6 @@ CELEBA_SIZE = (178, 218)
 CELEBA_FACE_BOX = (25, 57, 153, 185)
 MAX_PIXELS = 50_000_000  # far above any face photo; a bigger image is refused before decoding
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-
 
 
 # ------------------------------------------------------------------ preparing
@@ -192,13 +190,14 @@ def _list_source(source: Path) -> tuple[list[str], list[dict]]:
     return sorted(n for n in names if not hidden(n)), skipped
 
 
-def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | None, list[dict]]:
+def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | None, list[dict], list[str]]:
     """Worker: process a chunk of files into one shard and write it; returns (shard record or
-    None when no file was usable, skipped records). The main process only collects records."""
+    None when no file was usable, skipped records, the files kept in shard order). The main
+    process only collects records."""
     source, names, resolution, out_uri, shard_name = args
     path = Path(source)
     archive = zipfile.ZipFile(path) if path.suffix.lower() == ".zip" and path.is_file() else None
-    images, skipped = [], []
+    images, skipped, kept = [], [], []
     try:
         for name in names:
             suffix = os.path.splitext(name)[1].lower()
@@ -212,6 +211,7 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
                     with open(os.path.join(source, name), "rb") as f:
                         data = f.read()
                 images.append(process_image(data, resolution, suffix in (".jpg", ".jpeg")))
+                kept.append(name)
             except ValueError as exc:
                 skipped.append({"file": name, "reason": str(exc)})
             except (OSError, zipfile.BadZipFile) as exc:
@@ -223,7 +223,7 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
         if archive:
             archive.close()
     record = write_shard(open_store(out_uri), shard_name, np.stack(images)) if images else None
-    return record, skipped
+    return record, skipped, kept
 
 
 def write_shard(store: Store, name: str, images: np.ndarray) -> dict:
@@ -255,6 +255,25 @@ def write_manifest(store: Store, resolution: int, shards: list[dict], **fields) 
     return manifest
 
 
+def read_attribute_table(uri: str) -> attrs.AttributeTable:
+    """Read and parse an attribute table from a path or store URI; errors name the URI."""
+    parent, key = split_uri(uri)
+    try:
+        text = parent.get_bytes(key).decode("utf-8", errors="replace")
+    except StorageError as exc:
+        raise DatasetError(f"attribute table: {exc}") from None
+    return attrs.parse(text, uri)
+
+
+def write_attributes(store: Store, build: str, table: attrs.AttributeTable, files: list[str], uri: str) -> dict:
+    """Write the labels of `files` (in the dataset's row order) as one bool (N, K) .npy for
+    build `build`; returns the manifest's "attributes" record (naming the table's `uri`)."""
+    name = f"{ATTRIBUTES_NAME}-{build}.npy"
+    data = _npy_bytes(np.stack([table.rows[os.path.basename(f)] for f in files]).astype(bool))
+    store.put_bytes(name, data)
+    return {"names": list(table.names), "file": name, "sha256": hashlib.sha256(data).hexdigest(), "table": uri}
+
+
 @dataclass(frozen=True)
 class PrepareResult:
     """What `prepare` wrote: the manifest and where."""
@@ -268,6 +287,7 @@ class PrepareResult:
         return (
             f"prepared {m['count']} images at {m['resolution']}px into {len(m['shards'])} "
             f"shard(s) at {self.uri}; skipped {len(m['skipped'])}"
+            + (f"; {len(m['attributes']['names'])} attributes per image" if "attributes" in m else "")
         )
 
 
@@ -280,11 +300,15 @@ def prepare(
     limit: int | None = None,
     log=print,
     source_label: str | None = None,
+    attributes: str | None = None,
 ) -> PrepareResult:
     """Build a dataset at `out_uri` from a folder or .zip of face images.
 
     `workers` defaults to the number of cores; `limit` keeps only the first N files (sorted).
     Bad files are skipped and listed in the manifest; an input with no usable image is an error.
+    `attributes`: URI (path or s3://) of a CelebA `list_attr_celeba.txt`; its labels are stored
+    with the images in row order (see facegan.data). Images without a row are skipped, rows
+    without an image are listed as skipped too.
     """
     from facegan.config import RESOLUTIONS
 
@@ -294,9 +318,16 @@ def prepare(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise DatasetError(f"{name}={value!r} must be a positive integer")
     source = Path(source).expanduser()
+    table = read_attribute_table(attributes) if attributes else None  # a bad table fails before any work
     names, unlisted = _list_source(source)
     if limit is not None:
         names = names[:limit]
+    if table is not None:  # an image the table does not label cannot be in a labelled dataset
+        labelled = [n for n in names if os.path.basename(n) in table.rows
+                    or os.path.splitext(n)[1].lower() not in IMAGE_SUFFIXES]
+        unlisted += [{"file": n, "reason": f"no row in the attribute table {attributes}"}
+                     for n in names if n not in set(labelled)]
+        names = labelled
     if not names:
         raise DatasetError(f"{source}: empty input, no files found"
                            + (f" ({len(unlisted)} unreadable: {unlisted[0]['file']})" if unlisted else ""))
@@ -308,14 +339,16 @@ def prepare(
             for i in range(0, len(names), per_shard)]
     shards: list[dict] = []
     skipped: list[dict] = list(unlisted)
+    kept: list[str] = []  # the dataset's files in row order
     started = time.perf_counter()
 
     # each job decodes its files and writes its own shard; map() keeps the records in order
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
     try:
         results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
-        for done, (record, skips) in enumerate(results, 1):
+        for done, (record, skips, files) in enumerate(results, 1):
             skipped += skips
+            kept += files
             if record:
                 shards.append(record)
             if done % 10 == 0 or done == len(jobs):
@@ -324,22 +357,29 @@ def prepare(
         if not shards:
             reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
             raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
+        labels = {}
+        if table is not None:
+            labels = {"attributes": write_attributes(store, build, table, kept, attributes)}
+            if limit is None:  # with a limit, rows past it are expected to have no image
+                present = {os.path.basename(n) for n in names}
+                skipped += [{"file": f, "reason": "attribute row without an image in the source"}
+                            for f in table.rows if f not in present]
         manifest = write_manifest(  # the switch: from here on readers see this build
-            store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped,
+            store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped, **labels,
             crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
             resize="PIL Lanczos (antialiased)",
         )
     except BaseException:  # this build failed: drop what it wrote; the dataset there stays as it was
         for key in store.list():
-            if key.startswith(f"shard-{build}-"):
+            if key.startswith((f"shard-{build}-", f"{ATTRIBUTES_NAME}-{build}")):
                 store.delete(key)
         raise
     finally:
         if pool:
             pool.shutdown()
-    current = {s["name"] for s in shards}
-    for key in store.list():  # the manifest now names this build: earlier builds' shards go
-        if SHARD_NAME.fullmatch(key) and key not in current:
+    current = {s["name"] for s in shards} | ({labels["attributes"]["file"]} if labels else set())
+    for key in store.list():  # the manifest now names this build: earlier builds' shards and labels go
+        if (SHARD_NAME.fullmatch(key) or key.startswith(f"{ATTRIBUTES_NAME}-")) and key not in current:
             store.delete(key)
     result = PrepareResult(store.root, manifest)
     log(result.summary)

@@ -5,6 +5,7 @@
 - `dcgan64-plus`: dcgan64 + EMA generator, DiffAugment (color, translation, cutout), spectral
   norm in D, lazy R1, and best-by-FID checkpoints (FID every 5,000 steps on 10k samples).
 - `dcgan128`: the deeper 128x128 seed extension (one more block on each side), linear LR decay.
+- `cyclegan64`, `cyclegan128` (TRANSLATE_PRESETS): the attribute-swap CycleGAN at 64 and 128 px.
 """
 
 from __future__ import annotations
@@ -36,11 +37,32 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str) -> dict[str, Any]:
-    """The settings of a named preset (a copy); an unknown name is a ConfigError."""
-    if name not in PRESETS:
-        raise ConfigError(f"preset={name!r} is unknown; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[name]
+# Attribute-swap (CycleGAN) runs: the CycleGAN recipe at 64 and 128 px (6 residual blocks, LSGAN,
+# cycle 10, identity 0.5, Adam 2e-4/0.5, pool 50, linear decay over the second half).
+TRANSLATE_PRESETS: dict[str, dict[str, Any]] = {
+    "cyclegan64": {
+        "model": {"resolution": 64, "ngf": 64, "ndf": 64, "blocks": 6},
+        "batch_size": 16, "steps": 40_000, "lr_schedule": "linear", "decay_start": 0.5, "ckpt_every": 1000,
+    },
+    "cyclegan128": {
+        "model": {"resolution": 128, "ngf": 64, "ndf": 64, "blocks": 6},
+        "batch_size": 8, "steps": 60_000, "lr_schedule": "linear", "decay_start": 0.5, "ckpt_every": 1000,
+    },
+}
+
+
+def presets_for(cls: type) -> dict[str, dict[str, Any]]:
+    """The preset table of a run config class, by its model family."""
+    return {"dcgan": PRESETS, "cyclegan": TRANSLATE_PRESETS}[cls.family]
+
+
+def preset(name: str, table: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The settings of a named preset of `table` (PRESETS by default), a copy; an unknown name
+    is a ConfigError."""
+    table = PRESETS if table is None else table
+    if name not in table:
+        raise ConfigError(f"preset={name!r} is unknown; choose one of {', '.join(table)}")
+    p = table[name]
     return {**p, "model": dict(p["model"])}
 
 
@@ -50,13 +72,14 @@ SESSION_FIELDS = ("dataset", "run", "device", "max_seconds")
 
 
 def resolve(name: str | None, overrides: dict[str, Any], saved: dict[str, Any] | None = None,
-            dataset_resolution: int | None = None) -> dict[str, Any]:
+            dataset_resolution: int | None = None, table: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Settings for a run, lowest precedence first: the run's saved config (`saved`, resuming),
-    the preset `name`, the explicit `overrides`; model fields are merged, not replaced. A model
-    resolution that none of them gives is the dataset's (`dataset_resolution`)."""
+    the preset `name` (of `table`, PRESETS by default), the explicit `overrides`; model fields
+    are merged, not replaced. A model resolution that none of them gives is the dataset's
+    (`dataset_resolution`)."""
     base = {k: v for k, v in (saved or {}).items() if k not in SESSION_FIELDS}
     base["model"] = dict(base.get("model", {}))
-    for layer in (preset(name) if name else {}, overrides):
+    for layer in (preset(name, table) if name else {}, overrides):
         base.update({k: v for k, v in layer.items() if k != "model"})
         base["model"].update(layer.get("model", {}))
     if "resolution" not in base["model"] and dataset_resolution is not None:

@@ -3,6 +3,8 @@
 CelebA cannot be downloaded here; `make_faces` draws cartoon faces (skin-toned oval, hair, eyes,
 brows, nose, mouth; random tones, sizes and positions) as 178x218 JPEGs named like CelebA's
 `img_align_celeba/000001.jpg`, so `prepare` takes the same code path it takes on real data.
+With `makeup`, some faces wear eye shadow and lipstick and `list_attr_celeba.txt` labels them,
+for the attribute-swap (CycleGAN) model.
 """
 
 from __future__ import annotations
@@ -10,14 +12,24 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from facegan.attributes import CELEBA_ATTRIBUTES, TABLE_NAME, format_table
 
 SKIN = [(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36)]
 HAIR = [(20, 20, 20), (90, 56, 37), (165, 107, 70), (230, 200, 140), (120, 120, 120)]
+EYE_SHADOW = [(110, 40, 160), (40, 90, 200), (30, 150, 120)]
+LIPSTICK = [(220, 20, 60), (200, 0, 90), (240, 60, 30)]
+MAKEUP_ATTRIBUTES = ("Heavy_Makeup", "Wearing_Lipstick")  # what a synthetic face with makeup is labelled
 
 
-def draw_face(rng: random.Random, size: tuple[int, int] = (178, 218)) -> Image.Image:
-    """One cartoon face centred where aligned CelebA puts faces."""
+def draw_face(rng: random.Random, size: tuple[int, int] = (178, 218), makeup: bool | None = None) -> Image.Image:
+    """One cartoon face centred where aligned CelebA puts faces.
+
+    `makeup` True/False draws the face with or without eye shadow and lipstick; both draw the
+    same random numbers, so one `rng` state gives the same face either way (a pair that differs
+    only in the attribute). None: no makeup and the random stream of earlier versions."""
     w, h = size
     bg = tuple(rng.randint(40, 220) for _ in range(3))
     img = Image.new("RGB", size, bg)
@@ -38,14 +50,34 @@ def draw_face(rng: random.Random, size: tuple[int, int] = (178, 218)) -> Image.I
     mw, my = rng.randint(12, 22), cy + fh // 2
     smile = rng.randint(-4, 8)
     d.arc((cx - mw, my - 6 - smile, cx + mw, my + 6 + smile), 10, 170, fill=(150, 40, 50), width=3)
+    if makeup is not None:
+        shadow, lipstick = rng.choice(EYE_SHADOW), rng.choice(LIPSTICK)  # drawn either way
+        if makeup:
+            for sx in (-1, 1):  # eye shadow on the lid, between brow and eye
+                ex = cx + sx * eye_dx
+                d.ellipse((ex - 12, eye_y - 12, ex + 12, eye_y - 3), fill=shadow)
+            d.ellipse((cx - mw - 2, my - 7, cx + mw + 2, my + 9 + max(smile, 0)), fill=lipstick)  # full lips
     return img.filter(ImageFilter.GaussianBlur(0.8))
 
 
-def make_faces(folder: str | Path, count: int, seed: int = 0) -> Path:
-    """Write `count` synthetic faces as CelebA-style JPEGs into `folder`; returns the folder."""
+def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | None = None) -> Path:
+    """Write `count` synthetic faces as CelebA-style JPEGs into `folder`; returns the folder.
+
+    `makeup` (a fraction in [0, 1]): that share of faces wears eye shadow and lipstick, and
+    `list_attr_celeba.txt` is written beside the folder in CelebA's format, Heavy_Makeup and
+    Wearing_Lipstick labelling it (the other 38 attributes are random)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    labels = random.Random(seed + 1)
+    rows = {}
     for i in range(1, count + 1):
-        draw_face(rng).save(folder / f"{i:06d}.jpg", quality=90)
+        on = None if makeup is None else labels.random() < makeup
+        draw_face(rng, makeup=on).save(folder / f"{i:06d}.jpg", quality=90)
+        if on is not None:
+            row = np.array([labels.random() < 0.5 for _ in CELEBA_ATTRIBUTES])
+            row[[CELEBA_ATTRIBUTES.index(a) for a in MAKEUP_ATTRIBUTES]] = on
+            rows[f"{i:06d}.jpg"] = row
+    if makeup is not None:
+        (folder.parent / TABLE_NAME).write_text(format_table(CELEBA_ATTRIBUTES, rows))
     return folder

@@ -31,14 +31,15 @@ from facegan import checkpoint as ckpt
 from facegan import data, runfolder
 from facegan import distributed as dist
 from facegan.augment import diff_augment
-from facegan.config import ConfigError, TrainConfig
+from facegan.config import ConfigError, RunConfig, TrainConfig
 from facegan.errors import DivergedError, LeaseError
 from facegan.images import loss_curve_png, to_png
 from facegan.lease import RunLease
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
-from facegan.presets import resolve
+from facegan.presets import presets_for, resolve
 from facegan.runtime import Runtime, seed_everything
+from facegan.schedule import get_lr, set_lr
 from facegan.storage import open_store
 
 
@@ -72,30 +73,20 @@ class TrainResult:
 # ------------------------------------------------------------------ small pure helpers
 
 
-def get_lr(step: int, base_lr: float, cfg: TrainConfig) -> float:
-    """Learning rate for `step` (1-based): constant, or linear decay to zero after decay_start."""
-    if cfg.lr_schedule == "constant":
-        return base_lr
-    start = int(cfg.decay_start * cfg.steps)
-    if step <= start:
-        return base_lr
-    return base_lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - start))
-
-
-def config_for_run(dataset: str, run: str, preset: str | None, given: dict) -> TrainConfig:
-    """The config a run trains with, as the CLI and the train-dcgan flow build it: the run's saved
-    config when it has one (resuming), then `preset`, then the options `given` (nested as
-    `config.nest_options` makes them); the model resolution defaults to the dataset's. Reads only
-    the dataset's manifest and the run's config.json."""
+def config_for_run(dataset: str, run: str, preset: str | None, given: dict, cls: type[RunConfig] = TrainConfig):
+    """The config (a `cls`: TrainConfig, or TranslateConfig) a run trains with, as the CLI and
+    the flows build it: the run's saved config when it has one (resuming), then `preset`, then
+    the options `given` (nested as `config.nest_options` makes them); the model resolution
+    defaults to the dataset's. Reads only the dataset's manifest and the run's config.json."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
-    cfg = TrainConfig.from_dict({"dataset": dataset, "run": run,
-                                 **resolve(preset, given, saved, manifest["resolution"])})
+    cfg = cls.from_dict({"dataset": dataset, "run": run,
+                         **resolve(preset, given, saved, manifest["resolution"], presets_for(cls))})
     check_resolution(cfg, manifest)
     return cfg
 
 
-def check_resolution(cfg: TrainConfig, manifest: dict) -> None:
+def check_resolution(cfg: RunConfig, manifest: dict) -> None:
     """The model's resolution is the dataset's, or a ConfigError naming both."""
     if manifest["resolution"] != cfg.model.resolution:
         raise ConfigError(f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
@@ -263,7 +254,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             if rows:
                 files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
             state = ckpt.make_state(
-                step, cfg.to_dict(), manifest["id"],
+                step, cfg.to_dict(), manifest["id"], cfg.family,
                 **{key: obj.state_dict() for key, obj in parts.items()},
             )
             writer.save(state, files, metric=metric)
@@ -282,10 +273,8 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                 while step < cfg.steps:
                     step += 1
                     lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
-                    for group in opt_g.param_groups:
-                        group["lr"] = lr_g
-                    for group in opt_d.param_groups:
-                        group["lr"] = lr_d
+                    set_lr(opt_g, lr_g)
+                    set_lr(opt_d, lr_d)
 
                     # --- the step; the first compiled one is timed apart, and falls back to eager ----
                     if cfg.compile and result.compile_seconds is None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 
+from facegan.config import all_options, option_type, shown_default
 from facegan.errors import INPUT_ERRORS, ConfigError, StorageError
 
 
@@ -40,3 +42,27 @@ def artifact_key(*parts: str) -> str:
     """An artifact key from free text: lowercase letters, digits and dashes."""
     text = "-".join(parts).lower()
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100] or "facegan"
+
+
+def check_run_name(run_name: str) -> None:
+    """A run name is a single safe path part, or a ConfigError naming it."""
+    if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
+        raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
+
+
+def with_option_parameters(fn, cls: type) -> inspect.Signature:
+    """Give flow function `fn(..., **options)` its parameters: the fixed ones it declares, then
+    one keyword per option of run config class `cls` (facegan.config's option table), typed,
+    defaulting to None (= not given); its docstring gains their help. Prefect reads this
+    signature for the deployment's parameter schema and binds run parameters against it.
+    Returns the signature."""
+    fixed = list(inspect.signature(fn).parameters.values())[:-1]
+    signature = inspect.Signature([
+        *fixed,
+        *[inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option_type(f) | None)
+          for f in all_options(cls)],
+    ])
+    fn.__signature__ = signature
+    fn.__doc__ += "\n    Args:\n" + "".join(
+        f"        {f.name}: {f.metadata['help']} (default: {shown_default(f)})\n" for f in all_options(cls))
+    return signature

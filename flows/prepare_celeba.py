@@ -46,15 +46,16 @@ def existing_manifest(dataset_uri: str) -> dict | None:
 
 @task
 def build(source: str, dataset_uri: str, resolution: int, limit: int | None, workers: int | None,
-          label: str) -> dict:
+          label: str, attributes: str | None = None) -> dict:
     return prepare(source, dataset_uri, resolution=resolution, limit=limit, workers=workers,
-                        source_label=label).manifest
+                   source_label=label, attributes=attributes).manifest
 
 
 @flow(name="prepare-celeba", log_prints=True)
 def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: int | None = None,
-                   workers: int | None = None, force: bool = False):
-    """Crop, resize, validate and shard raw CelebA into `dataset_uri`; skip if already built."""
+                   workers: int | None = None, force: bool = False, attributes: str | None = None):
+    """Crop, resize, validate and shard raw CelebA into `dataset_uri`; skip if already built.
+    `attributes`: CelebA's list_attr_celeba.txt (a path or s3:// URI), stored with the images."""
     try:
         if not source:
             raise ConfigError("source is empty; give img_align_celeba/ (folder, .zip or s3:// URI)")
@@ -65,14 +66,14 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
         if limit is not None and limit < 1:
             raise ConfigError(f"limit={limit} must be a positive integer")
         found = existing_manifest(dataset_uri)
-        same = found and (found.get("source"), found.get("resolution"), found.get("limit")) == (
-            source, resolution, limit)
+        same = found and (found.get("source"), found.get("resolution"), found.get("limit"),
+                          (found.get("attributes") or {}).get("table")) == (source, resolution, limit, attributes)
         if same and not force:
             print(f"dataset {dataset_uri} already built from {source} ({found['count']} images); not rebuilt")
             return found
         with tempfile.TemporaryDirectory(prefix="facegan-raw-") as tmp:
             local = download_source(source, tmp) if source.startswith("s3://") else source
-            manifest = build(local, dataset_uri, resolution, limit, workers, source)
+            manifest = build(local, dataset_uri, resolution, limit, workers, source, attributes)
     except INPUT_ERRORS as exc:
         return fail(exc)
     skipped = "\n".join(f"| {s['file']} | {s['reason']} |" for s in manifest["skipped"][:50])
@@ -80,7 +81,8 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
         key=artifact_key("dataset", dataset_uri.rsplit("/", 1)[-1]),
         markdown=(
             f"# Dataset `{dataset_uri}`\n\n{manifest['count']} images at {resolution}px in "
-            f"{len(manifest['shards'])} shard(s), id `{manifest['id']}`, from `{source}`.\n\n"
+            f"{len(manifest['shards'])} shard(s), id `{manifest['id']}`, from `{source}`"
+            + (f", labelled by `{attributes}`" if attributes else "") + ".\n\n"
             f"Skipped {len(manifest['skipped'])} file(s)"
             + (f":\n\n| file | reason |\n|---|---|\n{skipped}\n" if skipped else ".\n")
         ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 
 from prefect import flow, task
@@ -15,11 +14,19 @@ from prefect.artifacts import (
 
 from facegan import checkpoint as ckpt
 from facegan import data, runfolder
-from facegan.config import ConfigError, TrainConfig, all_options, nest_options, option_type, shown_default
+from facegan.config import RunConfig, TrainConfig, TranslateConfig, nest_options
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
 from facegan.train import Hooks, config_for_run, train
-from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient, store_root
+from flows.common import (
+    INPUT_ERRORS,
+    artifact_key,
+    check_run_name,
+    fail,
+    retry_transient,
+    store_root,
+    with_option_parameters,
+)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -44,9 +51,15 @@ def retry_unless_interrupted(task, task_run, state) -> bool:  # noqa: ARG001 - P
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_interrupted)
-def train_model(config: dict) -> dict:
-    """Train until done; a retry resumes from the run's latest.json (at most one interval lost)."""
-    cfg = TrainConfig.from_dict(config)
+def train_model(config: dict, family: str = "dcgan") -> dict:
+    """Train until done; a retry resumes from the run's latest.json (at most one interval lost).
+    `family`: "dcgan" (facegan.train) or "cyclegan" (facegan.translate, an attribute swap)."""
+    if family == "cyclegan":
+        from facegan.translate import train_translation as fit
+
+        cfg = TranslateConfig.from_dict(config)
+    else:
+        fit, cfg = train, TrainConfig.from_dict(config)
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("train", cfg.run.rsplit("/", 1)[-1], "progress"),
         description=f"training {cfg.run}",
@@ -64,7 +77,7 @@ def train_model(config: dict) -> dict:
     with GracefulStop() as stop:
         hooks = Hooks(progress=progress, should_stop=stop.requested,
                       checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}"))
-        result = train(cfg, hooks)
+        result = fit(cfg, hooks)
     if result.stopped:
         raise TrainingInterrupted(f"stopped at step {result.step}: {result.stopped}; "
                                   f"checkpoint {result.checkpoint}")
@@ -72,7 +85,16 @@ def train_model(config: dict) -> dict:
             "metrics": result.metrics[-20:]}
 
 
-def report(cfg: TrainConfig, outcome: dict) -> None:
+# the report's metric columns: (row key, heading, format), per model family
+COLUMNS = {
+    "dcgan": [("loss_d", "loss D", ".3f"), ("loss_g", "loss G", ".3f"), ("d_real", "D(x)", ".2f"),
+              ("d_fake", "D(G(z))", ".2f"), ("img_per_s", "img/s", ".0f")],
+    "cyclegan": [("loss_d", "loss D", ".3f"), ("loss_g", "loss G (GAN)", ".3f"), ("cycle", "cycle L1", ".3f"),
+                 ("identity", "identity L1", ".3f"), ("img_per_s", "img/s", ".0f")],
+}
+
+
+def report(cfg: RunConfig, outcome: dict) -> None:
     """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
     run = open_store(cfg.run)
     step = outcome["step"]
@@ -83,9 +105,10 @@ def report(cfg: TrainConfig, outcome: dict) -> None:
     if fid_rows:  # FID during training: the last scores and the best checkpoint
         fid = "\n\n**FID** " + ", ".join(f"{r['fid']:.2f} (step {r['step']})" for r in fid_rows[-5:])
         fid += f"; best checkpoint `{run.uri(best['key'])}`" if best else ""
-    table = "\n".join(
-        f"| {r['step']} | {r['loss_d']:.3f} | {r['loss_g']:.3f} | {r['d_real']:.2f} | "
-        f"{r['d_fake']:.2f} | {r['img_per_s']:.0f} |" for r in rows[-10:]
+    columns = COLUMNS[cfg.family]
+    head = "| step | " + " | ".join(h for _, h, _ in columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
+    table = head + "\n".join(
+        f"| {r['step']} | " + " | ".join(format(r[k], f) for k, _, f in columns) + " |" for r in rows[-10:]
     )
     name = runfolder.name(cfg.run)
     create_markdown_artifact(
@@ -94,7 +117,6 @@ def report(cfg: TrainConfig, outcome: dict) -> None:
             f"# Run `{name}` finished at step {step}\n\n"
             f"![samples at step {step}]({run.url(runfolder.sample_key(step))})\n\n"
             f"![loss curve]({run.url(runfolder.LOSS_PLOT)})\n\n"
-            "| step | loss D | loss G | D(x) | D(G(z)) | img/s |\n|---|---|---|---|---|---|\n"
             f"{table}{fid}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
             + f"\n\nlatest: `{outcome['checkpoint']}`\n"
         ),
@@ -114,8 +136,7 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
     """
     try:
         # --- every parameter checked before any heavy work --------------------------------
-        if not run_name or not all(c.isalnum() or c in "-_." for c in run_name) or run_name.startswith("."):
-            raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
+        check_run_name(run_name)
         # the dataset's manifest and the run's saved config are read here: no retries for bad input
         cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset, nest_options(options))
         pull_dataset(dataset_uri)
@@ -126,16 +147,5 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
     return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
 
 
-# The flow's parameters: the fixed four, then one keyword per option of the option table
-# (facegan.config), typed, defaulting to None (= not given). Prefect reads this signature for the
-# deployment's parameter schema and binds run parameters against it.
-_fixed = list(inspect.signature(train_dcgan_fn).parameters.values())[:-1]
-FLOW_SIGNATURE = inspect.Signature([
-    *_fixed,
-    *[inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option_type(f) | None)
-      for f in all_options()],
-])
-train_dcgan_fn.__signature__ = FLOW_SIGNATURE
-train_dcgan_fn.__doc__ += "\n    Args:\n" + "".join(
-    f"        {f.name}: {f.metadata['help']} (default: {shown_default(f)})\n" for f in all_options())
+FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, TrainConfig)
 train_dcgan = flow(name="train-dcgan", log_prints=True)(train_dcgan_fn)

@@ -12,8 +12,9 @@ from torch.overrides import TorchFunctionMode
 from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
 from facegan.prepare import prepare
+from facegan.schedule import get_lr
 from facegan.storage import open_store
-from facegan.train import Hooks, get_lr, train
+from facegan.train import Hooks, train
 
 quiet = Hooks(log=lambda *_: None)
 
