@@ -14,7 +14,12 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
   compile       `--compile` trains without falling back to eager
   bf16, fp32    `--precision bf16|fp32` train in that precision
   sigterm       SIGTERM to a `facegan train` process: checkpoint at the stop step, exit 143, resume
-  gallery       the nightly gallery from the resulting runs
+  swap data     synthetic faces with and without makeup and their attribute table, prepared at 64
+                and 128 px with the labels
+  PRESET train  for cyclegan64 and cyclegan128: `facegan translate train --preset PRESET` stopped
+                at a checkpoint step; resume: the same command resumes it; apply: `translate apply`
+  swap bf16     an attribute swap trained under `--precision bf16`
+  gallery       the nightly gallery from the resulting runs, with the attribute swaps' sections
   bench         bench.train_throughput and bench.data_throughput at toy sizes
   ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
 
@@ -46,6 +51,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET_NAMES = ("udacity32", "dcgan64", "dcgan64-plus", "dcgan128")
+SWAP_PRESETS = ("cyclegan64", "cyclegan128")
 
 
 class Skip(Exception):
@@ -125,6 +131,7 @@ class Smoke:
     work: Path
     steps: int = 2
     datasets: dict[int, str] = field(default_factory=dict)
+    swap_datasets: dict[int, str] = field(default_factory=dict)  # with makeup labels
     weights: str = ""
 
     @property
@@ -280,11 +287,69 @@ class Smoke:
         resumed = self.cli(*self.train_args("udacity32", "sigterm", stopped + 2))
         assert f"from step {stopped}" in resumed and self.latest_step("sigterm") == stopped + 2
 
+    def swap_data(self) -> None:
+        from facegan.attributes import TABLE_NAME
+        from facegan.prepare import prepare
+        from facegan.synthetic import make_faces
+
+        raw = make_faces(self.work / "swap-raw" / "img_align_celeba", 24, seed=5, makeup=0.5)
+        for res in (64, 128):
+            uri = f"{self.store}/datasets/swap-{res}"
+            prepare(raw, uri, resolution=res, workers=1, attributes=str(raw.parent / TABLE_NAME), log=lambda *_: None)
+            self.swap_datasets[res] = uri
+
+    def swap_args(self, preset: str, run: str, steps: int, *extra: str) -> list[str]:
+        from facegan.presets import TRANSLATE_PRESETS
+        from facegan.presets import preset as settings
+
+        res = settings(preset, TRANSLATE_PRESETS)["model"]["resolution"]
+        tiny = ["--ngf", "8", "--ndf", "8", "--blocks", "1", "--batch-size", "4"] if self.tiny else []
+        return ["translate", "train", "--preset", preset, "--dataset", self.swap_datasets[res], "--run",
+                self.run_uri(run), "--attribute", "Heavy_Makeup", "--steps", str(steps), "--ckpt-every",
+                str(self.steps), "--log-every", "1", "--sample-count", "4", "--device", self.device, *tiny, *extra]
+
+    def swap_train(self, preset: str) -> None:
+        """The CLI's config for `facegan translate train --preset ...`, trained by the library and
+        stopped half way at a checkpoint step."""
+        from facegan.cli import build_parser, given_options
+        from facegan.config import TranslateConfig
+        from facegan.train import Hooks
+        from facegan.translate import train_translation, translation_config
+
+        a = build_parser().parse_args(self.swap_args(preset, preset, 2 * self.steps))
+        cfg = translation_config(a.dataset, a.run, a.preset, given_options(a, TranslateConfig))
+        logs: list[str] = []
+        polls = iter(range(10**6))
+        result = train_translation(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
+        assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
+        assert result.stopped and result.step == self.steps == self.latest_step(preset), result
+
+    def swap_resume(self, preset: str) -> None:
+        out = self.cli(*self.swap_args(preset, preset, 2 * self.steps))
+        assert f"resuming {self.run_uri(preset)} from step {self.steps}" in out, out[-300:]
+        assert self.latest_step(preset) == 2 * self.steps
+
+    def swap_apply(self, preset: str) -> None:
+        faces = self.work / "swap-raw" / "img_align_celeba"
+        out_dir = self.work / "applied" / preset
+        for direction in ("add", "remove"):
+            self.cli("translate", "apply", self.run_uri(preset), str(faces), str(out_dir / direction),
+                     "--direction", direction, "--device", self.device)
+            assert len(list((out_dir / direction).glob("*.png"))) == 24, direction
+
+    def swap_bf16(self) -> None:
+        out = self.cli(*self.swap_args("cyclegan64", "swap-bf16", self.steps, "--precision", "bf16"))
+        assert f"device {self.expected_device()}, bf16 autocast" in out, out[:300]
+        rows = [json.loads(line) for line in Path(self.run_uri("swap-bf16"), "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(math.isfinite(r["loss_d"]) and math.isfinite(r["cycle"]) for r in rows), rows
+
     def gallery(self) -> None:
         from facegan.gallery import publish
 
         m = publish(self.store, dt.date(2026, 1, 1), run_name="dcgan64", fixed=4, fresh=4, device=self.device)
         assert m["step"] == 2 * self.steps and Path(m["index_uri"]).is_file(), m
+        shown = sorted(t["name"] for t in m["translations"] if "rows" in t)
+        assert shown == sorted([*SWAP_PRESETS, "swap-bf16"]), m["translations"]
 
     def bench(self) -> None:
         """Both benchmarks at toy sizes on the device (their figures mean nothing here)."""
@@ -333,7 +398,17 @@ class Smoke:
             Check("bf16", lambda: self.precision("bf16"), ("data", "device")),
             Check("fp32", lambda: self.precision("fp32"), ("data", "device")),
             Check("sigterm", self.sigterm, ("data", "device")),
-            Check("gallery", self.gallery, ("dcgan64 resume",)),
+            Check("swap data", self.swap_data),
+        ]
+        for p in SWAP_PRESETS:
+            out += [
+                Check(f"{p} train", lambda p=p: self.swap_train(p), ("swap data", "device")),
+                Check(f"{p} resume", lambda p=p: self.swap_resume(p), (f"{p} train",)),
+                Check(f"{p} apply", lambda p=p: self.swap_apply(p), (f"{p} resume",)),
+            ]
+        out += [
+            Check("swap bf16", self.swap_bf16, ("swap data", "device")),
+            Check("gallery", self.gallery, ("dcgan64 resume", *(f"{p} resume" for p in SWAP_PRESETS), "swap bf16")),
             Check("bench", self.bench, ("device",)),
             Check("ddp", self.ddp, ("data", "device")),
         ]

@@ -82,11 +82,12 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
     return list(range(base, base + count))
 
 
-def translation_sections(store: Store, count: int) -> tuple[list[dict], dict[str, bytes]]:
-    """A section per finished attribute-swap run under `runs/`: the first `count` real faces of
-    each domain beside their translations and cycle reconstructions, a PNG strip per row
-    (`translations/<run>/<row>.png`). A run whose checkpoint or dataset cannot be read gets a
-    section that says why, instead of failing the night. Returns (sections, files)."""
+def translation_sections(store: Store) -> tuple[list[dict], dict[str, bytes]]:
+    """A section per finished attribute-swap run under `runs/`: the run's fixed real faces of
+    each domain (its training grids' faces) beside their translations and cycle
+    reconstructions, a PNG strip per row (`translations/<run>/<row>.png`). A run whose
+    checkpoint or dataset cannot be read gets a section that says why, instead of failing the
+    night. Returns (sections, files)."""
     from facegan.translate import ROWS, gallery_rows
 
     runs = store.child("runs")
@@ -100,7 +101,7 @@ def translation_sections(store: Store, count: int) -> tuple[list[dict], dict[str
         section = {"run": run.root, "name": name, "attribute": config["attribute"], "step": latest["step"],
                    "checkpoint": run.uri(latest["key"])}
         try:
-            rows = gallery_rows(ckpt.load_run(run), count)
+            rows = gallery_rows(ckpt.load_run(run))
         except INPUT_ERRORS as exc:
             sections.append({**section, "error": str(exc).splitlines()[0]})
             continue
@@ -115,10 +116,9 @@ def translation_sections(store: Store, count: int) -> tuple[list[dict], dict[str
 
 
 def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
-            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu",
-            translate_count: int = 8) -> dict:
+            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu") -> dict:
     """Sample the newest (or named run's) generator on `device` and publish the night's gallery,
-    with a section per finished attribute-swap run (`translate_count` faces per domain).
+    with a section per finished attribute-swap run.
 
     Returns the night's manifest (with `index_uri`, the page's URI).
     """
@@ -161,7 +161,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
                 "protocol": fid_rows[-1].get("fid_protocol")} if fid_rows else None,
         "published_at": time.time(),
     }
-    translations, translation_files = translation_sections(store, translate_count)
+    translations, translation_files = translation_sections(store)
     manifest["translations"] = translations
     files.update(translation_files)
     manifest["files"] = sorted([*files, "index.html", "manifest.json"])

@@ -153,10 +153,11 @@ def load_generators(state: dict, device: str | torch.device = "cpu") -> dict[str
     return nets
 
 
-def gallery_rows(state: dict, count: int) -> dict[str, torch.Tensor]:
-    """The translation rows of a checkpoint for the first `count` faces of each domain of its
-    dataset (the faces of its training grids), reading only the shards that hold them."""
+def gallery_rows(state: dict) -> dict[str, torch.Tensor]:
+    """The translation rows of a checkpoint for its run's fixed faces (the first sample_count of
+    each domain, as in its training grids), reading only the dataset shards that hold them."""
     cfg = TranslateConfig.from_dict(state["config"])
+    count = cfg.sample_count
     manifest = data.read_manifest(open_store(cfg.dataset))
     names, labels = data.load_attributes(cfg.dataset, manifest)
     rows_a, rows_b = domains(labels, names, cfg.attribute, cfg.dataset)

@@ -4,6 +4,7 @@ real worker, against moto's S3 server over HTTP; the gallery opened in headless 
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -18,9 +19,14 @@ from s3_gateway import S3Gateway
 
 from facegan import checkpoint as ckpt
 from facegan.storage import open_store
+from facegan.synthetic import make_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+SWAP_PARAMS = {
+    "run_name": "e2e-makeup", "resolution": 32, "steps": 4, "batch_size": 4, "ngf": 8, "ndf": 8, "blocks": 1,
+    "ckpt_every": 2, "log_every": 1, "sample_count": 4, "pool_size": 8, "device": "cpu",
+}
 TRAIN_PARAMS = {
     "run_name": "e2e", "resolution": 32, "steps": 12, "batch_size": 8, "ngf": 8, "ndf": 8,
     "z_dim": 16, "ckpt_every": 4, "log_every": 2, "device": "cpu", "ema_decay": 0.5,
@@ -52,15 +58,19 @@ def run_deployment(server: PrefectServer, name: str, params: dict, worker_env: d
     return run
 
 
-def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_path, artifacts):
-    # --- raw CelebA as users upload it: img_align_celeba.zip in the bucket -----------------
+def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifacts):
+    # --- raw CelebA as users upload it: img_align_celeba.zip and list_attr_celeba.txt -----
+    raw_faces = make_faces(tmp_path / "raw" / "img_align_celeba", 48, seed=1, makeup=0.5)
     zpath = tmp_path / "img_align_celeba.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
-        for p in sorted(raw_faces.iterdir())[:48]:
+        for p in sorted(raw_faces.iterdir()):
             zf.write(p, f"img_align_celeba/{p.name}")
     open_store(bucket).put_file("raw/img_align_celeba.zip", zpath)
+    open_store(bucket).put_file("raw/list_attr_celeba.txt", tmp_path / "raw" / "list_attr_celeba.txt")
 
-    env = {"FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
+    # the moto server's endpoint and keys, which the server's environment may predate
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    env = {**aws, "FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
            "FACEGAN_IMAGE": "facegan:test", "FACEGAN_CACHE": str(tmp_path / "cache")}
     server.cli("work-pool", "create", "e2e-process", "--type", "process", "--overwrite")
     spec = process_pool_copy(tmp_path, "e2e-process")
@@ -80,6 +90,7 @@ def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_pa
     run_deployment(server, "prepare-celeba/prepare-celeba", {"resolution": 32}, env)
     manifest = open_store(f"{bucket}/datasets/celeba-64").get_json("manifest.json")
     assert manifest["count"] == 48 and manifest["resolution"] == 32
+    assert manifest["attributes"]["table"] == f"{bucket}/raw/list_attr_celeba.txt"
 
     # --- train-dcgan; the first attempt fails at step 6, the retry resumes from step 4 -----
     run = run_deployment(server, "train-dcgan/train-dcgan", TRAIN_PARAMS,
@@ -104,6 +115,17 @@ def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_pa
     assert "checkpoints/step-0000012.pt" in kinds["train-e2e-report"]["data"]
     assert kinds["train-e2e-metrics"]["type"] == "table"
 
+    # --- train-cyclegan: makeup on/off from the same dataset (its deployment's defaults) ----
+    swap = run_deployment(server, "train-cyclegan/train-cyclegan", SWAP_PARAMS, env)
+    swap_dep = server.api("GET", "/deployments/name/train-cyclegan/train-cyclegan")
+    assert swap_dep["global_concurrency_limit"]["limit"] == 1
+    assert swap_dep["parameters"]["attribute"] == "Heavy_Makeup" and swap_dep["parameters"]["preset"] == "cyclegan64"
+    swap_store = open_store(f"{bucket}/runs/e2e-makeup")
+    assert ckpt.load(swap_store.root)["family"] == "cyclegan" and ckpt.load(swap_store.root)["step"] == 4
+    swap_artifacts = {a["key"]: a for a in server.artifacts(swap["id"])}
+    assert swap_artifacts["train-e2e-makeup-progress"]["data"] == 100.0
+    assert "| cycle L1 |" in swap_artifacts["train-e2e-makeup-report"]["data"]
+
     # --- nightly-gallery for a given night -------------------------------------------------
     run_deployment(server, "nightly-gallery/nightly-gallery", {"date": "2026-11-21"}, env)
     store = open_store(bucket)
@@ -114,6 +136,10 @@ def test_deployments_train_and_publish_gallery(server, bucket, raw_faces, tmp_pa
     assert store.exists("galleries/index.html") and store.exists("galleries/latest/index.html")
     gm = store.get_json("galleries/2026-11-21/manifest.json")
     assert gm["step"] == 12 and gm["checkpoint"].endswith("runs/e2e/checkpoints/step-0000012.pt")
+    [section] = gm["translations"]
+    assert section["name"] == "e2e-makeup" and section["attribute"] == "Heavy_Makeup" and section["step"] == 4
+    assert [r["label"] for r in section["rows"]][:2] == ["with Heavy_Makeup (A, real)", "Heavy_Makeup removed (A → B)"]
+    assert all(store.exists(f"galleries/2026-11-21/{r['file']}") for r in section["rows"])
 
     # --- the published pages in headless Chromium ---------------------------------------------
     # the bucket is private: an unsigned GET is refused, so pages go through a signing gateway
@@ -145,7 +171,15 @@ def check_pages_in_chromium(base: str, night: str, artifacts: Path) -> None:
             assert page.url.endswith(f"/{night}/index.html")
             assert page.locator("h1").inner_text() == f"Faces of {night}"
             widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
-            assert len(widths) >= 35 and all(w and w > 0 for w in widths), widths
+            assert len(widths) >= 35 + 6 and all(w and w > 0 for w in widths), widths
+            # the attribute swap's section: six labelled strips of 4 faces, real and translated
+            swap = page.locator("section.translation")
+            assert swap.locator("h2").inner_text() == "Attribute swap: Heavy_Makeup"
+            captions = swap.locator("figcaption").all_inner_texts()
+            assert captions == ["with Heavy_Makeup (A, real)", "Heavy_Makeup removed (A → B)", "and back (A → B → A)",
+                                "without Heavy_Makeup (B, real)", "Heavy_Makeup added (B → A)", "and back (B → A → B)"]
+            strips = swap.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+            assert strips == [2 + 4 * 34] * 6, strips
             # nothing overflows sideways on a phone
             scroll = page.evaluate("document.documentElement.scrollWidth")
             assert scroll <= viewport["width"], f"{name}: page is {scroll}px wide"

@@ -8,7 +8,7 @@ import sys
 
 from helpers import ROOT
 
-from bench.smoke import PRESET_NAMES, Check, Skip, run_checks
+from bench.smoke import PRESET_NAMES, SWAP_PRESETS, Check, Skip, run_checks
 
 
 def test_smoke_check_passes_on_cpu(tmp_path):
@@ -17,7 +17,9 @@ def test_smoke_check_passes_on_cpu(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     status = {name: st for st, name in re.findall(r"^(PASS|FAIL|SKIP)\s+(.+?)\s+\d+\.\d+s", out.stdout, re.M)}
     expected = ["data", "device", *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
-                "compile", "bf16", "fp32", "sigterm", "gallery", "bench"]
+                "compile", "bf16", "fp32", "sigterm", "swap data",
+                *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap bf16", "gallery",
+                "bench"]
     assert {n: status.get(n) for n in expected} == dict.fromkeys(expected, "PASS"), out.stdout
     assert status["ddp"] == "SKIP" and "needs 2 GPUs" in out.stdout  # one GPU-count-only check, said why
     assert "0 failed" in out.stdout

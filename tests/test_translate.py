@@ -351,3 +351,57 @@ def test_cyclegan_learns_to_remove_and_add_makeup(tmp_path):
         other_face = (with_a - with_a.roll(1, 0)).abs().mean()  # how far apart two different faces are
     assert cycle < 0.2 and kept < 0.2, (float(cycle), float(kept))
     assert kept < other_face / 2, (float(kept), float(other_face))
+
+
+def test_gallery_shows_finished_swaps_and_says_why_one_cannot_be_shown(labelled32, dataset32, tmp_path):
+    import datetime as dt
+    import shutil
+
+    from helpers import tiny_config
+
+    from facegan import gallery
+    from facegan.train import train
+
+    runs = tmp_path / "store" / "runs"
+    train(tiny_config(dataset32, str(runs / "faces"), steps=4), quiet)
+    train_translation(tiny(labelled32, str(runs / "swap"), steps=4), quiet)  # finished: a section
+    stops = iter([False, True])
+    train_translation(tiny(labelled32, str(runs / "half"), steps=8),  # stopped at step 2: none yet
+                      Hooks(log=lambda *_: None, should_stop=lambda: next(stops, False)))
+    gone = str(tmp_path / "gone-ds")
+    shutil.copytree(labelled32, gone)
+    train_translation(tiny(gone, str(runs / "orphan"), steps=2, ckpt_every=2), quiet)
+    shutil.rmtree(gone)  # its dataset was deleted since
+
+    night = gallery.publish(str(tmp_path / "store"), dt.date(2026, 11, 21))
+    assert night["run"].endswith("runs/faces")  # the face sections come from the DCGAN, never a swap
+    sections = {s["name"]: s for s in night["translations"]}
+    assert set(sections) == {"swap", "orphan"}
+    assert [r["count"] for r in sections["swap"]["rows"]] == [4] * 6
+    assert "manifest.json" in sections["orphan"]["error"] and "rows" not in sections["orphan"]
+    page = (tmp_path / "store" / "galleries" / "2026-11-21" / "index.html").read_text()
+    assert page.count('class="translation"') == 2 and "not shown: " in page
+    strip = tmp_path / "store" / "galleries" / "2026-11-21" / sections["swap"]["rows"][1]["file"]
+    assert Image.open(strip).size == (2 + 4 * 34, 36)
+
+
+def test_flow_cli_and_config_take_the_same_swap_options():
+    import argparse
+    import dataclasses
+    import inspect
+
+    from facegan.cli import build_parser
+    from facegan.config import all_options, option_type
+    from flows.train_cyclegan import train_cyclegan
+
+    table = [f.name for f in all_options(TranslateConfig)]
+    fields = [f.name for f in dataclasses.fields(CycleModelConfig)] + [
+        f.name for f in dataclasses.fields(TranslateConfig) if f.name not in ("dataset", "run", "model")]
+    assert table == fields
+    params = inspect.signature(train_cyclegan.fn).parameters
+    assert list(params) == ["dataset_uri", "run_name", "store", "preset", *table]
+    assert all(params[f.name].annotation == (option_type(f) | None) for f in all_options(TranslateConfig))
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = next(a for a in commands.choices["translate"]._actions if isinstance(a, argparse._SubParsersAction))
+    cli = [a.dest for a in actions.choices["train"]._actions if a.dest not in ("help", "dataset", "run", "preset")]
+    assert cli == table
