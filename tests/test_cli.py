@@ -13,9 +13,10 @@ from facegan.sample import generate, interpolate, load_generator
 from facegan.train import Hooks, train
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "fid", "synth"])
+@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "fid", "synth", "translate", "translate train",
+                                 "translate apply"])
 def test_help(cmd, capsys):
-    assert main([cmd, "--help"]) == 0
+    assert main([*cmd.split(), "--help"]) == 0
     assert f"usage: facegan {cmd}" in capsys.readouterr().out
 
 
@@ -84,13 +85,15 @@ def test_bad_input_is_one_line_error(argv, message, capsys, dataset32, tmp_path)
 
 
 def test_help_is_fast_complete_and_imports_no_torch():
-    """`facegan --help` and `facegan train --help` answer without importing torch, and every
-    training option shows its meaning and default (from the option table in facegan.config)."""
+    """`facegan --help`, `facegan train --help` and `facegan translate train --help` answer
+    without importing torch, and every training option shows its meaning and default (from the
+    option table in facegan.config)."""
     code = (
         "import io, sys, contextlib, time\n"
         "t = time.perf_counter()\n"
         "from facegan.cli import main\n"
-        "for argv in (['--help'], ['train', '--help']):\n"
+        "for argv in (['--help'], ['train', '--help'], ['translate', 'train', '--help']):\n"
+        "    print('=== HELP', argv)\n"
         "    buf = io.StringIO()\n"
         "    with contextlib.redirect_stdout(buf):\n"
         "        try:\n"
@@ -107,14 +110,16 @@ def test_help_is_fast_complete_and_imports_no_torch():
     text = out.stdout
     assert "TORCH []" in text
     assert float(text.split("SECONDS ")[1].split()[0]) < 3.0  # today's import of torch alone takes longer
-    from facegan.config import ModelConfig, TrainConfig, options
+    from facegan.config import TrainConfig, TranslateConfig, all_options
 
-    help_text = " ".join(text.split())  # argparse wraps lines
-    for f in [*options(ModelConfig), *options(TrainConfig)]:
-        flag = f"--{f.name.replace('_', '-')}"
-        assert flag in help_text, flag
-        entry = help_text.split(f"{flag} {f.name.upper()}" if f.type != "bool" else f"{flag}, --no-{flag[2:]}")[-1]
-        assert " ".join(f.metadata["help"].split()) in entry and "[default:" in entry.split("--")[0], flag
+    sections = text.split("=== HELP")
+    for cls, section in ((TrainConfig, sections[2]), (TranslateConfig, sections[3])):
+        help_text = " ".join(section.split())  # argparse wraps lines
+        for f in all_options(cls):
+            flag = f"--{f.name.replace('_', '-')}"
+            assert flag in help_text, flag
+            entry = help_text.split(f"{flag} {f.name.upper()}" if f.type != "bool" else f"{flag}, --no-{flag[2:]}")[-1]
+            assert " ".join(f.metadata["help"].split()) in entry and "[default:" in entry.split("--")[0], flag
 
 
 def test_resume_takes_the_runs_saved_settings_and_names_changes(dataset32, tmp_path, capsys):
