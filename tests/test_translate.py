@@ -285,7 +285,7 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
     one = sorted(makeup_raw.iterdir())[0]
     assert main(["translate", "apply", cfg.run, str(one), str(tmp_path / "one"), "--direction", "add"]) == 0
     g_ba, _ = load_translator(cfg.run, "add", "cpu")
-    x = data.to_unit(torch.from_numpy(process_image(one.read_bytes(), 32, True))[None])
+    x = data.to_unit(torch.tensor(process_image(one.read_bytes(), 32, True))[None])
     with torch.no_grad():
         expected = ((g_ba(x)[0] + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     got = np.asarray(Image.open(tmp_path / "one" / f"{one.stem}.png"))
