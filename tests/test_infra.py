@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -37,9 +38,13 @@ def test_cfn_lint_passes():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.fixture
-def stack(monkeypatch):
-    """The template deployed under moto's in-process mock (spot on, prepare off, no CDN)."""
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facegan:test"
+
+
+@contextmanager
+def deployed(monkeypatch, capacity: str):
+    """The template deployed under moto's in-process mock (spot on, prepare off, no CDN) with
+    `Capacity=capacity`; yields {logical id: physical id}."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # in-process mock, not the server
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -50,13 +55,16 @@ def stack(monkeypatch):
         subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
         cf = boto3.client("cloudformation")
         params = {"BucketName": "facegan-test-bucket", "VpcId": vpc, "SubnetId": subnet,
-                  "LatestAmiId": MOTO_AMI_PARAM, "UseSpot": "true"}
-        # moto resolves SSM-typed parameter defaults too, and /aws/service/deeplearning/... is not
-        # in moto (nor may it be created: reserved name), so only that default is swapped here
+                  "LatestAmiId": MOTO_AMI_PARAM, "EcsGpuAmiId": MOTO_AMI_PARAM, "UseSpot": "true",
+                  "Capacity": capacity, "ImageUri": IMAGE}
+        # moto resolves SSM-typed parameter defaults too, and the Deep Learning and ECS GPU AMI
+        # paths are not in moto (nor may they be created: reserved names), so only those
+        # defaults are swapped here
         body = TEMPLATE.read_text()
-        default = template()["Parameters"]["LatestAmiId"]["Default"]
-        assert body.count(default) == 1
-        body = body.replace(default, MOTO_AMI_PARAM)
+        for name in ("LatestAmiId", "EcsGpuAmiId"):
+            default = template()["Parameters"][name]["Default"]
+            assert body.count(default) == 1
+            body = body.replace(default, MOTO_AMI_PARAM)
         cf.create_stack(StackName="facegan", TemplateBody=body,
                         Capabilities=["CAPABILITY_NAMED_IAM"],
                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()])
@@ -64,6 +72,20 @@ def stack(monkeypatch):
         assert status == "CREATE_COMPLETE"
         physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
                     for r in cf.list_stack_resources(StackName="facegan")["StackResourceSummaries"]}
+        yield physical
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    """The one-box stack (one always-on GPU instance running the Docker worker)."""
+    with deployed(monkeypatch, "one-box") as physical:
+        yield physical
+
+
+@pytest.fixture
+def ecs_stack(monkeypatch):
+    """The scale-to-zero stack (the default)."""
+    with deployed(monkeypatch, "ecs") as physical:
         yield physical
 
 
@@ -87,6 +109,21 @@ def test_moto_models_bucket_and_encryption(stack):
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
 
 
+def role_statements(iam, role_name: str) -> list[dict]:
+    """Every statement of a role: its inline policies and its customer-managed ones (AWS-managed
+    policies, named in the template, are checked there)."""
+    statements = []
+    for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+        statements += _statements(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
+    for attached in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]:
+        if ":aws:policy/" in attached["PolicyArn"]:
+            continue
+        policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+        version = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"])
+        statements += _statements(version["PolicyVersion"]["Document"])
+    return statements
+
+
 def test_moto_models_least_privilege_role(stack):
     iam = boto3.client("iam")
     role_name = stack["WorkerRole"]
@@ -94,9 +131,7 @@ def test_moto_models_least_privilege_role(stack):
     trust = _statements(role["AssumeRolePolicyDocument"])
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                       "Action": "sts:AssumeRole"}]
-    statements = []
-    for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
-        statements += _statements(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
+    statements = role_statements(iam, role_name)
     bucket_arn = "arn:aws:s3:::facegan-test-bucket"
     allowed = {}
     for st in statements:
