@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: help install system-deps lint test smoke demo bench clean \
-        docker-build docker-train image-check deploy worker infra-deploy infra-delete
+        docker-build docker-train image-check deploy worker infra-deploy infra-delete ecs-pool
 
 # --- container and cloud settings (override on the command line or in the environment) -------
 IMAGE          ?= facegan:latest
@@ -26,11 +26,15 @@ PASS_ENV       := AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID AW
                   AWS_SESSION_TOKEN AWS_ENDPOINT_URL_S3 PREFECT_API_URL PREFECT_API_KEY FACEGAN_STORE
 FACEGAN_STORE  ?= $(STORE_DIR)
 FACEGAN_IMAGE  ?= $(IMAGE)
-FACEGAN_POOL   ?= gpu-docker
+# the work pool: facegan-ecs (the scale-to-zero stack, CAPACITY=ecs) or gpu-docker (CAPACITY=one-box)
+CAPACITY       ?= ecs
+FACEGAN_POOL   ?= $(if $(filter ecs,$(CAPACITY)),facegan-ecs,gpu-docker)
+FACEGAN_GPU_CAPACITY_PROVIDER ?=
 FACEGAN_TZ     ?= UTC
 STACK          ?= facegan
 BUCKET         ?= $(STACK)-$(shell id -un)-faces
 INSTANCE_TYPE  ?= g5.xlarge
+IMAGE_URI      ?=
 USE_SPOT       ?= true
 VPC_ID         ?=
 SUBNET_ID      ?=
@@ -110,15 +114,22 @@ image-check: $(STAMP)
 # All deployments of prefect.yaml to the Prefect API in PREFECT_API_URL.
 deploy: $(STAMP)
 	FACEGAN_STORE=$(FACEGAN_STORE) FACEGAN_IMAGE=$(FACEGAN_IMAGE) FACEGAN_POOL=$(FACEGAN_POOL) \
+	FACEGAN_GPU_CAPACITY_PROVIDER=$(FACEGAN_GPU_CAPACITY_PROVIDER) \
 	FACEGAN_TZ=$(FACEGAN_TZ) $(VENV)/bin/prefect --no-prompt deploy --all
 
-# A Docker worker for the GPU pool (on the EC2 host this runs as a systemd service).
+# The ECS work pool of the scale-to-zero stack, its defaults from the stack's outputs.
+ecs-pool: $(STAMP)
+	$(PY) infra/ecs_pool.py --stack $(STACK) --pool $(FACEGAN_POOL)
+
+# A worker for the pool: ECS (the stack runs one on Fargate) or Docker (on the one-box host it
+# runs as a systemd service).
 worker: $(STAMP)
-	$(VENV)/bin/prefect worker start --pool $(FACEGAN_POOL) --type docker
+	$(VENV)/bin/prefect worker start --pool $(FACEGAN_POOL) --type $(if $(filter ecs,$(CAPACITY)),ecs,docker)
 
 infra-deploy:
 	aws cloudformation deploy --stack-name $(STACK) --template-file infra/facegan.yaml \
 	  --capabilities CAPABILITY_NAMED_IAM --parameter-overrides \
+	  Capacity=$(CAPACITY) ImageUri=$(IMAGE_URI) \
 	  BucketName=$(BUCKET) InstanceType=$(INSTANCE_TYPE) UseSpot=$(USE_SPOT) \
 	  VpcId=$(VPC_ID) SubnetId=$(SUBNET_ID) WorkPoolName=$(FACEGAN_POOL) \
 	  PrepareOnWorker=$(PREPARE_ON_WORKER) EnableCloudFront=$(CLOUDFRONT) $(if $(REPO_URL),RepoUrl=$(REPO_URL),)

@@ -4,13 +4,16 @@
     python infra/ecs_pool.py --stack facegan --print                  # only print the template
 
 The template is prefect-aws's default ECS template (so it follows the pinned prefect-aws) with
-three changes:
+these changes:
 
 - four more job variables reach the task definition: `resource_requirements` (a GPU deployment
-  sets `[{type: GPU, value: "1"}]`), `requires_compatibilities`, `network_mode` and
-  `linux_parameters` (a bigger /dev/shm). Empty, they drop out of the task definition.
+  sets `[{type: GPU, value: "1"}]`), `requires_compatibilities`, `task_network_mode` and
+  `linux_parameters` (a bigger /dev/shm). Empty, they drop out of the task definition. (No name
+  is one of the Docker pool's variables: prefect.yaml's deployments carry both pools' variables,
+  and each worker uses only its own.)
 - the defaults come from the stack's outputs: the cluster, the task and execution roles, the
   VPC, subnet and security group for Fargate tasks, the image, the store, CloudWatch logs.
+- the container's memory limit is the task's memory.
 - nothing else: which capacity a deployment runs on (the GPU capacity provider or Fargate) is in
   its job variables in prefect.yaml.
 """
@@ -36,9 +39,9 @@ EXTRA_VARIABLES = {
                                   "title": "Requires compatibilities",
                                   "description": "EC2 for the GPU capacity provider; empty: FARGATE"},
                                  ("task", "requiresCompatibilities")),
-    "network_mode": ({"type": "string", "default": "", "title": "Network mode",
-                      "description": "bridge on the GPU instances; empty: awsvpc (Fargate)"},
-                     ("task", "networkMode")),
+    "task_network_mode": ({"type": "string", "default": "awsvpc", "title": "Network mode",
+                           "description": "awsvpc (Fargate), or bridge on the GPU instances"},
+                          ("task", "networkMode")),
 }
 
 
@@ -60,6 +63,9 @@ def base_job_template(outputs: dict[str, str], default: dict | None = None) -> d
     for name, (schema, (where, key)) in EXTRA_VARIABLES.items():
         props[name] = schema
         (container if where == "container" else task)[key] = "{{ " + name + " }}"
+    # the container may use all of the task's memory (AWS takes the task's size alone too; moto,
+    # which the tests run against, needs the container's)
+    container["memory"] = "{{ memory }}"
     defaults = {
         "cluster": outputs["EcsCluster"],
         "task_role_arn": outputs["TaskRoleArn"],

@@ -20,9 +20,17 @@ spec.loader.exec_module(init)
 def test_routing():
     assert init.command([]) == ["facegan", "--help"]
     assert init.command(["--help"]) == ["facegan", "--help"]
-    for sub in ("prepare", "train", "sample", "fid", "synth"):
+    import argparse
+
+    from facegan.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert init.FACEGAN_COMMANDS == set(commands.choices)  # every CLI command, e.g. `IMAGE translate apply`
+    for sub in init.FACEGAN_COMMANDS:
         assert init.command([sub, "x"]) == ["facegan", sub, "x"]
     assert init.command(["prefect", "flow-run", "execute"]) == ["prefect", "flow-run", "execute"]
+    worker = ["prefect", "worker", "start", "--pool", "facegan-ecs", "--type", "ecs"]  # the ECS worker service
+    assert init.command(worker) == worker and not init.is_prefect_supervisor(worker)
     assert init.is_prefect_supervisor(["prefect", "flow-run", "execute"])
     assert init.is_prefect_supervisor(["/opt/venv/bin/prefect", "flow-run", "execute", "--id", "x"])
     assert not init.is_prefect_supervisor(["facegan", "train"])

@@ -215,6 +215,98 @@ def test_template_what_moto_ignores():
     assert "aws ssm get-parameter --with-decryption" in user_data  # secrets read at boot
 
 
+def test_moto_models_the_scale_to_zero_stack(ecs_stack):
+    """Capacity=ecs (the default): no always-on GPU instance; the GPU Auto Scaling group starts at
+    0; the only always-on part is one small Fargate task running the Prefect ECS worker."""
+    assert not {"WorkerGroup", "WorkerLaunchTemplate", "WorkerRole"} & set(ecs_stack)  # no one-box parts
+    asg = boto3.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[ecs_stack["GpuGroup"]])["AutoScalingGroups"][0]
+    assert (asg["MinSize"], asg["MaxSize"]) == (0, 1) and asg["Instances"] == []
+    assert asg["NewInstancesProtectedFromScaleIn"] is True  # required by managed termination protection
+    ec2 = boto3.client("ec2")
+    data = ec2.describe_launch_template_versions(
+        LaunchTemplateId=ecs_stack["GpuLaunchTemplate"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    imds = data["MetadataOptions"]
+    assert imds["HttpTokens"] == "required" and imds["HttpPutResponseHopLimit"] == 1
+    assert "KeyName" not in data and data["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert data["IamInstanceProfile"]["Arn"].endswith("/" + ecs_stack["GpuInstanceProfile"])
+    ecs = boto3.client("ecs")
+    [service] = ecs.describe_services(cluster=ecs_stack["EcsCluster"],
+                                      services=[ecs_stack["WorkerService"]])["services"]
+    assert service["desiredCount"] == 1
+    assert resource("WorkerService")["LaunchType"] == "FARGATE"  # moto's CloudFormation drops it
+    worker = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    assert worker["memory"] == "1024"
+    defined = resource("WorkerTaskDefinition")  # moto's CloudFormation drops these three
+    assert (defined["Cpu"], defined["RequiresCompatibilities"], defined["NetworkMode"]) == \
+        ("256", ["FARGATE"], "awsvpc")
+    [container] = worker["containerDefinitions"]
+    assert container["image"] == IMAGE
+    assert container["command"] == ["prefect", "worker", "start", "--pool", "facegan-ecs", "--type", "ecs"]
+    assert sorted(x["name"] for x in container["secrets"]) == ["PREFECT_API_KEY", "PREFECT_API_URL"]  # from SSM
+    assert "environment" not in container or not any("KEY" in e["name"] for e in container["environment"])
+    iam = boto3.client("iam")
+    # the jobs' role: exactly the bucket access the one-box instance has
+    task_role = iam.get_role(RoleName=ecs_stack["TaskRole"])["Role"]
+    assert _statements(task_role["AssumeRolePolicyDocument"])[0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    store = {a for st in role_statements(iam, ecs_stack["TaskRole"]) for a in
+             (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+    assert store == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    # the worker's role: wildcards only where AWS has no resource-level permissions
+    for st in role_statements(iam, ecs_stack["WorkerTaskRole"]):
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        if st["Resource"] == "*":
+            assert set(actions) <= {"ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition",
+                                    "ecs:DeregisterTaskDefinition", "ecs:ListTaskDefinitions",
+                                    "ec2:DescribeVpcs", "ec2:DescribeSubnets"}, actions
+        if "iam:PassRole" in actions:
+            assert st["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+            assert len(st["Resource"]) == 2 and all(":role/" in r for r in st["Resource"])
+
+
+def test_template_scale_to_zero_what_moto_ignores():
+    """Not modelled by moto: the capacity provider (managed scaling from 0), the cluster's
+    providers, the ECS GPU AMI parameter and the instances' ECS agent settings."""
+    cp = resource("GpuCapacityProvider")["AutoScalingGroupProvider"]
+    assert cp["AutoScalingGroupArn"] == {"Ref": "GpuGroup"}
+    assert cp["ManagedScaling"]["Status"] == "ENABLED" and cp["ManagedScaling"]["TargetCapacity"] == 100
+    assert cp["ManagedTerminationProtection"] == "ENABLED" and cp["ManagedDraining"] == "ENABLED"
+    assert resource("GpuGroup")["MinSize"] == "0" and "DesiredCapacity" not in resource("GpuGroup")
+    assoc = resource("ClusterCapacity")
+    assert assoc["CapacityProviders"] == ["FARGATE", "FARGATE_SPOT", {"Ref": "GpuCapacityProvider"}]
+    assert assoc["DefaultCapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE", "Weight": 1}]  # CPU by default
+    ami = template()["Parameters"]["EcsGpuAmiId"]
+    assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert ami["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+    user_data = resource("GpuLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    for line in ("ECS_CLUSTER=${EcsCluster}", "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true"):
+        assert line in user_data.splitlines() or f"              {line}" in user_data, line
+    assert template()["Parameters"]["Capacity"]["Default"] == "ecs"
+    rule = template()["Rules"]["EcsNeedsAnImage"]
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ImageUri"}, ""]}]}
+
+
+def test_prefect_yaml_points_deployments_at_the_right_capacity():
+    """Every deployment runs in the pool FACEGAN_POOL names; the training and evaluation ones ask
+    the ECS pool for one GPU on the GPU capacity provider, the gallery and prepare ones for
+    Fargate (and none of them for a GPU), and on a Docker pool the GPU ones get the GPUs."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    gpu, cpu = {"train-dcgan", "train-cyclegan", "evaluate"}, {"nightly-gallery", "prepare-celeba"}
+    assert set(deployments) == gpu | cpu
+    for name, d in deployments.items():
+        jv = d["work_pool"]["job_variables"]
+        assert d["work_pool"]["name"] == "{{ $FACEGAN_POOL }}", name
+        if name in gpu:
+            assert jv["resource_requirements"] == [{"type": "GPU", "value": "1"}], name
+            assert jv["capacity_provider_strategy"] == [{"capacityProvider": "{{ $FACEGAN_GPU_CAPACITY_PROVIDER }}",
+                                                         "weight": 1, "base": 0}], name
+            assert jv["container_create_kwargs"]["device_requests"][0]["capabilities"] == [["gpu"]], name
+        else:
+            assert jv["launch_type"] == "FARGATE" and "resource_requirements" not in jv, name
+            assert "capacity_provider_strategy" not in jv and "device_requests" not in jv["container_create_kwargs"]
+
+
 def user_data_script() -> str:
     """The user-data script with CloudFormation ${...} references filled with sample values."""
     text = resource("WorkerLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
@@ -282,7 +374,11 @@ def test_make_docker_train_commands():
 def test_make_deploy_and_infra_commands():
     deploy = make_n("deploy", "FACEGAN_STORE=s3://my-bucket")
     assert "FACEGAN_STORE=s3://my-bucket" in deploy and "prefect --no-prompt deploy --all" in deploy
-    infra = make_n("infra-deploy", "BUCKET=b1", "VPC_ID=vpc-1", "SUBNET_ID=subnet-1")
+    infra = make_n("infra-deploy", "BUCKET=b1", "VPC_ID=vpc-1", "SUBNET_ID=subnet-1", "IMAGE_URI=repo/facegan:1")
     assert "aws cloudformation deploy --stack-name facegan --template-file infra/facegan.yaml" in infra
     assert "BucketName=b1" in infra and "CAPABILITY_NAMED_IAM" in infra and "UseSpot=true" in infra
+    assert "Capacity=ecs" in infra and "ImageUri=repo/facegan:1" in infra
+    assert "Capacity=one-box" in make_n("infra-deploy", "CAPACITY=one-box", "BUCKET=b1")
+    pool = make_n("ecs-pool")
+    assert "python infra/ecs_pool.py --stack facegan --pool facegan-ecs" in pool
     assert "aws cloudformation delete-stack --stack-name facegan" in make_n("infra-delete")
