@@ -124,3 +124,23 @@ def prepared(raw_faces, tmp_path_factory):
         return made[res]
 
     return get
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A strict CUDA stand-in: install(count) makes torch.cuda claim `count` GPUs, and set_device
+    check its argument exactly as torch does (ValueError for an index-less device), then raise
+    helpers.ReachedCuda with the index instead of calling the driver (see tests/test_runtime.py)."""
+    import torch
+    from helpers import ReachedCuda
+    from torch.cuda._utils import _get_device_index
+
+    def install(count: int = 1):
+        def strict_set_device(device):
+            raise ReachedCuda(_get_device_index(device))
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", strict_set_device)
+
+    return install

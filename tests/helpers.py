@@ -16,6 +16,15 @@ from facegan.config import ModelConfig, TrainConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class ReachedCuda(Exception):
+    """The CUDA stand-in's set_device was called with a valid device: the CUDA branch was reached
+    (conftest.py's `fake_cuda`)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"cuda:{index}")
+        self.index = index
+
+
 def tiny_config(dataset: str, run: str, **overrides) -> TrainConfig:
     """A run small enough for a CPU test: 32 px, narrow nets, batch 8."""
     base = dict(

@@ -5,42 +5,18 @@ and a `set_device` that validates its argument with torch's own `_get_device_ind
 raises `ValueError: Expected a torch.device with a specified index ...` for a bare "cuda", as
 `torch.cuda.set_device` did on the H100) and then, instead of calling the driver, stops the
 caller with `ReachedCuda` carrying the index. Before the fix `train()` passed
-`torch.device("cuda")` and these tests failed with that ValueError.
+`torch.device("cuda")` and these tests failed with that ValueError. (The `fake_cuda` fixture
+is in conftest.py, `ReachedCuda` in helpers.py: the attribute-swap tests use them too.)
 """
 
 import datetime as dt
 
 import pytest
 import torch
-from helpers import tiny_config
-from torch.cuda._utils import _get_device_index
+from helpers import ReachedCuda, tiny_config
 
 from facegan.config import ConfigError
 from facegan.runtime import GracefulStop, Runtime, autocast_dtype, resolve_device, use_device
-
-
-class ReachedCuda(Exception):
-    """set_device was called with a valid device: the CUDA branch was reached."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"cuda:{index}")
-        self.index = index
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """torch.cuda claims `count` GPUs; set_device checks its argument exactly as torch does."""
-
-    def install(count: int = 1):
-        def strict_set_device(device):
-            index = _get_device_index(device)  # torch's check: ValueError for an index-less device
-            raise ReachedCuda(index)
-
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-        monkeypatch.setattr(torch.cuda, "set_device", strict_set_device)
-
-    return install
 
 
 def test_stand_in_raises_like_torch_for_a_bare_cuda_device(fake_cuda):

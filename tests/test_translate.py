@@ -405,3 +405,35 @@ def test_flow_cli_and_config_take_the_same_swap_options():
     actions = next(a for a in commands.choices["translate"]._actions if isinstance(a, argparse._SubParsersAction))
     cli = [a.dest for a in actions.choices["train"]._actions if a.dest not in ("help", "dataset", "run", "preset")]
     assert cli == table
+
+
+def test_swap_step_never_reads_back_from_the_device(labelled32, tmp_path):
+    """Sampling both domains, the four networks, the losses, the pool (filling and swapping) and
+    the running sums make no host read inside the step; reads happen at log and checkpoint steps."""
+    from test_train import HostReads
+
+    cfg = tiny(labelled32, str(tmp_path / "s"), steps=6, log_every=3, ckpt_every=6, pool_size=6, batch_size=4)
+    with HostReads() as reads:
+        assert train_translation(cfg, quiet).finished  # the pool fills at step 2 and swaps from step 3
+    in_step = [(name, where) for name, where in reads.seen if "translate.py:train_step" in where
+               and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)]  # CPU Adam's step count
+    assert in_step == [], f"host reads inside the step: {in_step[:3]}"
+    assert any(name == "tolist" for name, _ in reads.seen)  # the log step's one read is seen
+
+
+def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, makeup_raw, tmp_path):
+    """The GPU crash's fix reaches the attribute swap: `cuda` and `auto` become cuda:0 before any
+    CUDA call (see tests/test_runtime.py for the stand-in)."""
+    from helpers import ReachedCuda
+
+    cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
+    train_translation(cfg, quiet)  # on the CPU, before the stand-in
+    fake_cuda()
+    for device in ("cuda", "auto"):
+        with pytest.raises(ReachedCuda) as reached:
+            train_translation(tiny(labelled32, str(tmp_path / f"on-{device}"), device=device), quiet)
+        assert reached.value.index == 0
+    face = str(sorted(makeup_raw.iterdir())[0])
+    with pytest.raises(ReachedCuda) as reached:
+        main(["translate", "apply", cfg.run, face, str(tmp_path / "out"), "--direction", "add", "--device", "cuda"])
+    assert reached.value.index == 0
