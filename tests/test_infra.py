@@ -244,7 +244,13 @@ def test_moto_models_the_scale_to_zero_stack(ecs_stack):
     assert container["image"] == IMAGE
     assert container["command"] == ["prefect", "worker", "start", "--pool", "facegan-ecs", "--type", "ecs"]
     assert sorted(x["name"] for x in container["secrets"]) == ["PREFECT_API_KEY", "PREFECT_API_URL"]  # from SSM
-    assert "environment" not in container or not any("KEY" in e["name"] for e in container["environment"])
+    assert not any("KEY" in e["name"] for e in container.get("environment", []))  # the key only as a secret
+    watched = resource("TaskEventsRule")  # crash detection: the cluster's task events reach the worker
+    assert watched["EventPattern"]["detail"] == {"clusterArn": [{"Fn::GetAtt": ["EcsCluster", "Arn"]}]}
+    assert watched["Targets"][0]["Arn"] == {"Fn::GetAtt": ["TaskEventsQueue", "Arn"]}
+    env = resource("WorkerTaskDefinition")["ContainerDefinitions"][0]["Environment"]
+    assert env == [{"Name": "PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_NAME",
+                    "Value": {"Fn::GetAtt": ["TaskEventsQueue", "QueueName"]}}]
     iam = boto3.client("iam")
     # the jobs' role: exactly the bucket access the one-box instance has
     task_role = iam.get_role(RoleName=ecs_stack["TaskRole"])["Role"]
