@@ -77,7 +77,20 @@ def aws(moto_endpoint, bucket):
     return {"outputs": outputs, "ecs": ecs, "cluster": cluster}
 
 
-def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(server, aws, bucket, tmp_path):
+@pytest.fixture
+def own_server(tmp_path):
+    """A Prefect server of this test's own: the runs it submits stay Pending (nothing runs them
+    in moto), and on the shared server they would hold the deployments' concurrency slots."""
+    from prefect_server import PrefectServer
+
+    srv = PrefectServer(tmp_path / "prefect-home")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(own_server, aws, bucket, tmp_path):
+    server = own_server
     outputs, ecs = aws["outputs"], aws["ecs"]
     template = ecs_pool_module().base_job_template(outputs)
     (tmp_path / "template.json").write_text(json.dumps(template))
