@@ -285,7 +285,8 @@ def test_template_scale_to_zero_what_moto_ignores():
     assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
     assert ami["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
     user_data = resource("GpuLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
-    for line in ("ECS_CLUSTER=${EcsCluster}", "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true"):
+    for line in ("ECS_CLUSTER=${EcsCluster}", "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
+                 "ECS_ENABLE_TASK_IAM_ROLE=true"):  # bridge-mode tasks get TaskRole from the agent
         assert line in user_data.splitlines() or f"              {line}" in user_data, line
     assert template()["Parameters"]["Capacity"]["Default"] == "ecs"
     rule = template()["Rules"]["EcsNeedsAnImage"]
@@ -338,6 +339,12 @@ def test_user_data_is_valid_shell(tmp_path):
     watcher = re.search(r"<<'WATCH'\n(.*?)\nWATCH", user_data_script(), re.S).group(1)
     (tmp_path / "watch.sh").write_text(watcher)
     out = subprocess.run([shellcheck, str(tmp_path / "watch.sh")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    # the ECS GPU instances' user data: only the cluster is a template reference
+    gpu = resource("GpuLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert set(re.findall(r"\$\{([A-Za-z:]+)\}", gpu)) == {"EcsCluster"}
+    (tmp_path / "gpu.sh").write_text(gpu.replace("${EcsCluster}", "facegan-Cluster-1"))
+    out = subprocess.run([shellcheck, "-s", "bash", str(tmp_path / "gpu.sh")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
 
 
