@@ -65,18 +65,26 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from facegan.runtime import GracefulStop
-    from facegan.train import Hooks, config_for_run, train
+    from facegan.train import config_for_run, train
 
     cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a))  # resuming: the run's settings first
     if a.nproc > 1:
         if cfg.batch_size % a.nproc:  # before starting any process
             raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {a.nproc} processes")
         return launch_torchrun(a.nproc, a.argv)
+    return run_training(train, cfg)
+
+
+def run_training(fit, cfg) -> int:
+    """`fit(cfg, hooks)` (either family's loop) with progress lines and SIGTERM/SIGINT handling:
+    a signal checkpoints and exits 128 + signal."""
+    from facegan.runtime import GracefulStop
+    from facegan.train import Hooks
+
     with GracefulStop() as stop:
         hooks = Hooks(progress=print_progress, should_stop=stop.requested,
                       checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}", flush=True))
-        result = train(cfg, hooks)
+        result = fit(cfg, hooks)
     if stop.signal is not None:
         print(f"interrupted by signal {stop.signal} at step {result.step}; checkpoint {result.checkpoint}",
               file=sys.stderr)
@@ -98,21 +106,10 @@ def print_progress(step: int, total: int, m: dict) -> None:
 
 
 def cmd_translate_train(a: argparse.Namespace) -> int:
-    from facegan.runtime import GracefulStop
-    from facegan.train import Hooks
     from facegan.translate import train_translation, translation_config
 
-    cfg = translation_config(a.dataset, a.run, a.preset, given_options(a, TranslateConfig))
-    with GracefulStop() as stop:
-        hooks = Hooks(progress=print_progress, should_stop=stop.requested,
-                      checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}", flush=True))
-        result = train_translation(cfg, hooks)
-    if stop.signal is not None:
-        print(f"interrupted by signal {stop.signal} at step {result.step}; checkpoint {result.checkpoint}",
-              file=sys.stderr)
-        return 128 + stop.signal
-    print(f"done: step {result.step}/{result.total}, checkpoint {result.checkpoint}")
-    return 0
+    return run_training(train_translation, translation_config(a.dataset, a.run, a.preset,
+                                                              given_options(a, TranslateConfig)))
 
 
 def cmd_translate_apply(a: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ from facegan.models import Discriminator, Generator
 from facegan.presets import presets_for, resolve
 from facegan.runtime import Runtime, seed_everything
 from facegan.schedule import get_lr, set_lr
-from facegan.storage import open_store
+from facegan.storage import Store, open_store
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, cls:
     defaults to the dataset's. Reads only the dataset's manifest and the run's config.json."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
+    if saved is not None and runfolder.family(saved) != cls.family:
+        raise ConfigError(f"{run} holds a {runfolder.family(saved)} run, not a {cls.family} one; use a new run name")
     cfg = cls.from_dict({"dataset": dataset, "run": run,
                          **resolve(preset, given, saved, manifest["resolution"], presets_for(cls))})
     check_resolution(cfg, manifest)
@@ -91,6 +93,32 @@ def check_resolution(cfg: RunConfig, manifest: dict) -> None:
     if manifest["resolution"] != cfg.model.resolution:
         raise ConfigError(f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
                           f"{cfg.model.resolution}")
+
+
+def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> int:
+    """Restore `parts` (state dicts by checkpoint key) and the RNG from the run's latest.json
+    and return its step; 0 for a new run. The checkpoint must be of the config's model family,
+    trained with the same settings (`RunConfig.differences`) on the same dataset, or a
+    ConfigError names what differs."""
+    state = ckpt.load_run(run)
+    if state is None:
+        return 0
+    if state.get("family", "dcgan") != cfg.family:
+        raise ConfigError(f"{cfg.run} holds a {state.get('family', 'dcgan')} run, not a {cfg.family} one; "
+                          "use a new run name")
+    saved = type(cfg).from_dict({**state["config"], "run": cfg.run})
+    changed = saved.differences(cfg)
+    if changed:
+        raise ConfigError(f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
+                          "use a new run name or the same settings")
+    if state["dataset_id"] != manifest["id"]:
+        raise ConfigError(f"{cfg.run} was trained on dataset {state['dataset_id']}, "
+                          f"but {cfg.dataset} is {manifest['id']}")
+    for key, obj in parts.items():
+        ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
+    ckpt.set_rng_state(state["rng"])
+    log(f"resuming {cfg.run} from {ckpt.describe(state)}")
+    return state["step"]
 
 
 def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -154,28 +182,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
         parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
 
-        # --- resume from latest.json, or start a new run ------------------------------------
-        state = ckpt.load_run(run)
-        if state is not None:
-            saved = TrainConfig.from_dict({**state["config"], "run": cfg.run})
-            changed = saved.differences(cfg)
-            if changed:
-                raise ConfigError(
-                    f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
-                    "use a new run name or the same settings"
-                )
-            if state["dataset_id"] != manifest["id"]:
-                raise ConfigError(
-                    f"{cfg.run} was trained on dataset {state['dataset_id']}, "
-                    f"but {cfg.dataset} is {manifest['id']}"
-                )
-            for key, obj in parts.items():  # saved side by side in save() below
-                ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
-            ckpt.set_rng_state(state["rng"])
-            start = state["step"]
-            log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-        else:
-            start = 0
+        # --- resume from latest.json (parts restored as save() below saves them), or start anew ---
+        start = resume(cfg, run, manifest, parts, log)
+        if start == 0:
             log(f"new run {cfg.run}: {manifest['count']} images, config saved to {runfolder.CONFIG}")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])

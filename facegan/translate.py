@@ -39,7 +39,7 @@ from facegan.losses import lsgan_loss
 from facegan.runtime import Runtime, seed_everything, use_device
 from facegan.schedule import get_lr, set_lr
 from facegan.storage import open_store
-from facegan.train import Hooks, TrainResult, check_resolution, config_for_run
+from facegan.train import Hooks, TrainResult, check_resolution, config_for_run, resume
 
 DIRECTIONS = {"remove": "G_AB", "add": "G_BA"}  # apply --direction: A (attribute on) -> B, B -> A
 MIN_DOMAIN = 2  # images a domain needs at least
@@ -210,26 +210,8 @@ def train_translation(cfg: TranslateConfig, hooks: Hooks | None = None) -> Train
         parts = {**nets, "opt_g": opt_g, "opt_d": opt_d, "pool": pool}  # what a checkpoint holds
 
         # --- resume from latest.json, or start a new run --------------------------------------
-        state = ckpt.load_run(run)
-        if state is not None:
-            if state.get("family") != cfg.family:
-                raise ConfigError(f"{cfg.run} holds a {state.get('family', 'dcgan')} run, not an attribute swap; "
-                                  "use a new run name")
-            saved = TranslateConfig.from_dict({**state["config"], "run": cfg.run})
-            changed = saved.differences(cfg)
-            if changed:
-                raise ConfigError(f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
-                                  "use a new run name or the same settings")
-            if state["dataset_id"] != manifest["id"]:
-                raise ConfigError(f"{cfg.run} was trained on dataset {state['dataset_id']}, "
-                                  f"but {cfg.dataset} is {manifest['id']}")
-            for key, obj in parts.items():
-                ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
-            ckpt.set_rng_state(state["rng"])
-            start = state["step"]
-            log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-        else:
-            start = 0
+        start = resume(cfg, run, manifest, parts, log)
+        if start == 0:
             log(f"new run {cfg.run}: {cfg.attribute} on {len(rows_a)} images (A), off {len(rows_b)} (B)")
         metrics, _ = runfolder.read_metrics(run, upto=start)
         log(f"config: {json.dumps(cfg.to_dict())}")

@@ -36,9 +36,9 @@ def tiny_config(dataset: str, run: str, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def assert_states_equal(a: dict, b: dict) -> None:
-    """Model, EMA and optimizer states are bit-identical."""
-    for part in ("G", "D", "G_ema"):
+def assert_states_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D", "G_ema")) -> None:
+    """Network (`nets`: a DCGAN's by default) and optimizer states are bit-identical."""
+    for part in nets:
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
     for part in ("opt_g", "opt_d"):

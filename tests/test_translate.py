@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, latest_step, wait_for
+from helpers import ROOT, assert_states_equal, latest_step, wait_for
 from PIL import Image
 from torch import nn
 
@@ -178,13 +178,7 @@ def test_image_pool_keeps_fakes_and_resumes_exactly():
 
 
 def assert_swap_states_equal(a: dict, b: dict) -> None:
-    for part in ("G_AB", "G_BA", "D_A", "D_B"):
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
-    for part in ("opt_g", "opt_d"):
-        for pid, s in a[part]["state"].items():
-            for k, v in s.items():
-                assert torch.equal(v, b[part]["state"][pid][k]), f"{part}[{pid}].{k} differs"
+    assert_states_equal(a, b, nets=("G_AB", "G_BA", "D_A", "D_B"))
     for side in ("A", "B"):
         assert torch.equal(a["pool"][side]["images"], b["pool"][side]["images"]), f"pool {side} differs"
 
@@ -230,14 +224,16 @@ def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill
     assert_swap_states_equal(state, ckpt.load(cut.run))
 
 
-def test_resume_refuses_other_settings_and_family(labelled32, tmp_path):
+def test_resume_refuses_other_settings_and_family(labelled32, tmp_path, capsys):
     cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
     train_translation(cfg, quiet)
     with pytest.raises(ConfigError, match=r"lambda_cycle 10.0 -> 5.0"):
         train_translation(cfg.replace(lambda_cycle=5.0, steps=4), quiet)
     with pytest.raises(ConfigError, match="attribute 'Heavy_Makeup' -> 'Smiling'"):
         train_translation(cfg.replace(attribute="Smiling", steps=4), quiet)
+    capsys.readouterr()
     assert main(["train", "--dataset", labelled32, "--run", cfg.run, "--steps", "4"]) == 2  # a DCGAN on a swap run
+    assert "holds a cyclegan run, not a dcgan one; use a new run name" in capsys.readouterr().err
 
 
 def test_cli_one_line_errors_for_bad_swaps(labelled32, dataset32, tmp_path, capsys):
