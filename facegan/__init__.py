@@ -1,10 +1,13 @@
-"""facegan: DCGAN training on CelebA faces, from raw images to nightly galleries.
+"""facegan: DCGAN training on CelebA faces, from raw images to nightly galleries, and CycleGAN
+attribute swaps (makeup on/off) on the same data.
 
-Modules: `config` (frozen run config and the option table), `errors` (one-line errors),
-`runtime` (device, precision, seeding, signals), `models` (DCGAN G/D), `prepare` (raw images ->
-dataset), `data` (dataset format, load, batch sampler), `storage` (s3:// and local stores),
-`runfolder` (a run's keys and metric streams), `lease` (one trainer per run), `checkpoint`
-(complete, resumable checkpoints), `losses`, `train` (the loop), `sample`, `gallery`, `metrics`
+Modules: `config` (frozen run configs and the option table), `errors` (one-line errors),
+`runtime` (device, precision, seeding, signals), `models` (DCGAN G/D), `cyclegan` (ResNet
+generator, PatchGAN), `prepare` (raw images and attribute tables -> dataset), `attributes`
+(CelebA's attribute table), `data` (dataset format, load, batch sampler), `storage` (s3:// and
+local stores), `runfolder` (a run's keys and metric streams), `lease` (one trainer per run),
+`checkpoint` (complete, resumable checkpoints), `losses`, `schedule` (learning rate), `train`
+(the DCGAN loop), `translate` (the attribute-swap loop, apply), `sample`, `gallery`, `metrics`
 (FID), `images`, `augment`, `presets`, `distributed`, `synthetic` (demo data), `cli`.
 """
 
