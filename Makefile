@@ -50,6 +50,7 @@ help:
 	@echo "make bench  - speed benchmarks (not part of test)"
 	@echo "make image-check - build the image and check it in a container engine (also run by CI)"
 	@echo "make install - only the venv and pinned packages"
+	@echo "make infra-deploy / ecs-pool / deploy - the AWS stack (CAPACITY=ecs|one-box), its work pool, the deployments"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
