@@ -82,12 +82,12 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
     return list(range(base, base + count))
 
 
-def translation_sections(store: Store) -> tuple[list[dict], dict[str, bytes]]:
+def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict], dict[str, bytes]]:
     """A section per finished attribute-swap run under `runs/`: the run's fixed real faces of
     each domain (its training grids' faces) beside their translations and cycle
     reconstructions, a PNG strip per row (`translations/<run>/<row>.png`). A run whose
     checkpoint or dataset cannot be read gets a section that says why, instead of failing the
-    night. Returns (sections, files)."""
+    night. Computed on `device`. Returns (sections, files)."""
     from facegan.translate import ROWS, gallery_rows
 
     runs = store.child("runs")
@@ -101,7 +101,7 @@ def translation_sections(store: Store) -> tuple[list[dict], dict[str, bytes]]:
         section = {"run": run.root, "name": name, "attribute": config["attribute"], "step": latest["step"],
                    "checkpoint": run.uri(latest["key"])}
         try:
-            rows = gallery_rows(ckpt.load_run(run))
+            rows = gallery_rows(ckpt.load_run(run), device)
         except INPUT_ERRORS as exc:
             sections.append({**section, "error": str(exc).splitlines()[0]})
             continue
@@ -161,7 +161,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
                 "protocol": fid_rows[-1].get("fid_protocol")} if fid_rows else None,
         "published_at": time.time(),
     }
-    translations, translation_files = translation_sections(store)
+    translations, translation_files = translation_sections(store, device)
     manifest["translations"] = translations
     files.update(translation_files)
     manifest["files"] = sorted([*files, "index.html", "manifest.json"])

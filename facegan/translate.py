@@ -153,16 +153,19 @@ def load_generators(state: dict, device: str | torch.device = "cpu") -> dict[str
     return nets
 
 
-def gallery_rows(state: dict) -> dict[str, torch.Tensor]:
+def gallery_rows(state: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The translation rows of a checkpoint for its run's fixed faces (the first sample_count of
-    each domain, as in its training grids), reading only the dataset shards that hold them."""
+    each domain, as in its training grids), reading only the dataset shards that hold them;
+    computed on `device` ("auto", "cpu", "cuda[:N]")."""
     cfg = TranslateConfig.from_dict(state["config"])
     count = cfg.sample_count
     manifest = data.read_manifest(open_store(cfg.dataset))
     names, labels = data.load_attributes(cfg.dataset, manifest)
     rows_a, rows_b = domains(labels, names, cfg.attribute, cfg.dataset)
-    real = [data.to_unit(data.load_rows(cfg.dataset, manifest, rows[:count].tolist())) for rows in (rows_a, rows_b)]
-    return translation_rows(load_generators(state), *real)
+    device = use_device(str(device))
+    real = [data.to_unit(data.load_rows(cfg.dataset, manifest, rows[:count].tolist()).to(device))
+            for rows in (rows_a, rows_b)]
+    return translation_rows(load_generators(state, device), *real)
 
 
 def grid_png(rows: dict[str, torch.Tensor]) -> bytes:
