@@ -313,11 +313,11 @@ class Smoke:
         stopped half way at a checkpoint step."""
         from facegan.cli import build_parser, given_options
         from facegan.config import TranslateConfig
-        from facegan.train import Hooks
-        from facegan.translate import train_translation, translation_config
+        from facegan.train import Hooks, config_for_run
+        from facegan.translate import train_translation
 
         a = build_parser().parse_args(self.swap_args(preset, preset, 2 * self.steps))
-        cfg = translation_config(a.dataset, a.run, a.preset, given_options(a, TranslateConfig))
+        cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a, TranslateConfig), TranslateConfig)
         logs: list[str] = []
         polls = iter(range(10**6))
         result = train_translation(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))

@@ -106,10 +106,11 @@ def print_progress(step: int, total: int, m: dict) -> None:
 
 
 def cmd_translate_train(a: argparse.Namespace) -> int:
-    from facegan.translate import train_translation, translation_config
+    from facegan.train import config_for_run
+    from facegan.translate import train_translation
 
-    return run_training(train_translation, translation_config(a.dataset, a.run, a.preset,
-                                                              given_options(a, TranslateConfig)))
+    cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a, TranslateConfig), TranslateConfig)
+    return run_training(train_translation, cfg)
 
 
 def cmd_translate_apply(a: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from facegan.errors import ConfigError  # noqa: F401 - exported here too
+from facegan.errors import ConfigError, DatasetError  # noqa: F401 - ConfigError: exported here too
 
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "none")
@@ -157,6 +157,13 @@ class RunConfig:
             raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+
+    def check_dataset(self, manifest: dict) -> None:
+        """The run fits the dataset of `manifest` (read by facegan.data): the model's resolution
+        is the dataset's, or a ConfigError naming both."""
+        if manifest["resolution"] != self.model.resolution:
+            raise ConfigError(f"dataset {self.dataset} is {manifest['resolution']}px but model.resolution="
+                              f"{self.model.resolution}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the model config nested under "model")."""
@@ -344,3 +351,12 @@ class TranslateConfig(RunConfig):
         if self.pool_size and self.batch_size > self.pool_size:
             raise ConfigError(f"batch_size={self.batch_size} must be at most pool_size={self.pool_size} "
                               "(each fake swaps with a distinct stored one)")
+
+    def check_dataset(self, manifest: dict) -> None:
+        """Also: the dataset has labels, and `attribute` is one of them (a DatasetError)."""
+        from facegan.attributes import column
+
+        super().check_dataset(manifest)
+        if "attributes" not in manifest:
+            raise DatasetError(f"{self.dataset} has no attributes; prepare it with --attributes list_attr_celeba.txt")
+        column(manifest["attributes"]["names"], self.attribute)

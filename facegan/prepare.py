@@ -323,11 +323,11 @@ def prepare(
     if limit is not None:
         names = names[:limit]
     if table is not None:  # an image the table does not label cannot be in a labelled dataset
-        labelled = [n for n in names if os.path.basename(n) in table.rows
-                    or os.path.splitext(n)[1].lower() not in IMAGE_SUFFIXES]
+        has_row = lambda n: (os.path.basename(n) in table.rows  # noqa: E731
+                             or os.path.splitext(n)[1].lower() not in IMAGE_SUFFIXES)
         unlisted += [{"file": n, "reason": f"no row in the attribute table {attributes}"}
-                     for n in names if n not in set(labelled)]
-        names = labelled
+                     for n in names if not has_row(n)]
+        names = [n for n in names if has_row(n)]
     if not names:
         raise DatasetError(f"{source}: empty input, no files found"
                            + (f" ({len(unlisted)} unreadable: {unlisted[0]['file']})" if unlisted else ""))

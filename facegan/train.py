@@ -77,22 +77,16 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, cls:
     """The config (a `cls`: TrainConfig, or TranslateConfig) a run trains with, as the CLI and
     the flows build it: the run's saved config when it has one (resuming), then `preset`, then
     the options `given` (nested as `config.nest_options` makes them); the model resolution
-    defaults to the dataset's. Reads only the dataset's manifest and the run's config.json."""
+    defaults to the dataset's, and the config is checked against the dataset
+    (`RunConfig.check_dataset`). Reads only the dataset's manifest and the run's config.json."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
     if saved is not None and runfolder.family(saved) != cls.family:
         raise ConfigError(f"{run} holds a {runfolder.family(saved)} run, not a {cls.family} one; use a new run name")
     cfg = cls.from_dict({"dataset": dataset, "run": run,
                          **resolve(preset, given, saved, manifest["resolution"], presets_for(cls))})
-    check_resolution(cfg, manifest)
+    cfg.check_dataset(manifest)
     return cfg
-
-
-def check_resolution(cfg: RunConfig, manifest: dict) -> None:
-    """The model's resolution is the dataset's, or a ConfigError naming both."""
-    if manifest["resolution"] != cfg.model.resolution:
-        raise ConfigError(f"dataset {cfg.dataset} is {manifest['resolution']}px but model.resolution="
-                          f"{cfg.model.resolution}")
 
 
 def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> int:
@@ -164,7 +158,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
     try:
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
-        check_resolution(cfg, manifest)
+        cfg.check_dataset(manifest)
         images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
         # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
         sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)

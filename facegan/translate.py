@@ -39,21 +39,10 @@ from facegan.losses import lsgan_loss
 from facegan.runtime import Runtime, seed_everything, use_device
 from facegan.schedule import get_lr, set_lr
 from facegan.storage import open_store
-from facegan.train import Hooks, TrainResult, check_resolution, config_for_run, resume
+from facegan.train import Hooks, TrainResult, resume
 
 DIRECTIONS = {"remove": "G_AB", "add": "G_BA"}  # apply --direction: A (attribute on) -> B, B -> A
 MIN_DOMAIN = 2  # images a domain needs at least
-
-
-def translation_config(dataset: str, run: str, preset: str | None, given: dict) -> TranslateConfig:
-    """The TranslateConfig a run trains with (see `facegan.train.config_for_run`), its attribute
-    checked against the dataset's labels. Reads only the manifest and the run's config.json."""
-    cfg = config_for_run(dataset, run, preset, given, TranslateConfig)
-    manifest = data.read_manifest(open_store(dataset))
-    if "attributes" not in manifest:
-        raise DatasetError(f"{dataset} has no attributes; prepare it with --attributes list_attr_celeba.txt")
-    column(manifest["attributes"]["names"], cfg.attribute)
-    return cfg
 
 
 def domains(labels: np.ndarray, names: list[str], attribute: str, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +180,7 @@ def train_translation(cfg: TranslateConfig, hooks: Hooks | None = None) -> Train
     try:
         # --- data: one uint8 tensor on the device; each domain is a set of rows of it ----------
         manifest = data.read_manifest(open_store(cfg.dataset))
-        check_resolution(cfg, manifest)
+        cfg.check_dataset(manifest)
         names, labels = data.load_attributes(cfg.dataset, manifest)
         rows_a, rows_b = domains(labels, names, cfg.attribute, cfg.dataset)
         images, _ = data.load(cfg.dataset, device=device, manifest=manifest)

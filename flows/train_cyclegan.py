@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from facegan.config import TranslateConfig, nest_options
-from facegan.translate import translation_config
+from facegan.train import config_for_run
 from flows.common import INPUT_ERRORS, check_run_name, fail, store_root, with_option_parameters
 from flows.train_dcgan import pull_dataset, report, train_model
 
@@ -20,8 +20,8 @@ def train_cyclegan_fn(dataset_uri: str, run_name: str, store: str | None = None,
     """
     try:
         check_run_name(run_name)
-        cfg = translation_config(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
-                                 nest_options(options, TranslateConfig))
+        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
+                             nest_options(options, TranslateConfig), TranslateConfig)
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
