@@ -93,9 +93,15 @@ class PrefectServer:
         raise AssertionError(f"flow run {flow_run_id} did not finish")
 
     def logs(self, flow_run_id: str) -> str:
-        rows = self.api("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
-                                                 "limit": 200, "sort": "TIMESTAMP_ASC"})
-        return "\n".join(r["message"] for r in rows)
+        """Every log line of a flow run, oldest first (fetched 200 at a time: a training run with
+        a progress line per step has more than one page)."""
+        rows: list[dict] = []
+        while True:
+            page = self.api("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                     "limit": 200, "offset": len(rows), "sort": "TIMESTAMP_ASC"})
+            rows += page
+            if len(page) < 200:
+                return "\n".join(r["message"] for r in rows)
 
     def artifacts(self, flow_run_id: str) -> list[dict]:
         """Artifacts of a flow run, newest first."""
