@@ -5,9 +5,12 @@
 
 Checks, in order (a check whose prerequisite failed is skipped with that reason):
   device        the device is here; "auto" and a bare "cuda" resolve to an indexed device (the H100 crash)
+  snapshot      a checkpoint's copy to host memory is queued behind the step without waiting, and is
+                the tensors as they were
   data          synthetic faces prepared at 32, 64 and 128 px; a randomly initialised FID Inception
                 saved like the real weights file (name carries its sha256 prefix)
-  PRESET train  `facegan train --preset PRESET` a few steps (FID during training for dcgan64-plus)
+  PRESET train  `facegan train --preset PRESET` a few steps (FID during training for dcgan64-plus);
+                the checkpoint's sample grid and loss curve are PNGs
   PRESET resume the same command with more steps resumes from latest.json
   PRESET fid    `facegan fid` of the run with the random Inception
   PRESET sample `facegan sample` of the run
@@ -220,6 +223,37 @@ class Smoke:
         result = train(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
         assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
         assert result.stopped and result.step == self.steps == self.latest_step(preset), result
+        self.check_pictures(preset, self.steps)
+
+    def check_pictures(self, run: str, step: int) -> None:
+        """The checkpoint's sample grid and loss curve (drawn off the training thread) are PNGs."""
+        from facegan import runfolder
+        from facegan.storage import open_store
+
+        folder = open_store(self.run_uri(run))
+        for key in (runfolder.sample_key(step), runfolder.LOSS_PLOT):
+            assert folder.get_bytes(key).startswith(b"\x89PNG\r\n\x1a\n"), f"{run}/{key} is not a PNG"
+
+    def snapshot(self) -> None:
+        """A checkpoint's host copy (`checkpoint.to_host`) is the tensors as they were at `save`:
+        the training thread does not wait for the GPU, and the writer's `ready()` does."""
+        import torch
+
+        from facegan.checkpoint import Render, to_host
+
+        device = self.expected_device()
+        a = torch.randn(2048, 2048, device=device)
+        for _ in range(1 if device.type == "cpu" else 200):
+            busy = a @ a  # queued work ahead of the copy
+        live = busy[:4, :4].clone()
+        host, ready = to_host({"state": {"w": live}, "grid": Render(torch.Tensor.sum, live)})
+        if device.type == "cuda":
+            assert not torch.cuda.current_stream(device).query(), "to_host waited for the GPU"
+        expected = live.to("cpu", copy=True)  # synchronous: after the copy was queued, before the change below
+        live.zero_()  # a later step changes the live tensor
+        ready()
+        assert torch.equal(host["state"]["w"], expected) and host["state"]["w"].device.type == "cpu"
+        assert torch.equal(host["grid"](), expected.sum()), "a Render's tensors were not copied with the state"
 
     def resume(self, preset: str) -> None:
         """`facegan train` with the same arguments resumes the stopped run and finishes it."""
@@ -323,6 +357,7 @@ class Smoke:
         result = train_translation(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
         assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
         assert result.stopped and result.step == self.steps == self.latest_step(preset), result
+        self.check_pictures(preset, self.steps)
 
     def swap_resume(self, preset: str) -> None:
         out = self.cli(*self.swap_args(preset, preset, 2 * self.steps))
@@ -385,7 +420,8 @@ class Smoke:
 
     def checks(self) -> list[Check]:
         """Every check, in the order they run."""
-        out = [Check("device", self.device_resolution), Check("data", self.data)]
+        out = [Check("device", self.device_resolution), Check("snapshot", self.snapshot, ("device",)),
+               Check("data", self.data)]
         for p in PRESET_NAMES:
             out += [
                 Check(f"{p} train", lambda p=p: self.train(p), ("data", "device")),

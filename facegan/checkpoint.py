@@ -15,7 +15,9 @@ after its checkpoint is complete, so a reader never sees half a checkpoint; old 
 are pruned to the newest `keep_last` plus the best.
 
 `CheckpointWriter` serialises and uploads on a background thread so training never waits for
-storage; `save()` returns once the state is copied off the live tensors.
+storage; `save()` only queues copies of the live tensors (`to_host`) and returns. On CUDA the
+copies go to pinned host memory behind the step's kernels, and the writer thread waits for them;
+the sample grid and loss curve are rendered on that thread too (`Render`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,15 +92,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ (de)serialising
 
 
-def _to_cpu(obj: Any) -> Any:
-    """Deep copy of nested dicts/lists with every tensor cloned to CPU (detached from training)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+def to_host(obj: Any) -> tuple[Any, Callable[[], None]]:
+    """A copy of nested dicts/lists/tuples with every tensor copied to host memory, and a `ready()`
+    to call before reading the copies.
+
+    The copies reflect the tensors as they are now, whatever later steps do to them. A CUDA tensor
+    is copied into pinned memory without blocking (the copy is queued on the current stream, in
+    order with the step's kernels): `ready()` waits for that copy, so the training thread never
+    waits for the GPU and the GPU never waits for a pageable copy. CPU tensors are cloned at once.
+    """
+    queued: list[torch.Event] = []
+
+    def copy(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+            if x.device.type != "cuda":
+                return x.to("cpu", copy=True)
+            out = torch.empty_like(x, device="cpu", pin_memory=True).copy_(x, non_blocking=True)
+            if not queued:
+                queued.append(torch.cuda.Event())
+            return out
+        if isinstance(x, dict):
+            return {k: copy(v) for k, v in x.items()}
+        if isinstance(x, Render):
+            return Render(x.fn, *copy(x.args), **copy(x.kwargs))
+        if isinstance(x, (list, tuple)):
+            return type(x)(copy(v) for v in x)
+        return x
+
+    host = copy(obj)
+    for event in queued:
+        event.record()  # after every copy above: they are all on the current stream
+    return host, (queued[0].synchronize if queued else lambda: None)
+
+
+class Render:
+    """A file rendered on the writer's thread as `fn(*args, **kwargs)`, after its tensor arguments
+    were copied off the device with the state (`to_host`): e.g. the sample grid's PNG encoding."""
+
+    def __init__(self, fn: Callable[..., bytes], *args: Any, **kwargs: Any) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self) -> bytes:
+        return self.fn(*self.args, **self.kwargs)
 
 
 def to_bytes(state: dict[str, Any]) -> bytes:
@@ -251,13 +288,14 @@ def write_checkpoint(
 class CheckpointWriter:
     """Writes checkpoints on one background thread, so the training step never waits for S3.
 
-    `save` copies the state to CPU (on the caller's thread, so later steps cannot change it) and
-    hands it over; at most one write waits, so a slow store applies back-pressure instead of
-    piling up memory. When the store is unreachable (a transient StorageError) the writer retries
-    with backoff (1 s doubling to 30 s) for up to `outage_limit` seconds while training goes on: a
-    newer checkpoint then replaces the waiting one instead of blocking the trainer, and
-    `latest.json` only ever names objects that were written completely. A store that stays away
-    longer, or a permanent error, is raised by the next `save` or by `close`.
+    `save` queues the copy of the state (and of the `Render` files' tensors) to host memory on the
+    caller's thread, so later steps cannot change it, and hands it over; at most one write waits,
+    so a slow store applies back-pressure instead of piling up memory. When the store is
+    unreachable (a transient StorageError) the writer retries with backoff (1 s doubling to 30 s)
+    for up to `outage_limit` seconds while training goes on: a newer checkpoint then replaces the
+    waiting one instead of blocking the trainer, and `latest.json` only ever names objects that
+    were written completely. A store that stays away longer, or a permanent error, is raised by
+    the next `save` or by `close`.
     """
 
     def __init__(self, run: Store, keep_last: int, on_written=None, log=None,
@@ -295,12 +333,15 @@ class CheckpointWriter:
                     self._busy = self._retrying = False
                     self._cv.notify_all()
 
-    def _write(self, state: dict[str, Any], extra_files: dict, metric) -> None:
+    def _write(self, state: dict[str, Any], extra_files: dict, metric, ready: Callable[[], None]) -> None:
+        ready()  # the host copies are complete
         down_since, delay = None, 1.0
         while True:
             try:
                 for key, data in extra_files.items():
-                    self.run.put_bytes(key, data() if callable(data) else data)
+                    if callable(data):  # rendered once, also when the store has to be retried
+                        data = extra_files[key] = data()
+                    self.run.put_bytes(key, data)
                 uri = write_checkpoint(self.run, state, self.keep_last, metric)
                 break
             except StorageError as exc:
@@ -331,8 +372,10 @@ class CheckpointWriter:
 
     def save(self, state: dict[str, Any], extra_files: dict | None = None,
              metric: tuple[str, float] | None = None) -> None:
-        """Hand over a checkpoint (live tensors are copied now) plus extra objects written first."""
-        item = (_to_cpu(state), extra_files or {}, metric)
+        """Hand over a checkpoint (live tensors are copied now) plus extra objects written first:
+        bytes, or callables (such as `Render`) called on the writer's thread."""
+        (state, extra_files), ready = to_host((state, dict(extra_files or {})))
+        item = (state, extra_files, metric, ready)
         with self._cv:
             self._raise()
             while self._waiting is not None and not self._retrying and self._error is None:

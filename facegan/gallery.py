@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from facegan import checkpoint as ckpt
 from facegan import runfolder
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
-from facegan.images import fid_curve_png, to_png
+from facegan.images import to_png
+from facegan.plots import fid_curve_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
 from facegan.storage import Store, open_store
 

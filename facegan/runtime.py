@@ -92,6 +92,13 @@ class Runtime:
         return self.device.type == "cuda"
 
     @property
+    def plots_apart(self) -> bool:
+        """Draw the checkpoints' curves in a separate process: on CUDA the step is bound by the
+        CPU dispatching kernels, and a matplotlib figure on the writer's thread holds the GIL
+        for ~0.25 s (see `facegan.plots`); on the CPU the step's own kernels release the GIL."""
+        return self.cuda
+
+    @property
     def adam_options(self) -> dict:
         """Fused Adam on CUDA (one kernel for all parameters; step count stays on the GPU)."""
         return {"fused": True} if self.cuda else {}

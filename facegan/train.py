@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, runfolder
+from facegan import data, plots, runfolder
 from facegan import distributed as dist
 from facegan.augment import diff_augment
 from facegan.config import ConfigError, RunConfig, TrainConfig
 from facegan.errors import DivergedError, LeaseError
-from facegan.images import loss_curve_png, to_png
+from facegan.images import to_png
 from facegan.lease import RunLease
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
@@ -249,13 +249,14 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                 metric = ("fid", score)
                 log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
             with torch.no_grad():
-                grid = to_png(G_ema(z_fixed))
+                grid = G_ema(z_fixed)
             rows = list(metrics)
-            files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+            files = {runfolder.sample_key(step): ckpt.Render(to_png, grid), runfolder.METRICS: runfolder.jsonl(rows)}
             if fid_rows:
                 files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
             if rows:
-                files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
+                files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
+                                                         separate_process=rt.plots_apart)
             state = ckpt.make_state(
                 step, cfg.to_dict(), manifest["id"], cfg.family,
                 **{key: obj.state_dict() for key, obj in parts.items()},

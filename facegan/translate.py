@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from facegan import checkpoint as ckpt
-from facegan import data, runfolder
+from facegan import data, plots, runfolder
 from facegan.attributes import column
 from facegan.config import ConfigError, TranslateConfig
 from facegan.cyclegan import PatchDiscriminator, ResnetGenerator
 from facegan.errors import DatasetError, DivergedError, LeaseError
-from facegan.images import loss_curve_png, to_png
+from facegan.images import to_png
 from facegan.lease import RunLease
 from facegan.losses import lsgan_loss
 from facegan.runtime import Runtime, seed_everything, use_device
@@ -254,12 +254,14 @@ def train_translation(cfg: TranslateConfig, hooks: Hooks | None = None) -> Train
 
         def save(step: int) -> None:
             """Queue a checkpoint: translation grid, metrics, loss curve, then the state."""
-            with rt.autocast():  # instance norm keeps no running statistics: train mode samples as eval would
-                grid = grid_png(translation_rows(nets, real_a_fixed, real_b_fixed))
+            # instance norm keeps no running statistics: train mode samples as eval would
+            with torch.no_grad(), rt.autocast():
+                grid = translation_rows(nets, real_a_fixed, real_b_fixed)
             rows = list(metrics)
-            files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+            files = {runfolder.sample_key(step): ckpt.Render(grid_png, grid), runfolder.METRICS: runfolder.jsonl(rows)}
             if rows:
-                files[runfolder.LOSS_PLOT] = lambda: loss_curve_png(rows, runfolder.name(cfg.run))
+                files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
+                                                         separate_process=rt.plots_apart)
             writer.save(ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family,
                                         **{key: obj.state_dict() for key, obj in parts.items()}), files)
 

@@ -26,7 +26,7 @@ def test_roundtrip_and_rng_restore(tmp_path):
     torch.manual_seed(1)
     np.random.seed(2)
     random.seed(3)
-    state = ckpt._to_cpu(_state(5))
+    state = ckpt.to_host(_state(5))[0]
     expected = (torch.rand(3), np.random.rand(3), random.random())
     loaded = ckpt.from_bytes(ckpt.to_bytes(state), "mem")
     assert loaded["step"] == 5 and torch.equal(loaded["G"]["w"], torch.full((2,), 5.0))
@@ -54,7 +54,7 @@ def test_foreign_and_newer_files_are_refused():
     torch.save({"weights": torch.zeros(1)}, buf)
     with pytest.raises(ckpt.CheckpointError, match="x.pt: not a facegan checkpoint"):
         ckpt.from_bytes(buf.getvalue(), "x.pt")
-    state = ckpt._to_cpu(_state(1))
+    state = ckpt.to_host(_state(1))[0]
     state["version"] = ckpt.VERSION + 1
     with pytest.raises(ckpt.CheckpointError, match="newer than this facegan"):
         ckpt.from_bytes(ckpt.to_bytes(state), "y.pt")
@@ -77,7 +77,7 @@ def test_keep_newest_k_plus_best(store_uri):
     run = open_store(store_uri)
     metrics = {1: 50.0, 2: 30.0, 3: 40.0, 4: 45.0, 5: 41.0, 6: 39.0}
     for step, value in metrics.items():
-        ckpt.write_checkpoint(run, ckpt._to_cpu(_state(step)), keep_last=2, metric=("fid", value))
+        ckpt.write_checkpoint(run, ckpt.to_host(_state(step))[0], keep_last=2, metric=("fid", value))
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 5, 6]  # newest two + best (step 2)
     assert ckpt.read_pointer(run)["step"] == 6
     assert ckpt.read_pointer(run, ckpt.BEST)["step"] == 2
@@ -89,13 +89,17 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     written = []
     writer = ckpt.CheckpointWriter(run, keep_last=3, on_written=lambda s, u: written.append(s))
     live = {"w": torch.zeros(2)}
+    show = ckpt.Render(lambda t, sep: sep.join(str(v) for v in t.tolist()).encode(), live["w"], sep=",")
     for step in (1, 2, 3):
-        live["w"] += 1  # mutating after save() must not change what was saved
-        writer.save(ckpt.make_state(step, {}, "d", G=live, **OTHER_PARTS), {f"extra-{step}.txt": b"x"})
+        live["w"] += 1
+        writer.save(ckpt.make_state(step, {}, "d", G=live, **OTHER_PARTS),
+                    {f"extra-{step}.txt": b"x", f"render-{step}.txt": show})
+        live["w"] += 100  # mutating after save() must not change what was saved, nor what is rendered
     writer.close()
     assert written == [1, 2, 3]
-    assert ckpt.load_run(run)["G"]["w"].tolist() == [3.0, 3.0]
+    assert ckpt.load_run(run)["G"]["w"].tolist() == [203.0, 203.0]
     assert run.exists("extra-3.txt")
+    assert [run.get_bytes(f"render-{step}.txt") for step in (1, 2, 3)] == [b"1.0,1.0", b"102.0,102.0", b"203.0,203.0"]
     bad = ckpt.CheckpointWriter(open_store(str(tmp_path / "run")), keep_last=1)
     bad.save(ckpt.make_state(4, {}, "d", G=live, **OTHER_PARTS), {"../escape": b"x"})
     with pytest.raises(Exception, match="not allowed"):
