@@ -329,6 +329,9 @@ class CheckpointWriter:
                 with self._cv:
                     self._error = self._error or exc
             finally:
+                # free the host copies now: the next save then reuses their pinned memory (a new
+                # pinned allocation would wait for the GPU)
+                del item
                 with self._cv:
                     self._busy = self._retrying = False
                     self._cv.notify_all()
