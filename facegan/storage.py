@@ -266,11 +266,11 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-        )
+        # standard retries, 5 attempts with backoff, unless AWS's own settings say otherwise
+        retries = {key: value for key, value, env in (("mode", "standard", "AWS_RETRY_MODE"),
+                                                      ("max_attempts", 5, "AWS_MAX_ATTEMPTS"))
+                   if env not in os.environ}
+        config = Config(retries=retries, connect_timeout=5, read_timeout=60)
         self.client = boto3.session.Session().client("s3", config=config)
         self.transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD

@@ -48,6 +48,7 @@ def test_unreachable_bucket_fails_fast(prefect_api, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry, not the default's five with backoff
     call = lambda **kw: train_dcgan(dataset_uri="s3://facegan-data/datasets/celeba-64",  # noqa: E731
                                     run_name="r", store="s3://facegan-data", **kw)
     message = _failed_fast(call, time.monotonic())

@@ -94,10 +94,21 @@ def test_unreachable_endpoint_is_named(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry, not the default's five with backoff
     s = S3Store("s3://bucket/prefix")
     with pytest.raises(StorageError, match=r"s3://bucket/prefix/k: S3 endpoint unreachable") as err:
         s.get_bytes("k")
     assert err.value.transient  # worth a retry
+
+
+def test_retries_are_standard_unless_aws_settings_say_otherwise(monkeypatch):
+    for var in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert S3Store("s3://bucket/p").client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    assert S3Store("s3://bucket/p").client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 2}
 
 
 def test_no_credentials_is_named(monkeypatch, tmp_path, moto_endpoint):
