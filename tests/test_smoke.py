@@ -16,7 +16,8 @@ def test_smoke_check_passes_on_cpu(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     status = {name: st for st, name in re.findall(r"^(PASS|FAIL|SKIP)\s+(.+?)\s+\d+\.\d+s", out.stdout, re.M)}
-    expected = ["data", "device", "snapshot", *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
+    expected = ["data", "device", "snapshot",
+                *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
                 "compile", "bf16", "fp32", "sigterm", "swap data",
                 *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap bf16", "gallery",
                 "bench"]
