@@ -95,10 +95,15 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def prefect_api(server):
-    """Point this process's Prefect client at the test server (flows called in-process)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """Point this process's Prefect client at the test server (flows called in-process).
 
-    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+    Flow-run heartbeats (Prefect's zombie detection, every 180 s by default) are off here: no
+    in-process flow test lives that long, and ending a run joins the heartbeat thread, which
+    sleeps in 1 s steps, so each flow call took 1 s more. Deployed runs keep them (test_flows_e2e).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield server
 
 
