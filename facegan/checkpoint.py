@@ -341,10 +341,11 @@ class CheckpointWriter:
         down_since, delay = None, 1.0
         while True:
             try:
-                for key, data in extra_files.items():
+                for key, data in list(extra_files.items()):
                     if callable(data):  # rendered once, also when the store has to be retried
-                        data = extra_files[key] = data()
-                    self.run.put_bytes(key, data)
+                        data = extra_files[key] = self._render(key, data, state["step"])
+                    if data is not None:
+                        self.run.put_bytes(key, data)
                 uri = write_checkpoint(self.run, state, self.keep_last, metric)
                 break
             except StorageError as exc:
@@ -367,6 +368,16 @@ class CheckpointWriter:
                      "of store outage")
         if self.on_written:
             self.on_written(state["step"], uri)
+
+    def _render(self, key: str, render: Callable[[], bytes], step: int) -> bytes | None:
+        """A rendered file's bytes; None (the file is left out, the checkpoint still written) when
+        rendering fails: a picture is not worth a checkpoint."""
+        try:
+            return render()
+        except Exception as exc:  # noqa: BLE001 - logged; the state matters more than its picture
+            why = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.log(f"checkpoint step {step}: could not render {key}, left out ({why})")
+            return None
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -75,7 +75,10 @@ def render(name: str, *args, separate_process: bool = False) -> bytes:
     if not separate_process:
         return CURVES[name](*args)
     request = json.dumps({"name": name, "args": args}).encode()
-    proc = subprocess.run([sys.executable, "-m", "facegan.plots"], input=request, capture_output=True, check=False)
+    # its own session: a Ctrl-C or a signal to the trainer's process group must reach the trainer
+    # (which then checkpoints), not kill the drawing under the checkpoint writer
+    proc = subprocess.run([sys.executable, "-m", "facegan.plots"], input=request, capture_output=True, check=False,
+                          start_new_session=True)
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"drawing {name} in a separate process failed (exit {proc.returncode}): {last}")

@@ -100,6 +100,14 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     assert ckpt.load_run(run)["G"]["w"].tolist() == [203.0, 203.0]
     assert run.exists("extra-3.txt")
     assert [run.get_bytes(f"render-{step}.txt") for step in (1, 2, 3)] == [b"1.0,1.0", b"102.0,102.0", b"203.0,203.0"]
+    logs = []
+    drawer = ckpt.CheckpointWriter(open_store(str(tmp_path / "drawn")), keep_last=1, log=logs.append)
+    drawer.save(ckpt.make_state(1, {}, "d", G=live, **OTHER_PARTS),
+                {"loss.png": ckpt.Render(lambda: 1 / 0), "samples.png": b"ok"})
+    drawer.close()  # a picture that fails to render is left out; the checkpoint is still written
+    assert ckpt.load_run(open_store(str(tmp_path / "drawn")))["step"] == 1
+    assert logs == ["checkpoint step 1: could not render loss.png, left out (ZeroDivisionError: division by zero)"]
+    assert not (tmp_path / "drawn" / "loss.png").exists() and (tmp_path / "drawn" / "samples.png").exists()
     bad = ckpt.CheckpointWriter(open_store(str(tmp_path / "run")), keep_last=1)
     bad.save(ckpt.make_state(4, {}, "d", G=live, **OTHER_PARTS), {"../escape": b"x"})
     with pytest.raises(Exception, match="not allowed"):
