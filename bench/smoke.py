@@ -23,7 +23,7 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
                 at a checkpoint step; resume: the same command resumes it; apply: `translate apply`
   swap bf16     an attribute swap trained under `--precision bf16`
   gallery       the nightly gallery from the resulting runs, with the attribute swaps' sections
-  bench         bench.train_throughput and bench.data_throughput at toy sizes
+  bench         bench.train_throughput, bench.data_throughput and bench.preset_speed at toy sizes
   ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
 
 Sizes: "preset" trains each preset's real networks and batch (the default on CUDA); "tiny" narrows
@@ -394,8 +394,8 @@ class Smoke:
         assert shown == sorted([*SWAP_PRESETS, "swap-bf16"]), m["translations"]
 
     def bench(self) -> None:
-        """Both benchmarks at toy sizes on the device (their figures mean nothing here)."""
-        from bench import data_throughput, train_throughput
+        """The benchmarks at toy sizes on the device (their figures mean nothing here)."""
+        from bench import data_throughput, preset_speed, train_throughput
 
         results = str(self.work / "bench-results")
         with contextlib.redirect_stdout(io.StringIO()):
@@ -405,8 +405,11 @@ class Smoke:
                                    "--results", results])
             data_throughput.main(["--device", self.device, "--raw", "16", "--count", "64", "--resolution", "32",
                                   "--results", results])
+            preset_speed.main(["--device", self.device, "--presets", "udacity32,cyclegan64", "--steps", "2",
+                               "--log-every", "1", "--images", "16", "--ngf", "8", "--ndf", "8", "--batch-size", "4",
+                               "--results", results])
         made = sorted(p.name.split("-")[0] for p in Path(results).iterdir())
-        assert made == ["data_throughput", "train_throughput"], made
+        assert made == ["data_throughput", "preset_speed", "train_throughput"], made
 
     def ddp(self) -> None:
         import torch
