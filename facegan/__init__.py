@@ -8,7 +8,8 @@ generator, PatchGAN), `prepare` (raw images and attribute tables -> dataset), `a
 local stores), `runfolder` (a run's keys and metric streams), `lease` (one trainer per run),
 `checkpoint` (complete, resumable checkpoints), `losses`, `schedule` (learning rate), `train`
 (the DCGAN loop), `translate` (the attribute-swap loop, apply), `sample`, `gallery`, `metrics`
-(FID), `images`, `augment`, `presets`, `distributed`, `synthetic` (demo data), `cli`.
+(FID), `images` (sample grids), `plots` (loss and FID curves), `augment`, `presets`,
+`distributed`, `synthetic` (demo data), `cli`.
 """
 
 __version__ = "0.1.0"

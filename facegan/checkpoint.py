@@ -341,7 +341,7 @@ class CheckpointWriter:
         down_since, delay = None, 1.0
         while True:
             try:
-                for key, data in list(extra_files.items()):
+                for key, data in extra_files.items():
                     if callable(data):  # rendered once, also when the store has to be retried
                         data = extra_files[key] = self._render(key, data, state["step"])
                     if data is not None:

@@ -267,9 +267,11 @@ class S3Store(Store):
         self.prefix = parsed.path.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         # standard retries, 5 attempts with backoff, unless AWS's own settings say otherwise
-        retries = {key: value for key, value, env in (("mode", "standard", "AWS_RETRY_MODE"),
-                                                      ("max_attempts", 5, "AWS_MAX_ATTEMPTS"))
-                   if env not in os.environ}
+        retries = {}
+        if "AWS_RETRY_MODE" not in os.environ:
+            retries["mode"] = "standard"
+        if "AWS_MAX_ATTEMPTS" not in os.environ:
+            retries["max_attempts"] = 5
         config = Config(retries=retries, connect_timeout=5, read_timeout=60)
         self.client = boto3.session.Session().client("s3", config=config)
         self.transfer = TransferConfig(
