@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
+from prefect_server import PrefectServer
 
 from facegan.prepare import prepare
 from facegan.synthetic import make_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+PREFECT_SERVER = pytest.StashKey[PrefectServer]()
+
+
+def pytest_collection_finish(session):
+    """Launch the session's Prefect server as soon as the collected tests are known to need it: its
+    start-up (10-15 s on 2 cores) then overlaps the tests that run before the first one using it."""
+    if any("server" in item.fixturenames for item in session.items):
+        srv = PrefectServer(Path(tempfile.mkdtemp(prefix="facegan-prefect-home-")))
+        srv.launch()
+        session.config.stash[PREFECT_SERVER] = srv
+
+
+def pytest_sessionfinish(session):
+    srv = session.config.stash.get(PREFECT_SERVER, None)
+    if srv is not None:
+        srv.stop()
+        shutil.rmtree(srv.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +103,12 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """A real Prefect server (SQLite) on loopback for the whole session."""
-    from prefect_server import PrefectServer
-
-    srv = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
-    srv.start()
-    yield srv
-    srv.stop()
+def server(request):
+    """A real Prefect server (SQLite) on loopback for the whole session (launched at collection,
+    see pytest_collection_finish; stopped at the session's end)."""
+    srv = request.config.stash[PREFECT_SERVER]
+    srv.wait_healthy()
+    return srv
 
 
 @pytest.fixture

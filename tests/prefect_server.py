@@ -8,7 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -18,6 +21,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM a process started in its own session and everything it started; SIGKILL after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
 
 
 class PrefectServer:
@@ -40,14 +54,22 @@ class PrefectServer:
         }
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 300.0) -> None:
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the server process and return at once (see `wait_healthy`)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "server.log", "wb")
-        self.proc = subprocess.Popen(
-            ["nohup", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.home / "server.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                ["nohup", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_healthy(self, timeout: float = 300.0) -> None:
+        """Poll /api/health until the launched server answers (generous: a busy 2-core machine is slow)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -61,20 +83,39 @@ class PrefectServer:
         raise RuntimeError("prefect server did not become healthy")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
+        if self.proc:
+            stop_group(self.proc)
+
+    @contextmanager
+    def worker(self, pool: str, kind: str, env: dict, log: Path) -> Iterator[subprocess.Popen]:
+        """`prefect worker start` for the whole block, as users run one (polling every second instead of
+        Prefect's default 10 s), its output in `log`; stopped at the end."""
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", kind],
+                env={**self.env, **env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            yield proc
+        finally:
+            stop_group(proc)
 
     # --- REST helpers ------------------------------------------------------------------------
-    def api(self, method: str, path: str, body: dict | None = None):
+    def api(self, method: str, path: str, body: dict | None = None, attempts: int = 5):
+        """One REST call; a 503 (the server's answer to a retryable error, e.g. SQLite busy) is
+        retried after a short wait, as Prefect's own client does."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read() or b"null")
+        for attempt in range(1, attempts + 1):
+            req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:
+                if e.code != 503 or attempt == attempts:
+                    raise
+                time.sleep(0.5 * attempt)
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 300, cwd=None) -> str:
         out = subprocess.run([str(BIN / "prefect"), *args], env={**self.env, **(env or {})},
@@ -89,8 +130,20 @@ class PrefectServer:
             run = self.api("GET", f"/flow_runs/{flow_run_id}")
             if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 return run
-            time.sleep(1)
+            time.sleep(0.5)
         raise AssertionError(f"flow run {flow_run_id} did not finish")
+
+    def wait_logs_complete(self, flow_run_id: str, timeout: float = 120) -> None:
+        """Wait for a completed flow run's own last line, "Finished in state ...": the run's process
+        sends its logs in batches, the last ones after the run's state is already final."""
+        end = time.monotonic() + timeout
+        query = {"logs": {"flow_run_id": {"any_": [flow_run_id]}, "task_run_id": {"is_null_": True}},
+                 "limit": 200, "sort": "TIMESTAMP_DESC"}
+        while time.monotonic() < end:
+            if any(r["message"].startswith("Finished in state") for r in self.api("POST", "/logs/filter", query)):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"flow run {flow_run_id}: its last log lines did not arrive")
 
     def logs(self, flow_run_id: str) -> str:
         """Every log line of a flow run, oldest first (fetched 200 at a time: a training run with

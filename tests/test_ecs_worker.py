@@ -24,6 +24,7 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facegan:test"
 GPU_PROVIDER = "facegan-gpu"
 GPU_FLOWS = {"train-dcgan/train-dcgan", "train-cyclegan/train-cyclegan", "evaluate/evaluate"}
 CPU_FLOWS = {"nightly-gallery/nightly-gallery", "prepare-celeba/prepare-celeba"}
+DOCKER_POOL, ECS_POOL = POOLS = ("gpu-docker", "facegan-ecs")
 
 
 def ecs_pool_module():
@@ -78,19 +79,22 @@ def aws(moto_endpoint, bucket):
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    """A Prefect server of this test's own: the runs it submits stay Pending (nothing runs them
-    in moto), and on the shared server they would hold the deployments' concurrency slots."""
-    from prefect_server import PrefectServer
+def ecs_server(server):
+    """The session's Prefect server, left as this test found it: the runs submitted here stay
+    Pending (nothing runs them in moto) and would hold the deployments' concurrency slots, so the
+    runs, deployments (with their slots) and pools made here are deleted afterwards."""
+    yield server
+    pools = {"work_pools": {"name": {"any_": list(POOLS)}}}
+    for run in server.api("POST", "/flow_runs/filter", pools):
+        server.api("DELETE", f"/flow_runs/{run['id']}")
+    for dep in server.api("POST", "/deployments/filter", pools):
+        server.api("DELETE", f"/deployments/{dep['id']}")
+    for pool in POOLS:
+        server.api("DELETE", f"/work_pools/{pool}")
 
-    srv = PrefectServer(tmp_path / "prefect-home")
-    srv.start()
-    yield srv
-    srv.stop()
 
-
-def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(own_server, aws, bucket, tmp_path):
-    server = own_server
+def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(ecs_server, aws, bucket, tmp_path):
+    server = ecs_server
     outputs, ecs = aws["outputs"], aws["ecs"]
     template = ecs_pool_module().base_job_template(outputs)
     (tmp_path / "template.json").write_text(json.dumps(template))
@@ -100,19 +104,19 @@ def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(o
 
     # the same prefect.yaml also deploys onto a Docker pool (the one-box setup): the server takes
     # the ECS variables there, the Docker worker has no use for them
-    server.cli("work-pool", "create", "gpu-docker", "--type", "docker", "--overwrite", env=env)
-    server.cli("--no-prompt", "deploy", "--all", env={**env, "FACEGAN_POOL": "gpu-docker"}, cwd=ROOT)
+    server.cli("work-pool", "create", DOCKER_POOL, "--type", "docker", "--overwrite", env=env)
+    server.cli("--no-prompt", "deploy", "--all", env={**env, "FACEGAN_POOL": DOCKER_POOL}, cwd=ROOT)
     docker_dep = server.api("GET", "/deployments/name/train-dcgan/train-dcgan")
-    assert docker_dep["work_pool_name"] == "gpu-docker"
+    assert docker_dep["work_pool_name"] == DOCKER_POOL
     assert docker_dep["job_variables"]["container_create_kwargs"]["device_requests"][0]["driver"] == "nvidia"
 
-    server.cli("work-pool", "create", "facegan-ecs", "--type", "ecs", "--base-job-template",
+    server.cli("work-pool", "create", ECS_POOL, "--type", "ecs", "--base-job-template",
                str(tmp_path / "template.json"), "--overwrite", env=env)
-    server.cli("--no-prompt", "deploy", "--all", env={**env, "FACEGAN_POOL": "facegan-ecs"}, cwd=ROOT)
+    server.cli("--no-prompt", "deploy", "--all", env={**env, "FACEGAN_POOL": ECS_POOL}, cwd=ROOT)
     run_ids = {}
     for name in sorted(GPU_FLOWS | CPU_FLOWS):
         dep = server.api("GET", f"/deployments/name/{name}")
-        assert dep["work_pool_name"] == "facegan-ecs", name
+        assert dep["work_pool_name"] == ECS_POOL, name
         params = {"checkpoint_uri": f"{bucket}/runs/x"} if name == "evaluate/evaluate" else {}
         override = []
         if name in GPU_FLOWS:  # the deployment asks for 14 GiB of a g5.xlarge; moto's instance has 7482 MiB
@@ -120,7 +124,7 @@ def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(o
             override = ["--job-variable", "memory=6144"]
         out = server.cli("deployment", "run", name, "--params", json.dumps(params), *override, env=env)
         run_ids[re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)] = name
-    worker_log = server.cli("worker", "start", "--pool", "facegan-ecs", "--type", "ecs", "--run-once", env=env,
+    worker_log = server.cli("worker", "start", "--pool", ECS_POOL, "--type", "ecs", "--run-once", env=env,
                             timeout=600)
 
     arns = ecs.list_tasks(cluster="facegan")["taskArns"]

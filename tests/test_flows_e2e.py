@@ -47,18 +47,33 @@ def process_pool_copy(tmp: Path, pool: str) -> Path:
     return out
 
 
-def run_deployment(server: PrefectServer, name: str, params: dict, worker_env: dict,
-                   pool: str = "e2e-process") -> dict:
-    out = server.cli("deployment", "run", name, "--params", json.dumps(params), env=worker_env)
-    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-    server.cli("worker", "start", "--pool", pool, "--type", "process", "--run-once",
-               env=worker_env, timeout=600)
+def start_run(server: PrefectServer, name: str, params: dict, *options: str) -> str:
+    """`prefect deployment run FLOW/DEPLOYMENT` as users type it; returns the flow run's id."""
+    out = server.cli("deployment", "run", name, "--params", json.dumps(params), *options)
+    return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+
+
+def completed(server: PrefectServer, name: str, flow_run_id: str) -> dict:
     run = server.wait_final(flow_run_id)
     assert run["state"]["type"] == "COMPLETED", f"{name}: {run['state']}\n{server.logs(flow_run_id)}"
+    server.wait_logs_complete(flow_run_id)
     return run
 
 
-def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifacts):
+@pytest.fixture
+def worker_env(server, bucket, tmp_path):
+    """The process pool e2e-process with one worker on it for the whole test, started now so that
+    it is up by the time runs come; returns the environment it runs flows with: the store, and the
+    moto server's endpoint and keys, which the Prefect server's environment may predate."""
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    env = {**aws, "FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
+           "FACEGAN_IMAGE": "facegan:test", "FACEGAN_CACHE": str(tmp_path / "cache")}
+    server.cli("work-pool", "create", "e2e-process", "--type", "process", "--overwrite")
+    with server.worker("e2e-process", "process", env, tmp_path / "worker.log"):
+        yield env
+
+
+def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_path, artifacts):
     # --- raw CelebA as users upload it: img_align_celeba.zip and list_attr_celeba.txt -----
     raw_faces = make_faces(tmp_path / "raw" / "img_align_celeba", 48, seed=1, makeup=0.5)
     zpath = tmp_path / "img_align_celeba.zip"
@@ -68,13 +83,8 @@ def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifac
     open_store(bucket).put_file("raw/img_align_celeba.zip", zpath)
     open_store(bucket).put_file("raw/list_attr_celeba.txt", tmp_path / "raw" / "list_attr_celeba.txt")
 
-    # the moto server's endpoint and keys, which the server's environment may predate
-    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    env = {**aws, "FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
-           "FACEGAN_IMAGE": "facegan:test", "FACEGAN_CACHE": str(tmp_path / "cache")}
-    server.cli("work-pool", "create", "e2e-process", "--type", "process", "--overwrite")
     spec = process_pool_copy(tmp_path, "e2e-process")
-    deployed = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(spec), env=env, cwd=ROOT)
+    deployed = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(spec), env=worker_env, cwd=ROOT)
     assert "train-dcgan/train-dcgan" in deployed
 
     # the deployments carry what prefect.yaml says
@@ -87,15 +97,21 @@ def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifac
     assert train_dep["parameters"]["dataset_uri"] == f"{bucket}/datasets/celeba-64"
 
     # --- prepare-celeba with the deployment's own source/dataset defaults ------------------
-    run_deployment(server, "prepare-celeba/prepare-celeba", {"resolution": 32}, env)
+    prepare = "prepare-celeba/prepare-celeba"
+    completed(server, prepare, start_run(server, prepare, {"resolution": 32}))
     manifest = open_store(f"{bucket}/datasets/celeba-64").get_json("manifest.json")
     assert manifest["count"] == 48 and manifest["resolution"] == 32
     assert manifest["attributes"]["table"] == f"{bucket}/raw/list_attr_celeba.txt"
 
-    # --- train-dcgan; the first attempt fails at step 6, the retry resumes from step 4 -----
-    run = run_deployment(server, "train-dcgan/train-dcgan", TRAIN_PARAMS,
-                         {**env, "FACEGAN_TEST_FAIL_AT_STEP": "6", "FACEGAN_TEST_FAIL_MARKER": str(tmp_path / "failed"),
-                          "PYTHONPATH": str(ROOT / "tests" / "inject")})
+    # --- train-dcgan and train-cyclegan side by side on the one worker ----------------------
+    # train-dcgan's first attempt fails at step 6 (injected through the run's job variables), its
+    # retry resumes from step 4; train-cyclegan learns makeup on/off from the same dataset
+    inject = {"FACEGAN_TEST_FAIL_AT_STEP": "6", "FACEGAN_TEST_FAIL_MARKER": str(tmp_path / "failed"),
+              "PYTHONPATH": str(ROOT / "tests" / "inject")}
+    train, cyclegan = "train-dcgan/train-dcgan", "train-cyclegan/train-cyclegan"
+    train_id = start_run(server, train, TRAIN_PARAMS, "--job-variable", f"env={json.dumps(inject)}")
+    swap_id = start_run(server, cyclegan, SWAP_PARAMS)
+    run, swap = completed(server, train, train_id), completed(server, cyclegan, swap_id)
     logs = server.logs(run["id"])
     assert "injected failure at step 6" in logs
     assert re.search(r"resuming s3://\S+/runs/e2e from step 4 ", logs), logs
@@ -115,8 +131,7 @@ def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifac
     assert "checkpoints/step-0000012.pt" in kinds["train-e2e-report"]["data"]
     assert kinds["train-e2e-metrics"]["type"] == "table"
 
-    # --- train-cyclegan: makeup on/off from the same dataset (its deployment's defaults) ----
-    swap = run_deployment(server, "train-cyclegan/train-cyclegan", SWAP_PARAMS, env)
+    # train-cyclegan ran with its deployment's defaults for the attribute and preset
     swap_dep = server.api("GET", "/deployments/name/train-cyclegan/train-cyclegan")
     assert swap_dep["global_concurrency_limit"]["limit"] == 1
     assert swap_dep["parameters"]["attribute"] == "Heavy_Makeup" and swap_dep["parameters"]["preset"] == "cyclegan64"
@@ -127,7 +142,8 @@ def test_deployments_train_and_publish_gallery(server, bucket, tmp_path, artifac
     assert "| cycle L1 |" in swap_artifacts["train-e2e-makeup-report"]["data"]
 
     # --- nightly-gallery for a given night -------------------------------------------------
-    run_deployment(server, "nightly-gallery/nightly-gallery", {"date": "2026-11-21"}, env)
+    gallery = "nightly-gallery/nightly-gallery"
+    completed(server, gallery, start_run(server, gallery, {"date": "2026-11-21"}))
     store = open_store(bucket)
     night = set(store.list("galleries/2026-11-21"))
     expected = {"index.html", "grid.png", "fresh.png", "interpolation.png", "loss.png", "manifest.json"}
