@@ -1,28 +1,46 @@
-"""Data-parallel training: `facegan train --nproc 2` runs two gloo processes under torchrun."""
+"""Data-parallel training: `facegan train --nproc 2` runs two gloo processes under torchrun.
 
-import subprocess
-import sys
+The command is called in this process (`facegan.cli.main`, what the console script calls): the two
+training processes it launches are real processes either way, and a third interpreter would only
+add its start-up and a torch import."""
 
-from helpers import ROOT, tiny_config
+import signal
+
+import pytest
+from helpers import tiny_config
 
 from facegan import checkpoint as ckpt
+from facegan.cli import main
 from facegan.config import ModelConfig
 from facegan.train import Hooks, train
 
 
-def ddp_train(cfg, nproc=2, extra=()):
-    m = cfg.model
-    args = [sys.executable, "-m", "facegan.cli", "train", "--nproc", str(nproc), "--dataset", cfg.dataset,
-            "--run", cfg.run, "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf),
-            "--ndf", str(m.ndf), "--norm", m.norm, "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
-            "--ckpt-every", str(cfg.ckpt_every), "--log-every", str(cfg.log_every), "--seed", str(cfg.seed),
-            "--sample-count", str(cfg.sample_count), "--ema-decay", str(cfg.ema_decay), "--device", "cpu", *extra]
-    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout + out.stderr
+@pytest.fixture
+def ddp_train(capfd):
+    """ddp_train(cfg) -> the output of `facegan train --nproc 2 ...` with cfg's options (its
+    processes' output included: captured at the file descriptors)."""
+    def run(cfg, nproc=2):
+        m = cfg.model
+        argv = ["train", "--nproc", str(nproc), "--dataset", cfg.dataset, "--run", cfg.run,
+                "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
+                "--norm", m.norm, "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
+                "--ckpt-every", str(cfg.ckpt_every), "--log-every", str(cfg.log_every), "--seed", str(cfg.seed),
+                "--sample-count", str(cfg.sample_count), "--ema-decay", str(cfg.ema_decay), "--device", "cpu"]
+        # torchrun's launcher sets its own handlers for these signals and leaves them set
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
+        try:
+            rc = main(argv)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        out = capfd.readouterr()
+        assert rc == 0, out.out[-3000:] + out.err[-3000:]
+        return out.out + out.err
+
+    return run
 
 
-def test_two_processes_match_one_with_the_same_global_batch(dataset32, tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(ddp_train, dataset32, tmp_path):
     # Without batch statistics (norm="none") a DDP step is mathematically the single-process step on
     # the global batch; the stated tolerance covers float summation order (all-reduce vs one batch).
     model = ModelConfig(resolution=32, z_dim=16, ngf=8, ndf=8, norm="none")
@@ -42,7 +60,7 @@ def test_two_processes_match_one_with_the_same_global_batch(dataset32, tmp_path)
     assert len(rows) == 8 // ddp.log_every
 
 
-def test_ddp_with_batchnorm_checkpoints_and_resumes(dataset32, tmp_path):
+def test_ddp_with_batchnorm_checkpoints_and_resumes(ddp_train, dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=4, ckpt_every=2, batch_size=8)
     ddp_train(cfg)
     state = ckpt.load(cfg.run)
@@ -57,9 +75,6 @@ def test_ddp_with_batchnorm_checkpoints_and_resumes(dataset32, tmp_path):
 
 def test_batch_must_split_evenly(dataset32, tmp_path, capsys, monkeypatch):
     """Checked before any process starts (the CLI), and by train() itself under an outside torchrun."""
-    import pytest
-
-    from facegan.cli import main
     from facegan.config import ConfigError
 
     argv = ["train", "--nproc", "2", "--dataset", dataset32, "--run", str(tmp_path / "run"), "--ngf", "8",
