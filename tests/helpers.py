@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from facegan.config import ModelConfig, TrainConfig
+from facegan.config import ModelConfig, TrainConfig, all_options, options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,20 +47,27 @@ def assert_states_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D", "G_
                 assert torch.equal(v, b[part]["state"][pid][k]), f"{part}[{pid}].{k} differs"
 
 
+def train_argv(cfg: TrainConfig) -> list[str]:
+    """`facegan train` arguments that give `cfg`: its dataset and run, and each option (model
+    options included) whose value is not the default, flagged as the CLI names it."""
+    argv = ["train", "--dataset", cfg.dataset, "--run", cfg.run]
+    for f in all_options(TrainConfig):
+        value = getattr(cfg.model if f in options(ModelConfig) else cfg, f.name)
+        flag = f.name.replace("_", "-")
+        if value == f.default:
+            continue
+        if isinstance(value, bool):
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            argv += [f"--{flag}", str(value)]
+    return argv
+
+
 def cli_train(cfg: TrainConfig, extra_env: dict | None = None) -> subprocess.Popen:
     """Start `facegan train` for a config in a subprocess."""
-    m = cfg.model
-    args = [
-        sys.executable, "-m", "facegan.cli", "train", "--dataset", cfg.dataset, "--run", cfg.run,
-        "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf),
-        "--ndf", str(m.ndf), "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
-        "--ckpt-every", str(cfg.ckpt_every), "--keep-last", str(cfg.keep_last),
-        "--log-every", str(cfg.log_every), "--sample-count", str(cfg.sample_count),
-        "--seed", str(cfg.seed), "--device", cfg.device,
-    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen([sys.executable, "-m", "facegan.cli", *train_argv(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05, proc=None):

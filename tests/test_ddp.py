@@ -7,7 +7,7 @@ add its start-up and a torch import."""
 import signal
 
 import pytest
-from helpers import tiny_config
+from helpers import tiny_config, train_argv
 
 from facegan import checkpoint as ckpt
 from facegan.cli import main
@@ -19,13 +19,8 @@ from facegan.train import Hooks, train
 def ddp_train(capfd):
     """ddp_train(cfg) -> the output of `facegan train --nproc 2 ...` with cfg's options (its
     processes' output included: captured at the file descriptors)."""
-    def run(cfg, nproc=2):
-        m = cfg.model
-        argv = ["train", "--nproc", str(nproc), "--dataset", cfg.dataset, "--run", cfg.run,
-                "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
-                "--norm", m.norm, "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
-                "--ckpt-every", str(cfg.ckpt_every), "--log-every", str(cfg.log_every), "--seed", str(cfg.seed),
-                "--sample-count", str(cfg.sample_count), "--ema-decay", str(cfg.ema_decay), "--device", "cpu"]
+    def run(cfg):
+        argv = [*train_argv(cfg), "--nproc", "2"]
         # torchrun's launcher sets its own handlers for these signals and leaves them set
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
         try:
