@@ -6,26 +6,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import ROOT, tiny_config, wait_for
+from helpers import cli_train, tiny_config, train_argv, wait_for
 
 from facegan import checkpoint as ckpt
 from facegan import runfolder
 from facegan.errors import LeaseError
 from facegan.lease import RunLease
 from facegan.storage import open_store
-
-
-def _train_cmd(cfg) -> list[str]:
-    m = cfg.model
-    return [sys.executable, "-m", "facegan.cli", "train", "--dataset", cfg.dataset, "--run", cfg.run,
-            "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
-            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--ckpt-every", str(cfg.ckpt_every),
-            "--log-every", str(cfg.log_every), "--seed", str(cfg.seed), "--device", "cpu"]
 
 
 def _latest(run_uri: str) -> int:
@@ -41,13 +31,11 @@ def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dat
 
     root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("bucket")
     cfg = tiny_config(dataset32, f"{root}/runs/shared", steps=100_000, ckpt_every=5, log_every=5)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(_train_cmd(cfg), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    first = cli_train(cfg)
     try:
         wait_for(lambda: _latest(cfg.run) >= 5, proc=first, timeout=180)
         capsys.readouterr()
-        assert main(_train_cmd(cfg.replace(seed=8))[3:]) == 2
+        assert main(train_argv(cfg.replace(seed=8))) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "this run is being trained by another process" in err[0], err
         assert f"pid {first.pid}" in err[0]
@@ -57,7 +45,7 @@ def test_a_second_trainer_on_a_run_is_refused_until_the_first_is_gone(where, dat
         first.kill()  # kill -9: no release; the lease names a dead process of this host
         first.wait()
     killed_at = _latest(cfg.run)
-    assert main(_train_cmd(cfg.replace(steps=killed_at + 2))[3:]) == 0
+    assert main(train_argv(cfg.replace(steps=killed_at + 2))) == 0
     assert f"from step {killed_at}" in capsys.readouterr().out and _latest(cfg.run) == killed_at + 2
     assert not open_store(cfg.run).exists(runfolder.LEASE)  # released at the end
 

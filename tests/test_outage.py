@@ -14,7 +14,7 @@ import time
 from urllib.parse import urlparse
 
 from fault_proxy import FaultProxy
-from helpers import ROOT, tiny_config, wait_for
+from helpers import ROOT, tiny_config, train_argv, wait_for
 
 from facegan import checkpoint as ckpt
 from facegan.storage import open_store
@@ -26,11 +26,7 @@ def test_training_survives_s3_outages(dataset32, bucket, moto_endpoint):
     target = urlparse(moto_endpoint)
     proxy = FaultProxy((target.hostname, target.port))
     cfg = tiny_config(dataset32, f"{bucket}/runs/outage", steps=10**7, ckpt_every=20, log_every=20)
-    m = cfg.model
-    cmd = [sys.executable, "-m", "facegan.cli", "train", "--dataset", cfg.dataset, "--run", cfg.run,
-           "--resolution", str(m.resolution), "--z-dim", str(m.z_dim), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
-           "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--ckpt-every", str(cfg.ckpt_every),
-           "--log-every", str(cfg.log_every), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "facegan.cli", *train_argv(cfg)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "AWS_ENDPOINT_URL_S3": proxy.endpoint}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
