@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from facegan.config import ModelConfig, TrainConfig, all_options, options
+from facegan.config import ModelConfig, RunConfig, TrainConfig, TranslateConfig, all_options, options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,12 +47,16 @@ def assert_states_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D", "G_
                 assert torch.equal(v, b[part]["state"][pid][k]), f"{part}[{pid}].{k} differs"
 
 
-def train_argv(cfg: TrainConfig) -> list[str]:
-    """`facegan train` arguments that give `cfg`: its dataset and run, and each option (model
-    options included) whose value is not the default, flagged as the CLI names it."""
-    argv = ["train", "--dataset", cfg.dataset, "--run", cfg.run]
-    for f in all_options(TrainConfig):
-        value = getattr(cfg.model if f in options(ModelConfig) else cfg, f.name)
+def train_argv(cfg: RunConfig) -> list[str]:
+    """`facegan train` (a TrainConfig) or `facegan translate train` (a TranslateConfig) arguments
+    that give `cfg`: its dataset and run, and each option (model options included) whose value is
+    not the default, flagged as the CLI names it."""
+    cls = type(cfg)
+    command = ["translate", "train"] if cls is TranslateConfig else ["train"]
+    argv = [*command, "--dataset", cfg.dataset, "--run", cfg.run]
+    model_options = {f.name for f in options(cls.model_class)}
+    for f in all_options(cls):
+        value = getattr(cfg.model if f.name in model_options else cfg, f.name)
         flag = f.name.replace("_", "-")
         if value == f.default:
             continue
@@ -63,8 +67,8 @@ def train_argv(cfg: TrainConfig) -> list[str]:
     return argv
 
 
-def cli_train(cfg: TrainConfig, extra_env: dict | None = None) -> subprocess.Popen:
-    """Start `facegan train` for a config in a subprocess."""
+def cli_train(cfg: RunConfig, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start `facegan train` (or `translate train`) for a config in a subprocess (see train_argv)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "facegan.cli", *train_argv(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, assert_states_equal, latest_step, wait_for
+from helpers import assert_states_equal, cli_train, latest_step, wait_for
 from PIL import Image
 from torch import nn
 
@@ -183,18 +180,6 @@ def assert_swap_states_equal(a: dict, b: dict) -> None:
         assert torch.equal(a["pool"][side]["images"], b["pool"][side]["images"]), f"pool {side} differs"
 
 
-def cli_translate(cfg: TranslateConfig) -> subprocess.Popen:
-    m = cfg.model
-    args = [sys.executable, "-m", "facegan.cli", "translate", "train", "--dataset", cfg.dataset, "--run", cfg.run,
-            "--attribute", cfg.attribute, "--resolution", str(m.resolution), "--ngf", str(m.ngf), "--ndf", str(m.ndf),
-            "--blocks", str(m.blocks), "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
-            "--ckpt-every", str(cfg.ckpt_every), "--keep-last", str(cfg.keep_last), "--log-every",
-            str(cfg.log_every), "--sample-count", str(cfg.sample_count), "--seed", str(cfg.seed),
-            "--pool-size", str(cfg.pool_size), "--device", cfg.device]
-    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill9(labelled32, tmp_path):
     full = tiny(labelled32, str(tmp_path / "full"), steps=24, ckpt_every=3)
     result = train_translation(full, quiet)
@@ -215,7 +200,7 @@ def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill
     stopped = train_translation(cut, Hooks(log=lambda *_: None, should_stop=lambda: next(stops, False)))
     assert stopped.stopped == "stop requested" and stopped.step == 7
     # ... then killed with SIGKILL through the CLI, and resumed again
-    proc = cli_translate(cut)
+    proc = cli_train(cut)
     wait_for(lambda: latest_step(Path(cut.run)) >= 13, proc=proc)
     proc.kill()
     proc.wait()
