@@ -23,7 +23,7 @@ PREFECT_SERVER = pytest.StashKey[PrefectServer]()
 def pytest_collection_finish(session):
     """Launch the session's Prefect server as soon as the collected tests are known to need it: its
     start-up (10-15 s on 2 cores) then overlaps the tests that run before the first one using it."""
-    if any("server" in item.fixturenames for item in session.items):
+    if not session.config.option.collectonly and any("server" in item.fixturenames for item in session.items):
         srv = PrefectServer(Path(tempfile.mkdtemp(prefix="facegan-prefect-home-")))
         srv.launch()
         session.config.stash[PREFECT_SERVER] = srv
