@@ -20,13 +20,19 @@ ARTIFACTS = ROOT / "test-artifacts"
 PREFECT_SERVER = pytest.StashKey[PrefectServer]()
 
 
+def launch_prefect_server(config) -> PrefectServer:
+    """The session's Prefect server, launched (not yet waited for) in a new PREFECT_HOME."""
+    srv = PrefectServer(Path(tempfile.mkdtemp(prefix="facegan-prefect-home-")))
+    srv.launch()
+    config.stash[PREFECT_SERVER] = srv
+    return srv
+
+
 def pytest_collection_finish(session):
     """Launch the session's Prefect server as soon as the collected tests are known to need it: its
     start-up (10-15 s on 2 cores) then overlaps the tests that run before the first one using it."""
     if not session.config.option.collectonly and any("server" in item.fixturenames for item in session.items):
-        srv = PrefectServer(Path(tempfile.mkdtemp(prefix="facegan-prefect-home-")))
-        srv.launch()
-        session.config.stash[PREFECT_SERVER] = srv
+        launch_prefect_server(session.config)
 
 
 def pytest_sessionfinish(session):
@@ -106,7 +112,7 @@ def artifacts() -> Path:
 def server(request):
     """A real Prefect server (SQLite) on loopback for the whole session (launched at collection,
     see pytest_collection_finish; stopped at the session's end)."""
-    srv = request.config.stash[PREFECT_SERVER]
+    srv = request.config.stash.get(PREFECT_SERVER, None) or launch_prefect_server(request.config)
     srv.wait_healthy()
     return srv
 
