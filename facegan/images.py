@@ -1,4 +1,8 @@
-"""PNG outputs: sample grids and single faces, as bytes ready for a store (curves: `plots`)."""
+"""PNG outputs: sample grids and single faces, as bytes ready for a store (curves: `plots`).
+
+The grid is torchvision's `make_grid(normalize=True, value_range=(-1, 1), padding=2)` followed by
+`save_image`, written out here: importing `torchvision.utils` imports torchvision's models and
+with them torch._dynamo, about a second of every process's start (the CLI's, each flow run's)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,27 @@ import io
 import math
 
 import torch
-from torchvision.utils import make_grid, save_image
+from PIL import Image
 
 
 def to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
-    """A grid PNG of images (N, 3, H, W) in [-1, 1]; a single image when N == 1."""
-    images = images.detach().float().cpu()
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    """A grid PNG of images (N, 3, H, W) in [-1, 1]; a single image when N == 1.
+
+    Images are laid out `nrow` to a row (default: a square), 2 px of black around and between."""
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    n, c, h, w = images.shape
+    if n == 1:
+        grid = images[0]
+    else:
+        pad = 2
+        cols = min(nrow or max(1, int(math.ceil(math.sqrt(n)))), n)
+        rows = int(math.ceil(n / cols))
+        grid = images.new_zeros((c, rows * (h + pad) + pad, cols * (w + pad) + pad))
+        for i, image in enumerate(images):
+            row, col = divmod(i, cols)
+            top, left = pad + row * (h + pad), pad + col * (w + pad)
+            grid[:, top:top + h, left:left + w] = image
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
     buf = io.BytesIO()
-    save_image(grid, buf, format="png")
+    Image.fromarray(pixels).save(buf, format="png")
     return buf.getvalue()
