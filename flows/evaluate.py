@@ -6,7 +6,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from facegan.config import ConfigError
-from facegan.metrics import FIDTracker
 from facegan.runtime import use_device
 from facegan.sample import load_generator
 from flows.common import INPUT_ERRORS, artifact_key, fail
@@ -20,6 +19,8 @@ def evaluate(checkpoint_uri: str, dataset_uri: str, samples: int = 10_000, weigh
     try:
         if samples < 2:
             raise ConfigError(f"samples={samples} must be at least 2")
+        from facegan.metrics import FIDTracker  # torchvision's Inception: imported when scoring, not on deploy
+
         dev = use_device(device)
         gen = load_generator(checkpoint_uri, ema=ema, device=dev)
         tracker = FIDTracker.create(dataset_uri, samples, weights_uri, dev, resize=resize)
