@@ -125,10 +125,12 @@ def prefect_api(server):
     in-process flow test lives that long, and ending a run joins the heartbeat thread, which
     sleeps in 1 s steps, so each flow call took 1 s more. Deployed runs keep them (test_flows_e2e).
     """
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield server
+        APILogWorker.drain_all(timeout=5)  # the flows' last log lines sent while the server is up
 
 
 @pytest.fixture(scope="session")
