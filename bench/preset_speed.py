@@ -14,17 +14,18 @@ rate, so a lower bound: checkpoints (see train_throughput) and FID evaluations c
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 from bench.common import write_record
+from facegan import runfolder
 from facegan.attributes import TABLE_NAME
 from facegan.cli import build_parser, given_options
 from facegan.config import TranslateConfig
 from facegan.prepare import prepare
 from facegan.presets import PRESETS, TRANSLATE_PRESETS
+from facegan.storage import open_store
 from facegan.synthetic import make_faces
 from facegan.train import Hooks, config_for_run, train
 from facegan.translate import train_translation
@@ -49,7 +50,7 @@ def preset_rate(preset: str, dataset: str, run: str, a: argparse.Namespace, extr
     else:
         cfg = config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed))
         train(cfg, Hooks(log=lambda *_: None))
-    rows = [json.loads(line) for line in Path(run, "metrics.jsonl").read_text().splitlines()]
+    rows, _ = runfolder.read_metrics(open_store(run))
     rates = [r["img_per_s"] for r in rows[1:]] or [r["img_per_s"] for r in rows]
     return cfg.to_dict(), statistics.median(rates)
 

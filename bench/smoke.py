@@ -149,6 +149,13 @@ class Smoke:
     def run_uri(self, name: str) -> str:
         return f"{self.store}/runs/{name}"
 
+    def training_rows(self, name: str) -> list[dict]:
+        """The training metric rows of run `name`."""
+        from facegan import runfolder
+        from facegan.storage import open_store
+
+        return runfolder.read_metrics(open_store(self.run_uri(name)))[0]
+
     def cli(self, *args: str) -> str:
         """`facegan ARGS` in this process; returns its stdout, raises with its output on non-zero."""
         from facegan.cli import main
@@ -300,8 +307,7 @@ class Smoke:
                                         "--precision", precision))
         said = "bf16 autocast" if precision == "bf16" else "fp32"
         assert f"device {self.expected_device()}, {said}" in out, out[:300]
-        losses = [json.loads(line) for line in Path(self.run_uri(f"precision-{precision}"), "metrics.jsonl")
-                  .read_text().splitlines()]
+        losses = self.training_rows(f"precision-{precision}")
         assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in losses), losses
 
     def sigterm(self) -> None:
@@ -382,7 +388,7 @@ class Smoke:
     def swap_bf16(self) -> None:
         out = self.cli(*self.swap_args("cyclegan64", "swap-bf16", self.steps, "--precision", "bf16"))
         assert f"device {self.expected_device()}, bf16 autocast" in out, out[:300]
-        rows = [json.loads(line) for line in Path(self.run_uri("swap-bf16"), "metrics.jsonl").read_text().splitlines()]
+        rows = self.training_rows("swap-bf16")
         assert rows and all(math.isfinite(r["loss_d"]) and math.isfinite(r["cycle"]) for r in rows), rows
 
     def gallery(self) -> None:
