@@ -23,6 +23,7 @@ from facegan.synthetic import make_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+POOL = "e2e-process"
 SWAP_PARAMS = {
     "run_name": "e2e-makeup", "resolution": 32, "steps": 4, "batch_size": 4, "ngf": 8, "ndf": 8, "blocks": 1,
     "ckpt_every": 2, "log_every": 1, "sample_count": 4, "pool_size": 8, "device": "cpu",
@@ -62,14 +63,14 @@ def completed(server: PrefectServer, name: str, flow_run_id: str) -> dict:
 
 @pytest.fixture
 def worker_env(server, bucket, tmp_path):
-    """The process pool e2e-process with one worker on it for the whole test, started now so that
+    """The process pool POOL with one worker on it for the whole test, started now so that
     it is up by the time runs come; returns the environment it runs flows with: the store, and the
     moto server's endpoint and keys, which the Prefect server's environment may predate."""
     aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    env = {**aws, "FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": "e2e-process",
+    env = {**aws, "FACEGAN_STORE": bucket, "FACEGAN_TZ": "UTC", "FACEGAN_POOL": POOL,
            "FACEGAN_IMAGE": "facegan:test", "FACEGAN_CACHE": str(tmp_path / "cache")}
-    server.cli("work-pool", "create", "e2e-process", "--type", "process", "--overwrite")
-    with server.worker("e2e-process", "process", env, tmp_path / "worker.log"):
+    server.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
+    with server.worker(POOL, "process", env, tmp_path / "worker.log"):
         yield env
 
 
@@ -83,7 +84,7 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     open_store(bucket).put_file("raw/img_align_celeba.zip", zpath)
     open_store(bucket).put_file("raw/list_attr_celeba.txt", tmp_path / "raw" / "list_attr_celeba.txt")
 
-    spec = process_pool_copy(tmp_path, "e2e-process")
+    spec = process_pool_copy(tmp_path, POOL)
     deployed = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(spec), env=worker_env, cwd=ROOT)
     assert "train-dcgan/train-dcgan" in deployed
 
