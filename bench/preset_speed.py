@@ -21,14 +21,12 @@ from pathlib import Path
 from bench.common import write_record
 from facegan import runfolder
 from facegan.attributes import TABLE_NAME
-from facegan.cli import build_parser, given_options
-from facegan.config import TranslateConfig
+from facegan.cli import build_parser, family_in, given_options
+from facegan.loop import Hooks, config_for_run, fit
 from facegan.prepare import prepare
 from facegan.presets import PRESETS, TRANSLATE_PRESETS
 from facegan.storage import open_store
 from facegan.synthetic import make_faces
-from facegan.train import Hooks, config_for_run, train
-from facegan.translate import train_translation
 
 ALL = {**PRESETS, **TRANSLATE_PRESETS}
 
@@ -42,14 +40,9 @@ def preset_rate(preset: str, dataset: str, run: str, a: argparse.Namespace, extr
         args = ["translate", "train", *args, "--attribute", "Heavy_Makeup"]
     else:
         args = ["train", *args, "--fid-every", "0"]
-    parsed = build_parser().parse_args(args)
-    if swap:
-        cfg = config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed, TranslateConfig),
-                             TranslateConfig)
-        train_translation(cfg, Hooks(log=lambda *_: None))
-    else:
-        cfg = config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed))
-        train(cfg, Hooks(log=lambda *_: None))
+    parsed = build_parser(family_in(args)).parse_args(args)
+    cfg = config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed), parsed.family)
+    fit(cfg, Hooks(log=lambda *_: None))
     rows, _ = runfolder.read_metrics(open_store(run))
     rates = [r["img_per_s"] for r in rows[1:]] or [r["img_per_s"] for r in rows]
     return cfg.to_dict(), statistics.median(rates)

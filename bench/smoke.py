@@ -221,16 +221,23 @@ class Smoke:
     def train(self, preset: str) -> None:
         """The CLI's config for `facegan train --preset ...`, trained by the library and stopped
         (as a signal would) half way, at a checkpoint step."""
-        from facegan.cli import build_parser, config_from_args
-        from facegan.train import Hooks, train
+        self.train_stopped(self.train_args(preset, preset, 2 * self.steps), preset)
+        self.check_pictures(preset, self.steps)
 
-        cfg = config_from_args(build_parser().parse_args(self.train_args(preset, preset, 2 * self.steps)))
+    def train_stopped(self, argv: list[str], run: str):
+        """The config the CLI builds for `argv` (facegan.loop.config_for_run), trained by the
+        library and stopped (as a signal would) half way, at a checkpoint step."""
+        from facegan.cli import build_parser, family_in, given_options
+        from facegan.loop import Hooks, config_for_run, fit
+
+        a = build_parser(family_in(argv)).parse_args(argv)
+        cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a), a.family)
         logs: list[str] = []
         polls = iter(range(10**6))
-        result = train(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
+        result = fit(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
         assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
-        assert result.stopped and result.step == self.steps == self.latest_step(preset), result
-        self.check_pictures(preset, self.steps)
+        assert result.stopped and result.step == self.steps == self.latest_step(run), result
+        return result
 
     def check_pictures(self, run: str, step: int) -> None:
         """The checkpoint's sample grid and loss curve (drawn off the training thread) are PNGs."""
@@ -358,18 +365,7 @@ class Smoke:
     def swap_train(self, preset: str) -> None:
         """The CLI's config for `facegan translate train --preset ...`, trained by the library and
         stopped half way at a checkpoint step."""
-        from facegan.cli import build_parser, given_options
-        from facegan.config import TranslateConfig
-        from facegan.train import Hooks, config_for_run
-        from facegan.translate import train_translation
-
-        a = build_parser().parse_args(self.swap_args(preset, preset, 2 * self.steps))
-        cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a, TranslateConfig), TranslateConfig)
-        logs: list[str] = []
-        polls = iter(range(10**6))
-        result = train_translation(cfg, Hooks(should_stop=lambda: next(polls) == self.steps - 1, log=logs.append))
-        assert logs[0].startswith(f"device {self.expected_device()},"), f"trained on another device: {logs[0]}"
-        assert result.stopped and result.step == self.steps == self.latest_step(preset), result
+        self.train_stopped(self.swap_args(preset, preset, 2 * self.steps), preset)
         self.check_pictures(preset, self.steps)
 
     def swap_resume(self, preset: str) -> None:

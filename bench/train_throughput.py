@@ -19,16 +19,16 @@ from bench import baseline
 from bench.common import export_jpegs, median_rate, write_record
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
+from facegan.loop import Hooks, fit
 from facegan.prepare import prepare
 from facegan.runtime import autocast_dtype, use_device
 from facegan.synthetic import make_faces
-from facegan.train import Hooks, train
 
 
 def facegan_windows(cfg: TrainConfig, warmup: int, window_steps: int) -> tuple[list[float], float | None]:
     """Window times from the trainer's own progress hook (it syncs once per log interval)."""
     marks: list[tuple[int, float]] = []
-    result = train(cfg, Hooks(progress=lambda s, t, m: marks.append((s, time.perf_counter())), log=lambda *_: None))
+    result = fit(cfg, Hooks(progress=lambda s, t, m: marks.append((s, time.perf_counter())), log=lambda *_: None))
     marks = [(s, t) for s, t in marks if s >= warmup]
     full = [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False) if b[0] - a[0] == window_steps]
     return full, result.compile_seconds  # a last, shorter window (steps not a multiple) is left out

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facegan import families
 from facegan.errors import CheckpointError  # noqa: F401 - exported here too
 from facegan.runfolder import BEST, CKPT_DIR, LATEST, checkpoint_key
 from facegan.storage import StorageError, Store, open_store, split_uri
@@ -41,13 +42,9 @@ from facegan.storage import StorageError, Store, open_store, split_uri
 OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
 FORMAT = "facegan-checkpoint"
 VERSION = 1
-# what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG), then the
-# state dicts of each model family: a DCGAN run's, and an attribute-swap (CycleGAN) run's
+# what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG); the state
+# dicts of its model family are that family's `parts` (facegan.families)
 PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict}
-FAMILY_PARTS = {
-    "dcgan": ("G", "D", "G_ema", "opt_g", "opt_d"),
-    "cyclegan": ("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"),
-}
 _CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
 
 
@@ -165,9 +162,9 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
             f"{where}: checkpoint format version {version!r} is newer than this facegan ({VERSION})"
         )
     family = state.get("family", "dcgan")  # checkpoints from before the CycleGAN have no family tag
-    if family not in FAMILY_PARTS:
-        raise CheckpointError(f"{where}: model family {family!r} is not one of {', '.join(FAMILY_PARTS)}")
-    parts = {**PARTS, **dict.fromkeys(FAMILY_PARTS[family], dict)}
+    if not isinstance(family, str) or family not in families.REGISTRY:
+        raise CheckpointError(f"{where}: model family {family!r} is not one of {', '.join(families.REGISTRY)}")
+    parts = {**PARTS, **dict.fromkeys(families.get(family).parts, dict)}
     missing = [k for k, kind in parts.items() if not isinstance(state.get(k), kind)]
     if missing:
         raise CheckpointError(f"{where}: damaged checkpoint, {', '.join(missing)} missing or of the wrong type")
@@ -183,8 +180,8 @@ def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
         raise CheckpointError(f"{where}: {key} does not fit this model ({first})") from None
 
 
-def make_state(step: int, config: dict, dataset_id: str, family: str = "dcgan", **parts: Any) -> dict[str, Any]:
-    """Assemble a checkpoint dict: the given parts (state dicts: FAMILY_PARTS[family]) plus
+def make_state(step: int, config: dict, dataset_id: str, family: str, **parts: Any) -> dict[str, Any]:
+    """Assemble a checkpoint dict: the given parts (state dicts: the family's `parts`) plus
     step, config, RNG, tags."""
     return {
         "format": FORMAT,

@@ -6,18 +6,12 @@ import argparse
 import json
 import sys
 
-from facegan.config import (
-    DEVICE_HELP,
-    RunConfig,
-    TrainConfig,
-    TranslateConfig,
-    all_options,
-    nest_options,
-    option_type,
-    shown_default,
-)
+from facegan import families
+from facegan.config import DEVICE_HELP, RunConfig, all_options, nest_options, option_type, shown_default
 from facegan.errors import INPUT_ERRORS, ConfigError
-from facegan.presets import presets_for, resolve
+
+DEFAULT_FAMILY = "dcgan"  # what `facegan train` trains without --family
+SWAP_FAMILY = "cyclegan"  # what `facegan translate train` trains
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -27,13 +21,20 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _add_train_args(p: argparse.ArgumentParser, cls: type[RunConfig] = TrainConfig) -> None:
-    """`facegan train` (or `translate train`) options: one per option field of the run config
-    class `cls` and its model config."""
+def _add_train_args(p: argparse.ArgumentParser, family: str, choose: bool) -> None:
+    """`facegan train` (or `translate train`) options: one per option field of the family's run
+    config class and its model config; `choose`: offer --family (it was read before parsing)."""
+    fam = families.get(family)
+    cls = fam.config
+    if choose:
+        p.add_argument("--family", default=DEFAULT_FAMILY, choices=list(families.REGISTRY),
+                       help=f"model family: {'; '.join(f'{f.name}: {f.what}' for f in families.REGISTRY.values())} "
+                            f"(--help after --family F lists F's options) [default: {DEFAULT_FAMILY}]")
+    p.set_defaults(family=family)
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,
                    help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
-    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(presets_for(cls))}")
+    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(fam.presets)}")
     for f in all_options(cls):
         flag = f"--{f.name.replace('_', '-')}"
         text = f"{f.metadata['help']} [default: {shown_default(f)}]".replace("%", "%%")
@@ -41,20 +42,14 @@ def _add_train_args(p: argparse.ArgumentParser, cls: type[RunConfig] = TrainConf
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
-    if cls is TrainConfig:
-        p.add_argument("--nproc", type=count(1), default=1,
-                       help="data-parallel processes (torchrun), one per GPU [default: 1]")
+    p.add_argument("--nproc", type=count(1), default=1,
+                   help="data-parallel processes (torchrun), one per GPU [default: 1]")
 
 
-def given_options(a: argparse.Namespace, cls: type[RunConfig] = TrainConfig) -> dict:
-    """The options of run config class `cls` given on the command line (nested, None left out)."""
+def given_options(a: argparse.Namespace) -> dict:
+    """The options of the parsed command's family given on the command line (nested, None left out)."""
+    cls = families.get(a.family).config
     return nest_options({f.name: getattr(a, f.name) for f in all_options(cls)}, cls)
-
-
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed `facegan train` arguments alone: the preset, then the explicit
-    options, without reading the run or the dataset (`facegan.train.config_for_run` does that)."""
-    return TrainConfig.from_dict({"dataset": a.dataset, "run": a.run, **resolve(a.preset, given_options(a))})
 
 
 def cmd_prepare(a: argparse.Namespace) -> int:
@@ -65,24 +60,25 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from facegan.train import config_for_run, train
+    """`facegan train [--family F]` and `facegan translate train`: train or resume a run."""
+    from facegan.loop import config_for_run
 
-    cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a))  # resuming: the run's settings first
+    cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a), a.family)  # resuming: the run's first
     if a.nproc > 1:
         if cfg.batch_size % a.nproc:  # before starting any process
             raise ConfigError(f"batch_size={cfg.batch_size} must divide evenly over {a.nproc} processes")
         return launch_torchrun(a.nproc, a.argv)
-    return run_training(train, cfg)
+    return run_training(cfg)
 
 
-def run_training(fit, cfg) -> int:
-    """`fit(cfg, hooks)` (either family's loop) with progress lines and SIGTERM/SIGINT handling:
-    a signal checkpoints and exits 128 + signal."""
+def run_training(cfg: RunConfig) -> int:
+    """`facegan.loop.fit(cfg, hooks)` with progress lines and SIGTERM/SIGINT handling: a signal
+    checkpoints and exits 128 + signal."""
+    from facegan.loop import Hooks, fit
     from facegan.runtime import GracefulStop
-    from facegan.train import Hooks
 
     with GracefulStop() as stop:
-        hooks = Hooks(progress=print_progress, should_stop=stop.requested,
+        hooks = Hooks(progress=progress_printer(families.of_config(cfg)), should_stop=stop.requested,
                       checkpoint=lambda step, uri: print(f"checkpoint step {step}: {uri}", flush=True))
         result = fit(cfg, hooks)
     if stop.signal is not None:
@@ -93,24 +89,15 @@ def run_training(fit, cfg) -> int:
     return 0 if result.finished or result.stopped else 1
 
 
-def print_progress(step: int, total: int, m: dict) -> None:
-    """One progress line: step, losses, D outputs (or the cycle and identity losses of an
-    attribute swap), img/s and ETA."""
-    middle = (f"cycle {m['cycle']:.3f} identity {m['identity']:.3f}" if "cycle" in m
-              else f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}")
-    print(
-        f"step {step}/{total} ({100 * step / total:.1f}%) loss_d {m['loss_d']:.3f} "
-        f"loss_g {m['loss_g']:.3f} {middle} {m['img_per_s']:.0f} img/s ETA {_fmt_eta(m['eta_s'])}",
-        flush=True,
-    )
+def progress_printer(family: families.Family):
+    """The `progress` hook for a family's runs: one line per log window with the step, the
+    family's shown scalars (losses, D outputs, ...), img/s and ETA."""
+    def show(step: int, total: int, m: dict) -> None:
+        middle = " ".join(f"{s.label} {m[s.key]:{s.fmt}}" for s in family.scalars if s.shown)
+        print(f"step {step}/{total} ({100 * step / total:.1f}%) {middle} {m['img_per_s']:.0f} img/s "
+              f"ETA {_fmt_eta(m['eta_s'])}", flush=True)
 
-
-def cmd_translate_train(a: argparse.Namespace) -> int:
-    from facegan.train import config_for_run
-    from facegan.translate import train_translation
-
-    cfg = config_for_run(a.dataset, a.run, a.preset, given_options(a, TranslateConfig), TranslateConfig)
-    return run_training(train_translation, cfg)
+    return show
 
 
 def cmd_translate_apply(a: argparse.Namespace) -> int:
@@ -215,7 +202,20 @@ def fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def family_in(argv: list[str]) -> str:
+    """The value of `--family` in a `facegan train` command line (the default without one): the
+    train options depend on it, so it is read before the parser is built."""
+    for i, arg in enumerate(argv):
+        if arg == "--family" and i + 1 < len(argv):
+            return argv[i + 1] if argv[i + 1] in families.REGISTRY else DEFAULT_FAMILY
+        if arg.startswith("--family="):
+            value = arg.split("=", 1)[1]
+            return value if value in families.REGISTRY else DEFAULT_FAMILY  # an unknown one: argparse says so
+    return DEFAULT_FAMILY
+
+
+def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
+    """The `facegan` parser; `family`: whose options `facegan train` takes (see `family_in`)."""
     parser = Parser(prog="facegan", description="Train DCGANs on CelebA faces, and attribute swaps (CycleGAN).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CelebA's list_attr_celeba.txt (a path or s3:// URI): store its labels with the images")
     p.set_defaults(fn=cmd_prepare)
 
-    p = sub.add_parser("train", help="train or resume a run")
-    _add_train_args(p)
+    p = sub.add_parser("train", help="train or resume a run of any model family (--family)")
+    _add_train_args(p, family, choose=True)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sample", help="sample faces from a checkpoint")
@@ -265,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     translate = sub.add_parser("translate", help="attribute swap (CycleGAN): train a run, apply it to faces")
     tsub = translate.add_subparsers(dest="action", required=True)
-    p = tsub.add_parser("train", help="train or resume an attribute-swap run (A = attribute on, B = off)")
-    _add_train_args(p, TranslateConfig)
-    p.set_defaults(fn=cmd_translate_train)
+    p = tsub.add_parser("train", help="train or resume an attribute-swap run (A = attribute on, B = off); "
+                                      f"the same as `facegan train --family {SWAP_FAMILY}`")
+    _add_train_args(p, SWAP_FAMILY, choose=False)
+    p.set_defaults(fn=cmd_train)
     p = tsub.add_parser("apply", help="translate a face image or a folder of them with a trained run")
     p.add_argument("run", help="run URI (uses latest.json) or checkpoint .pt URI")
     p.add_argument("input", help="an image file or a folder of images (cropped and resized as prepare does)")
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `facegan` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)  # --help ends here, before anything imports torch
+        args = build_parser(family_in(argv)).parse_args(argv)  # --help ends here, before anything imports torch
     except SystemExit as exc:  # --help (0) or a one-line usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv

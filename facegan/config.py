@@ -166,17 +166,21 @@ class RunConfig:
                               f"{self.model.resolution}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the model config nested under "model")."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict: the family's name, then the fields (the model config nested
+        under "model")."""
+        return {"family": self.family, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Build from `to_dict` output; unknown keys are an error that names them."""
+        data = dict(data)
+        family = data.pop("family", cls.family)  # configs written by dd87acf and before have none
+        if family != cls.family:
+            raise ConfigError(f"config of a {family!r} run, not a {cls.family} one")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        data = dict(data)
         if isinstance(data.get("model"), dict):
             model_known = {f.name for f in fields(cls.model_class)}
             bad = sorted(set(data["model"]) - model_known)
@@ -197,6 +201,7 @@ class RunConfig:
             return {**{k: v for k, v in d.items() if k != "model"}, **{f"model.{k}": v for k, v in d["model"].items()}}
 
         mine, theirs = flat(self), flat(other)
+        mine.pop("family"), theirs.pop("family")  # a family is checked apart, before any comparison
         free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
         return [f"{k} {mine[k]!r} -> {theirs.get(k)!r}" for k in sorted(mine)
                 if k not in free and k != "run" and mine[k] != theirs.get(k)]
@@ -337,6 +342,7 @@ class TranslateConfig(RunConfig):
     seed: int = option(0, "random seed (initial weights, batches, pool)")
     device: str = option("auto", DEVICE_HELP)
     max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time")
+    compile: bool = option(False, "torch.compile the four networks (a compiler error falls back to eager)")
     precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
     def __post_init__(self) -> None:

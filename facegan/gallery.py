@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
-from facegan import runfolder
+from facegan import families, runfolder
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
 from facegan.images import to_png
 from facegan.plots import fid_curve_png
@@ -65,8 +65,8 @@ def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
     for name in names:
         run = runs.child(name)
         latest = ckpt.read_pointer(run, ckpt.LATEST)
-        if latest is None or runfolder.family(runfolder.read_config(run) or {}) != "dcgan":
-            continue  # attribute swaps have their own sections
+        if latest is None or not families.of_saved(runfolder.read_config(run) or {}).noise:
+            continue  # families that do not draw from noise (attribute swaps) have their own sections
         best = ckpt.read_pointer(run, ckpt.BEST)
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
         source = Source(run.root, chosen["key"], chosen["step"], which)
@@ -84,34 +84,32 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
 
 
 def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict], dict[str, bytes]]:
-    """A section per finished attribute-swap run under `runs/`: the run's fixed real faces of
-    each domain (its training grids' faces) beside their translations and cycle
-    reconstructions, a PNG strip per row (`translations/<run>/<row>.png`). A run whose
-    checkpoint or dataset cannot be read gets a section that says why, instead of failing the
-    night. Computed on `device`. Returns (sections, files)."""
-    from facegan.translate import ROWS, gallery_rows
-
+    """A section per finished run of a family that does not draw from noise (an attribute swap:
+    the run's fixed real faces of each domain beside their translations and cycle
+    reconstructions), a PNG strip per row (`translations/<run>/<row>.png`), as the family's
+    `gallery_section` makes it. A run whose checkpoint or dataset cannot be read gets a section
+    that says why, instead of failing the night. Computed on `device`. Returns (sections, files)."""
     runs = store.child("runs")
     sections, files = [], {}
     for name in sorted({k.split("/", 1)[0] for k in runs.list() if k.endswith("/" + ckpt.LATEST)}):
         run = runs.child(name)
         config = runfolder.read_config(run) or {}
         latest = ckpt.read_pointer(run, ckpt.LATEST)
-        if runfolder.family(config) != "cyclegan" or latest is None or latest["step"] < config.get("steps", 0):
-            continue  # DCGAN runs have the page's main sections; unfinished swaps wait
-        section = {"run": run.root, "name": name, "attribute": config["attribute"], "step": latest["step"],
-                   "checkpoint": run.uri(latest["key"])}
+        family = families.of_saved(config)
+        if family.noise or latest is None or latest["step"] < config.get("steps", 0):
+            continue  # runs that draw from noise have the page's main sections; unfinished runs wait
+        section = {"run": run.root, "name": name, "family": family.name, "title": family.what,
+                   "step": latest["step"], "checkpoint": run.uri(latest["key"])}
         try:
-            rows = gallery_rows(ckpt.load_run(run), device)
+            made = family.recipes().gallery_section(ckpt.load_run(run), device)
         except INPUT_ERRORS as exc:
             sections.append({**section, "error": str(exc).splitlines()[0]})
             continue
-        section["rows"] = []
-        for key, images in rows.items():
-            stem, label = ROWS[key]
+        section.update(title=made["title"], rows=[])
+        for stem, label, images in made["strips"]:
             path = f"translations/{name}/{stem}.png"
             files[path] = to_png(images, nrow=len(images))
-            section["rows"].append({"file": path, "label": label.format(a=config["attribute"]), "count": len(images)})
+            section["rows"].append({"file": path, "label": label, "count": len(images)})
         sections.append(section)
     return sections, files
 
@@ -268,7 +266,7 @@ def translation_html(sections: list[dict]) -> str:
     e = html.escape
     out = ""
     for t in sections:
-        out += (f'<section class="translation" id="swap-{e(t["name"])}"><h2>Attribute swap: {e(t["attribute"])}</h2>'
+        out += (f'<section class="translation" id="swap-{e(t["name"])}"><h2>{e(t["title"])}</h2>'
                 f'<p class="meta">run <code>{e(t["run"])}</code> at step {t["step"]}, checkpoint '
                 f'<code>{e(t["checkpoint"])}</code></p>')
         if "error" in t:

@@ -51,11 +51,6 @@ TRANSLATE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def presets_for(cls: type) -> dict[str, dict[str, Any]]:
-    """The preset table of a run config class, by its model family."""
-    return {"dcgan": PRESETS, "cyclegan": TRANSLATE_PRESETS}[cls.family]
-
-
 def preset(name: str, table: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The settings of a named preset of `table` (PRESETS by default), a copy; an unknown name
     is a ConfigError."""

@@ -45,12 +45,6 @@ def name(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1] or uri
 
 
-def family(config: dict) -> str:
-    """The model family of a run's saved config: "cyclegan" for an attribute swap (the config
-    names an attribute), else "dcgan"."""
-    return "cyclegan" if "attribute" in config else "dcgan"
-
-
 def read_config(run: Store) -> dict | None:
     """The run's saved config (a dict), or None for a new run."""
     return run.get_json(CONFIG) if run.exists(CONFIG) else None

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan.config import TrainConfig
+from facegan import families
+from facegan.config import ConfigError, RunConfig
 from facegan.images import to_png
-from facegan.models import Generator
 from facegan.runtime import use_device
 from facegan.storage import open_store
 
@@ -18,8 +18,8 @@ from facegan.storage import open_store
 class LoadedGenerator:
     """A generator ready for sampling, with where it came from."""
 
-    net: Generator
-    config: TrainConfig
+    net: torch.nn.Module  # latents (N, z_dim) -> images (N, 3, R, R) in [-1, 1]
+    config: RunConfig
     step: int
     which: str  # "G_ema" or "G"
 
@@ -29,15 +29,17 @@ class LoadedGenerator:
 
 
 def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI), in eval mode,
-    on `device` ("auto", "cpu", "cuda", "cuda:N"; see `facegan.runtime.use_device`)."""
+    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI) of a family that
+    draws faces from noise, in eval mode, on `device` ("auto", "cpu", "cuda", "cuda:N"; see
+    `facegan.runtime.use_device`); the EMA generator unless `ema` is False."""
     device = use_device(str(device))
     state = state_or_uri if isinstance(state_or_uri, dict) else ckpt.load(state_or_uri)
-    config = TrainConfig.from_dict(state["config"])
-    which = "G_ema" if ema else "G"
-    net = Generator(config.model)
-    ckpt.restore(net, state, which, str(state_or_uri) if not isinstance(state_or_uri, dict) else "checkpoint")
-    return LoadedGenerator(net.to(device).eval(), config, state["step"], which)
+    family = families.get(state.get("family", "dcgan"))
+    if not family.noise:
+        where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)
+        raise ConfigError(f"{where} is {family.what}, which does not draw faces from noise")
+    (which, net), = family.recipes().generators(state, device, ema).items()
+    return LoadedGenerator(net, family.config.from_dict(state["config"]), state["step"], which)
 
 
 def latents(seeds: list[int], z_dim: int) -> torch.Tensor:

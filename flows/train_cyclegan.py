@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from facegan.config import TranslateConfig, nest_options
-from facegan.train import config_for_run
+from facegan import families
+from facegan.config import nest_options
+from facegan.loop import config_for_run
 from flows.common import INPUT_ERRORS, check_run_name, fail, store_root, with_option_parameters
 from flows.train_dcgan import pull_dataset, report, train_model
+
+FAMILY = families.get("cyclegan")  # what the train-cyclegan deployments train
 
 
 def train_cyclegan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
@@ -21,14 +24,14 @@ def train_cyclegan_fn(dataset_uri: str, run_name: str, store: str | None = None,
     try:
         check_run_name(run_name)
         cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
-                             nest_options(options, TranslateConfig), TranslateConfig)
+                             nest_options(options, FAMILY.config), FAMILY.name)
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
-    outcome = train_model(cfg.to_dict(), cfg.family)
+    outcome = train_model(cfg.to_dict())
     report(cfg, outcome)
     return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
 
 
-FLOW_SIGNATURE = with_option_parameters(train_cyclegan_fn, TranslateConfig)
+FLOW_SIGNATURE = with_option_parameters(train_cyclegan_fn, FAMILY.config)
 train_cyclegan = flow(name="train-cyclegan", log_prints=True)(train_cyclegan_fn)

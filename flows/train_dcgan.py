@@ -13,11 +13,11 @@ from prefect.artifacts import (
 )
 
 from facegan import checkpoint as ckpt
-from facegan import data, runfolder
-from facegan.config import RunConfig, TrainConfig, TranslateConfig, nest_options
+from facegan import data, families, runfolder
+from facegan.config import RunConfig, nest_options
+from facegan.loop import Hooks, config_for_run, fit
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
-from facegan.train import Hooks, config_for_run, train
 from flows.common import (
     INPUT_ERRORS,
     artifact_key,
@@ -27,6 +27,8 @@ from flows.common import (
     store_root,
     with_option_parameters,
 )
+
+FAMILY = families.get("dcgan")  # what the train-dcgan deployments train
 
 
 class TrainingInterrupted(RuntimeError):
@@ -51,15 +53,10 @@ def retry_unless_interrupted(task, task_run, state) -> bool:  # noqa: ARG001 - P
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_interrupted)
-def train_model(config: dict, family: str = "dcgan") -> dict:
+def train_model(config: dict) -> dict:
     """Train until done; a retry resumes from the run's latest.json (at most one interval lost).
-    `family`: "dcgan" (facegan.train) or "cyclegan" (facegan.translate, an attribute swap)."""
-    if family == "cyclegan":
-        from facegan.translate import train_translation as fit
-
-        cfg = TranslateConfig.from_dict(config)
-    else:
-        fit, cfg = train, TrainConfig.from_dict(config)
+    `config`: a run config's `to_dict()`, which names its family."""
+    cfg = families.of_saved(config).config.from_dict(config)
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("train", cfg.run.rsplit("/", 1)[-1], "progress"),
         description=f"training {cfg.run}",
@@ -85,15 +82,6 @@ def train_model(config: dict, family: str = "dcgan") -> dict:
             "metrics": result.metrics[-20:]}
 
 
-# the report's metric columns: (row key, heading, format), per model family
-COLUMNS = {
-    "dcgan": [("loss_d", "loss D", ".3f"), ("loss_g", "loss G", ".3f"), ("d_real", "D(x)", ".2f"),
-              ("d_fake", "D(G(z))", ".2f"), ("img_per_s", "img/s", ".0f")],
-    "cyclegan": [("loss_d", "loss D", ".3f"), ("loss_g", "loss G (GAN)", ".3f"), ("cycle", "cycle L1", ".3f"),
-                 ("identity", "identity L1", ".3f"), ("img_per_s", "img/s", ".0f")],
-}
-
-
 def report(cfg: RunConfig, outcome: dict) -> None:
     """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
     run = open_store(cfg.run)
@@ -105,7 +93,8 @@ def report(cfg: RunConfig, outcome: dict) -> None:
     if fid_rows:  # FID during training: the last scores and the best checkpoint
         fid = "\n\n**FID** " + ", ".join(f"{r['fid']:.2f} (step {r['step']})" for r in fid_rows[-5:])
         fid += f"; best checkpoint `{run.uri(best['key'])}`" if best else ""
-    columns = COLUMNS[cfg.family]
+    columns = [(s.key, s.label, s.fmt) for s in families.of_config(cfg).scalars if s.shown]
+    columns.append(("img_per_s", "img/s", ".0f"))
     head = "| step | " + " | ".join(h for _, h, _ in columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
     table = head + "\n".join(
         f"| {r['step']} | " + " | ".join(format(r[k], f) for k, _, f in columns) + " |" for r in rows[-10:]
@@ -138,7 +127,8 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
         # --- every parameter checked before any heavy work --------------------------------
         check_run_name(run_name)
         # the dataset's manifest and the run's saved config are read here: no retries for bad input
-        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset, nest_options(options))
+        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
+                             nest_options(options, FAMILY.config), FAMILY.name)
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
@@ -147,5 +137,5 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
     return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
 
 
-FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, TrainConfig)
+FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, FAMILY.config)
 train_dcgan = flow(name="train-dcgan", log_prints=True)(train_dcgan_fn)

@@ -19,8 +19,8 @@ from helpers import tiny_config
 
 from facegan import checkpoint as ckpt
 from facegan.cli import main
+from facegan.loop import Hooks, fit
 from facegan.prepare import process_image
-from facegan.train import Hooks, train
 
 quiet = Hooks(log=lambda *_: None)
 
@@ -29,7 +29,7 @@ quiet = Hooks(log=lambda *_: None)
 def run_dir(dataset32, tmp_path_factory) -> str:
     """A trained 4-step run (checkpoints at 2 and 4)."""
     run = str(tmp_path_factory.mktemp("bad") / "run")
-    train(tiny_config(dataset32, run, steps=4, ckpt_every=2), quiet)
+    fit(tiny_config(dataset32, run, steps=4, ckpt_every=2), quiet)
     return run
 
 

@@ -19,7 +19,7 @@ OTHER_PARTS = {"D": {}, "G_ema": {}, "opt_g": {}, "opt_d": {}}  # a complete che
 
 
 def _state(step: int) -> dict:
-    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", G={"w": torch.ones(2) * step}, **OTHER_PARTS)
+    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", "dcgan", G={"w": torch.ones(2) * step}, **OTHER_PARTS)
 
 
 def test_roundtrip_and_rng_restore(tmp_path):
@@ -92,7 +92,7 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     show = ckpt.Render(lambda t, sep: sep.join(str(v) for v in t.tolist()).encode(), live["w"], sep=",")
     for step in (1, 2, 3):
         live["w"] += 1
-        writer.save(ckpt.make_state(step, {}, "d", G=live, **OTHER_PARTS),
+        writer.save(ckpt.make_state(step, {}, "d", "dcgan", G=live, **OTHER_PARTS),
                     {f"extra-{step}.txt": b"x", f"render-{step}.txt": show})
         live["w"] += 100  # mutating after save() must not change what was saved, nor what is rendered
     writer.close()
@@ -102,13 +102,13 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     assert [run.get_bytes(f"render-{step}.txt") for step in (1, 2, 3)] == [b"1.0,1.0", b"102.0,102.0", b"203.0,203.0"]
     logs = []
     drawer = ckpt.CheckpointWriter(open_store(str(tmp_path / "drawn")), keep_last=1, log=logs.append)
-    drawer.save(ckpt.make_state(1, {}, "d", G=live, **OTHER_PARTS),
+    drawer.save(ckpt.make_state(1, {}, "d", "dcgan", G=live, **OTHER_PARTS),
                 {"loss.png": ckpt.Render(lambda: 1 / 0), "samples.png": b"ok"})
     drawer.close()  # a picture that fails to render is left out; the checkpoint is still written
     assert ckpt.load_run(open_store(str(tmp_path / "drawn")))["step"] == 1
     assert logs == ["checkpoint step 1: could not render loss.png, left out (ZeroDivisionError: division by zero)"]
     assert not (tmp_path / "drawn" / "loss.png").exists() and (tmp_path / "drawn" / "samples.png").exists()
     bad = ckpt.CheckpointWriter(open_store(str(tmp_path / "run")), keep_last=1)
-    bad.save(ckpt.make_state(4, {}, "d", G=live, **OTHER_PARTS), {"../escape": b"x"})
+    bad.save(ckpt.make_state(4, {}, "d", "dcgan", G=live, **OTHER_PARTS), {"../escape": b"x"})
     with pytest.raises(Exception, match="not allowed"):
         bad.close()

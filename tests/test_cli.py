@@ -9,8 +9,8 @@ from helpers import ROOT, tiny_config
 from PIL import Image
 
 from facegan.cli import main
+from facegan.loop import Hooks, fit
 from facegan.sample import generate, interpolate, load_generator
-from facegan.train import Hooks, train
 
 
 @pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "fid", "synth", "translate", "translate train",
@@ -23,7 +23,7 @@ def test_help(cmd, capsys):
 @pytest.fixture(scope="module")
 def trained_run(dataset32, tmp_path_factory):
     run = str(tmp_path_factory.mktemp("runs") / "r")
-    train(tiny_config(dataset32, run, steps=4, ema_decay=0.5), Hooks(log=lambda *_: None))
+    fit(tiny_config(dataset32, run, steps=4, ema_decay=0.5), Hooks(log=lambda *_: None))
     return run
 
 

@@ -12,7 +12,7 @@ from helpers import tiny_config, train_argv
 from facegan import checkpoint as ckpt
 from facegan.cli import main
 from facegan.config import ModelConfig
-from facegan.train import Hooks, train
+from facegan.loop import Hooks, fit
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_two_processes_match_one_with_the_same_global_batch(ddp_train, dataset32
     # the global batch; the stated tolerance covers float summation order (all-reduce vs one batch).
     model = ModelConfig(resolution=32, z_dim=16, ngf=8, ndf=8, norm="none")
     single = tiny_config(dataset32, str(tmp_path / "single"), model=model, steps=8, ckpt_every=4, batch_size=8)
-    train(single, Hooks(log=lambda *_: None))
+    fit(single, Hooks(log=lambda *_: None))
     ddp = single.replace(run=str(tmp_path / "ddp"))
     out = ddp_train(ddp)
     assert "launching 2 processes: facegan train" in out
@@ -78,4 +78,4 @@ def test_batch_must_split_evenly(dataset32, tmp_path, capsys, monkeypatch):
     assert "batch_size=7 must divide evenly over 2 processes" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; train() refuses before joining a group
     with pytest.raises(ConfigError, match="batch_size=7 must divide evenly over 2 processes"):
-        train(tiny_config(dataset32, str(tmp_path / "run"), batch_size=7), Hooks(log=lambda *_: None))
+        fit(tiny_config(dataset32, str(tmp_path / "run"), batch_size=7), Hooks(log=lambda *_: None))

@@ -124,13 +124,14 @@ def old_code(tmp_path) -> str:
 
 # dd87acf's own entry points: the CLI's config, trained until a stop hook fires after step 3
 STOP_AT_3 = """
-import sys
+import os, sys
 from facegan import cli, config, train, translate
 a = cli.build_parser().parse_args(sys.argv[1:])
 cls, fit = (config.TranslateConfig, translate.train_translation) if a.command == "translate" else \\
     (config.TrainConfig, train.train)
 cfg = train.config_for_run(a.dataset, a.run, a.preset, cli.given_options(a, cls), cls)
 polls = iter(range(1, 100))
+assert "family" not in cfg.to_dict() and train.__file__.startswith(os.getcwd())  # dd87acf's code
 fit(cfg, train.Hooks(should_stop=lambda: next(polls) >= 3))
 """
 
@@ -146,8 +147,9 @@ def test_a_run_written_by_dd87acf_resumes_bit_identically(name, datasets, tmp_pa
     command, res, extra = CASES[name]
     old_run, new_run = str(tmp_path / "old"), str(tmp_path / "new")
     argv = [*command, "--preset", name, "--dataset", datasets[res], *TOY, *extra]
-    env = {**os.environ, "PYTHONPATH": old_code(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", STOP_AT_3, *argv, "--run", old_run], env=env,
+    tree = old_code(tmp_path)  # `python -c` puts its working folder first on sys.path
+    env = {**os.environ, "PYTHONPATH": tree}
+    done = subprocess.run([sys.executable, "-c", STOP_AT_3, *argv, "--run", old_run], env=env, cwd=tree,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert ckpt.load(old_run)["step"] == 3

@@ -86,11 +86,11 @@ def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
 def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, tmp_path):
     from helpers import tiny_config
 
-    from facegan.train import Hooks, train
+    from facegan.loop import Hooks, fit
     from flows.evaluate import evaluate
 
     run = str(tmp_path / "run")
-    train(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
+    fit(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
     out = evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=6, weights_uri=fid_weights, device="cpu",
                    resize=75)
     assert out["fid"] > 0 and out["step"] == 2 and out["protocol"]["samples"] == 6

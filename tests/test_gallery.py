@@ -4,15 +4,15 @@ import pytest
 from helpers import tiny_config
 
 from facegan import gallery
+from facegan.loop import Hooks, fit
 from facegan.storage import open_store
-from facegan.train import Hooks, train
 
 
 @pytest.fixture(scope="module")
 def trained_store(dataset32, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     for name, steps in (("older", 4), ("newer<script>", 2)):
-        train(tiny_config(dataset32, str(root / "runs" / name), steps=steps, ckpt_every=2),
+        fit(tiny_config(dataset32, str(root / "runs" / name), steps=steps, ckpt_every=2),
               Hooks(log=lambda *_: None))
     return str(root)
 
@@ -67,7 +67,7 @@ def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, t
     root = tmp_path / "store"
     cfg = tiny_config(dataset32, str(root / "runs" / "fidrun"), steps=6, ckpt_every=2, keep_last=1,
                       fid_every=2, fid_samples=6, fid_weights=fid_weights, fid_resize=75)
-    train(cfg, Hooks(log=lambda *_: None))
+    fit(cfg, Hooks(log=lambda *_: None))
     from facegan import checkpoint as ckpt
 
     best = ckpt.read_pointer(open_store(cfg.run), ckpt.BEST)

@@ -35,7 +35,7 @@ def test_training_sampling_publishing_and_deploying_import_no_torchvision():
     """torchvision imports its models and torch._dynamo: about a second of every CLI and flow-run
     start, and of `prefect deploy` (which loads every flow). Only scoring FID (facegan.metrics)
     needs torchvision."""
-    code = ("import sys, facegan.cli, facegan.train, facegan.sample, facegan.gallery, facegan.translate, "
+    code = ("import sys, facegan.cli, facegan.loop, facegan.sample, facegan.gallery, facegan.translate, "
             "flows.train_dcgan, flows.nightly_gallery, flows.prepare_celeba, flows.train_cyclegan, flows.evaluate; "
             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -7,11 +7,11 @@ from torch import nn
 
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
+from facegan.loop import Hooks, fit
 from facegan.metrics import RunningStats, frechet_distance
 from facegan.prepare import prepare
 from facegan.presets import resolve
 from facegan.sample import generate, load_generator
-from facegan.train import Hooks, train
 
 
 def feature_net() -> nn.Module:
@@ -62,9 +62,9 @@ def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_face
     cfg = TrainConfig(dataset=ds, run=str(tmp_path / "run"), **{**settings, "model": ModelConfig(**settings["model"])})
     net = feature_net()
     seeds = list(range(96))
-    stop_at_0 = train(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
+    stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
     before = fd(net, generate(load_generator(stop_at_0.run), seeds), real)
-    result = train(cfg, Hooks(log=lambda *_: None))
+    result = fit(cfg, Hooks(log=lambda *_: None))
     after = fd(net, generate(load_generator(result.run), seeds), real)
     print(f"{precision} feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f}")
     assert after < 0.5 * before, (before, after)

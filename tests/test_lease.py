@@ -91,11 +91,11 @@ def test_conditional_writes(store_uri):
 
 
 def test_the_lease_holder_removes_orphaned_temp_files(dataset32, tmp_path):
-    from facegan.train import Hooks, train
+    from facegan.loop import Hooks, fit
 
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=2)
-    train(cfg, Hooks(log=lambda *_: None))
+    fit(cfg, Hooks(log=lambda *_: None))
     orphan = tmp_path / "run" / "checkpoints" / ".step-0000004.pt.abc123.tmp"  # as a kill -9 mid-write leaves
     orphan.write_bytes(b"half a checkpoint")
-    train(cfg.replace(steps=4), Hooks(log=lambda *_: None))
+    fit(cfg.replace(steps=4), Hooks(log=lambda *_: None))
     assert not orphan.exists()

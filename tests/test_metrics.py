@@ -8,9 +8,9 @@ from helpers import tiny_config
 
 from facegan import checkpoint as ckpt
 from facegan.cli import main
+from facegan.loop import Hooks, fit
 from facegan.metrics import FIDError, FIDTracker, RunningStats, frechet_distance, load_weights
 from facegan.storage import open_store
-from facegan.train import Hooks, train
 
 
 def _sqrtm_psd(m):
@@ -62,7 +62,7 @@ def test_full_fid_pipeline_with_cached_real_stats(fid_weights, dataset32, tmp_pa
     assert p["weights"]["name"].startswith("pt_inception-random-")
     # a generator scores higher than the real set against itself, and deterministically
     run = str(tmp_path / "run")
-    train(tiny_config(str(ds), run, steps=2), Hooks(log=lambda *_: None))
+    fit(tiny_config(str(ds), run, steps=2), Hooks(log=lambda *_: None))
     from facegan.sample import load_generator
 
     gen = load_generator(run)
@@ -104,7 +104,7 @@ def test_weights_from_s3(fid_weights, bucket):
 def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=6, ckpt_every=2, keep_last=1,
                       fid_every=2, fid_samples=8, fid_weights=fid_weights, fid_resize=75)
-    train(cfg, Hooks(log=lambda *_: None))
+    fit(cfg, Hooks(log=lambda *_: None))
     run = open_store(cfg.run)
     fids = [json.loads(x) for x in run.get_bytes("metric-fid.jsonl").decode().splitlines()]  # FID's own stream
     assert [r["step"] for r in fids] == [2, 4, 6]
@@ -117,14 +117,14 @@ def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp
     assert kept == sorted({6, best_step})  # newest one plus the best
     # FID evaluation does not disturb training: same weights as a run without it
     plain = tiny_config(dataset32, str(tmp_path / "plain"), steps=6, ckpt_every=2)
-    train(plain, Hooks(log=lambda *_: None))
+    fit(plain, Hooks(log=lambda *_: None))
     a, b = ckpt.load(cfg.run), ckpt.load(plain.run)
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
 
 
 def test_fid_cli(fid_weights, dataset32, tmp_path, capsys):
     run = str(tmp_path / "run")
-    train(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
+    fit(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
     assert main(["fid", run, "--dataset", dataset32, "--samples", "6", "--weights", fid_weights]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["fid"] > 0 and out["protocol"]["samples"] == 6 and out["step"] == 2

@@ -4,10 +4,10 @@ from helpers import assert_states_equal
 
 from facegan import checkpoint as ckpt
 from facegan.config import ConfigError, ModelConfig, TrainConfig
+from facegan.loop import Hooks, fit
 from facegan.models import Discriminator, Generator, parameter_count
 from facegan.presets import PRESETS, preset, resolve
 from facegan.storage import open_store
-from facegan.train import Hooks, train
 
 quiet = Hooks(log=lambda *_: None)
 
@@ -31,11 +31,11 @@ def test_preset_builds_trains_and_resumes(name, prepared, fid_weights, tmp_path)
     cfg = TrainConfig(dataset=prepared(model.resolution), run=str(tmp_path / "run"),
                       **{**settings, "model": ModelConfig(**settings["model"])})
     calls = iter(range(100))
-    first = train(cfg, Hooks(should_stop=lambda: next(calls) == 1, log=lambda *_: None))
+    first = fit(cfg, Hooks(should_stop=lambda: next(calls) == 1, log=lambda *_: None))
     assert first.stopped and first.step == 2
-    resumed = train(cfg, quiet)
+    resumed = fit(cfg, quiet)
     assert resumed.finished and ckpt.load(cfg.run)["step"] == 4
-    straight = train(cfg.replace(run=str(tmp_path / "straight")), quiet)
+    straight = fit(cfg.replace(run=str(tmp_path / "straight")), quiet)
     assert straight.finished
     assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))  # resume is exact with every preset
     if s.get("fid_every"):

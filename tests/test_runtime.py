@@ -26,25 +26,25 @@ def test_stand_in_raises_like_torch_for_a_bare_cuda_device(fake_cuda):
 
 
 def test_train_sets_an_indexed_cuda_device(fake_cuda, dataset32, tmp_path, monkeypatch):
-    from facegan.train import Hooks, train
+    from facegan.loop import Hooks, fit
 
     fake_cuda()
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     with pytest.raises(ReachedCuda) as reached:
-        train(tiny_config(dataset32, str(tmp_path / "run"), device="cuda"), Hooks(log=lambda *_: None))
+        fit(tiny_config(dataset32, str(tmp_path / "run"), device="cuda"), Hooks(log=lambda *_: None))
     assert reached.value.index == 0
     with pytest.raises(ReachedCuda) as reached:  # "auto" on a GPU machine: the flow's default
-        train(tiny_config(dataset32, str(tmp_path / "run"), device="auto"), Hooks(log=lambda *_: None))
+        fit(tiny_config(dataset32, str(tmp_path / "run"), device="auto"), Hooks(log=lambda *_: None))
     assert reached.value.index == 0
 
 
 def test_each_ddp_process_takes_its_local_rank(fake_cuda, dataset32, tmp_path, monkeypatch):
-    from facegan.train import Hooks, train
+    from facegan.loop import Hooks, fit
 
     fake_cuda(count=2)
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ReachedCuda) as reached:
-        train(tiny_config(dataset32, str(tmp_path / "run"), device="cuda"), Hooks(log=lambda *_: None))
+        fit(tiny_config(dataset32, str(tmp_path / "run"), device="cuda"), Hooks(log=lambda *_: None))
     assert reached.value.index == 1
 
 
@@ -67,10 +67,10 @@ def test_cli_commands_set_an_indexed_cuda_device(fake_cuda, dataset32, tmp_path,
 
 def test_gallery_and_bench_set_an_indexed_cuda_device(fake_cuda, dataset32, tmp_path):
     from facegan.gallery import publish
-    from facegan.train import Hooks, train
+    from facegan.loop import Hooks, fit
 
     run = tiny_config(dataset32, str(tmp_path / "store" / "runs" / "r"), steps=2)
-    train(run, Hooks(log=lambda *_: None))  # on the CPU, before the stand-in
+    fit(run, Hooks(log=lambda *_: None))  # on the CPU, before the stand-in
     fake_cuda()
     with pytest.raises(ReachedCuda):
         publish(str(tmp_path / "store"), dt.date(2026, 1, 1), device="cuda")

@@ -11,10 +11,10 @@ from torch.overrides import TorchFunctionMode
 
 from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
+from facegan.loop import Hooks, fit
 from facegan.prepare import prepare
 from facegan.schedule import get_lr
 from facegan.storage import open_store
-from facegan.train import Hooks, train
 
 quiet = Hooks(log=lambda *_: None)
 
@@ -22,7 +22,7 @@ quiet = Hooks(log=lambda *_: None)
 def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri):
     run_uri = f"{store_uri}/runs/tiny"
     seen = []
-    result = train(tiny_config(dataset32, run_uri),
+    result = fit(tiny_config(dataset32, run_uri),
                    Hooks(progress=lambda s, t, m: seen.append(s), log=lambda *_: None))
     assert result.finished and result.step == 12
     assert seen == [2, 4, 6, 8, 10, 12]
@@ -50,7 +50,7 @@ def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri):
 
 def test_resume_after_stop_is_bit_identical(dataset32, tmp_path):
     full = tiny_config(dataset32, str(tmp_path / "full"))
-    train(full, quiet)
+    fit(full, quiet)
     stop_at = {"n": 0}
 
     def stop():
@@ -58,10 +58,10 @@ def test_resume_after_stop_is_bit_identical(dataset32, tmp_path):
         return stop_at["n"] == 5  # stop after step 5: not on a checkpoint boundary
 
     cut = tiny_config(dataset32, str(tmp_path / "cut"))
-    first = train(cut, Hooks(should_stop=stop, log=lambda *_: None))
+    first = fit(cut, Hooks(should_stop=stop, log=lambda *_: None))
     assert first.step == 5 and first.stopped and not first.finished
     assert ckpt.load(cut.run)["step"] == 5
-    second = train(cut, quiet)
+    second = fit(cut, quiet)
     assert second.finished
     assert_states_equal(ckpt.load(full.run), ckpt.load(cut.run))
     # metrics after the resume point were made again, not duplicated
@@ -72,7 +72,7 @@ def test_resume_after_stop_is_bit_identical(dataset32, tmp_path):
 
 def test_kill9_then_resume_is_bit_identical(dataset32, tmp_path):
     full = tiny_config(dataset32, str(tmp_path / "full"), steps=30, ckpt_every=3)
-    train(full, quiet)
+    fit(full, quiet)
     cut = tiny_config(dataset32, str(tmp_path / "cut"), steps=30, ckpt_every=3)
     proc = cli_train(cut)
     run_dir = Path(cut.run)
@@ -81,7 +81,7 @@ def test_kill9_then_resume_is_bit_identical(dataset32, tmp_path):
     proc.wait()
     killed_at = latest_step(run_dir)
     assert 9 <= killed_at < 30
-    result = train(cut, quiet)
+    result = fit(cut, quiet)
     assert result.finished
     assert_states_equal(ckpt.load(full.run), ckpt.load(cut.run))
 
@@ -104,7 +104,7 @@ def test_kill9_during_checkpoint_write_keeps_latest_valid(raw_faces, tmp_path):
     state = ckpt.load(cfg.run)  # the pointer names a complete, loadable checkpoint
     assert state["step"] == pointer["step"] >= 1
     assert all(not k.endswith(".tmp") for k in open_store(cfg.run).list())
-    resumed = train(cfg.replace(steps=pointer["step"] + 2), quiet)
+    resumed = fit(cfg.replace(steps=pointer["step"] + 2), quiet)
     assert resumed.finished and resumed.step == pointer["step"] + 2
 
 
@@ -126,17 +126,17 @@ def test_sigterm_checkpoints_then_exits_nonzero(dataset32, tmp_path):
 
 def test_resume_with_other_config_is_refused(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=4)
-    train(cfg, quiet)
+    fit(cfg, quiet)
     with pytest.raises(ConfigError, match=r"different config \(lr_g 0.0002 -> 0.001\)"):
-        train(cfg.replace(lr_g=1e-3), quiet)
-    more = train(cfg.replace(steps=6, ckpt_every=3), quiet)  # longer runs and other intervals are fine
+        fit(cfg.replace(lr_g=1e-3), quiet)
+    more = fit(cfg.replace(steps=6, ckpt_every=3), quiet)  # longer runs and other intervals are fine
     assert more.finished and more.step == 6
 
 
 def test_resolution_mismatch_with_dataset(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="is 32px but model.resolution=64"):
-        train(cfg.replace(model=cfg.model.__class__(resolution=64)), quiet)
+        fit(cfg.replace(model=cfg.model.__class__(resolution=64)), quiet)
 
 
 def test_linear_decay_schedule(dataset32, tmp_path):
@@ -152,9 +152,9 @@ def test_hinge_loss_trains_and_resumes_exactly(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "a"), steps=6, loss="hinge", augment="translation",
                       r1_gamma=1.0, r1_every=2)
     n = iter(range(100))
-    assert train(cfg, Hooks(should_stop=lambda: next(n) == 2, log=lambda *_: None)).step == 3
-    train(cfg, quiet)
-    straight = train(cfg.replace(run=str(tmp_path / "b")), quiet)
+    assert fit(cfg, Hooks(should_stop=lambda: next(n) == 2, log=lambda *_: None)).step == 3
+    fit(cfg, quiet)
+    straight = fit(cfg.replace(run=str(tmp_path / "b")), quiet)
     assert straight.finished
     from helpers import assert_states_equal
 
@@ -173,7 +173,7 @@ class ConvDtypes(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func in (torch.nn.functional.conv2d, torch.nn.functional.conv_transpose2d) and any(
-            f.name == "train_step" for f in traceback.extract_stack()
+            f.name == "step" and f.filename.endswith("dcgan.py") for f in traceback.extract_stack()
         ):
             self.dtypes.add(out.dtype)
         return out
@@ -186,17 +186,17 @@ def test_bf16_step_runs_in_bf16_and_resumes_exactly(dataset32, tmp_path):
     n = iter(range(100))
     logs = []
     with ConvDtypes() as convs:
-        assert train(cfg, Hooks(should_stop=lambda: next(n) == 2, log=logs.append)).step == 3
+        assert fit(cfg, Hooks(should_stop=lambda: next(n) == 2, log=logs.append)).step == 3
     assert convs.dtypes == {torch.bfloat16}  # every convolution of the step
     assert any("bf16 autocast" in line for line in logs)
-    train(cfg, quiet)
-    straight = train(cfg.replace(run=str(tmp_path / "b")), quiet)
+    fit(cfg, quiet)
+    straight = fit(cfg.replace(run=str(tmp_path / "b")), quiet)
     assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor([r["loss_d"], r["loss_g"]])).all() for r in rows)
 
     with ConvDtypes() as convs:  # the default on a CPU: fp32 throughout
-        train(tiny_config(dataset32, str(tmp_path / "c"), steps=2), quiet)
+        fit(tiny_config(dataset32, str(tmp_path / "c"), steps=2), quiet)
     assert convs.dtypes == {torch.float32}
 
 
@@ -231,11 +231,11 @@ def test_training_step_never_reads_back_from_the_device(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "s"), steps=6, log_every=3, ckpt_every=6,
                       augment="color,translation,cutout", r1_gamma=1.0, r1_every=2)
     with HostReads() as reads:
-        result = train(cfg, Hooks(log=lambda *_: None))
+        result = fit(cfg, Hooks(log=lambda *_: None))
     assert result.finished
     in_step = [
         (name, where) for name, where in reads.seen
-        if "train.py:train_step" in where
+        if "dcgan.py:step" in where
         # CPU Adam reads its step count with .item(); CUDA uses fused Adam, which keeps it on the GPU
         and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)
     ]

@@ -19,11 +19,12 @@ from facegan.cli import main
 from facegan.config import ConfigError, CycleModelConfig, TranslateConfig
 from facegan.cyclegan import PatchDiscriminator, ResnetGenerator, receptive_field
 from facegan.errors import DatasetError
+from facegan.families.cyclegan import ImagePool
+from facegan.loop import Hooks, fit
 from facegan.prepare import prepare, process_image
 from facegan.storage import open_store
 from facegan.synthetic import draw_face, make_faces
-from facegan.train import Hooks
-from facegan.translate import ImagePool, load_translator, train_translation
+from facegan.translate import load_translator
 
 quiet = Hooks(log=lambda *_: None)
 # CelebA's real first row (000001.jpg): a smiling young woman wearing makeup and lipstick
@@ -182,7 +183,7 @@ def assert_swap_states_equal(a: dict, b: dict) -> None:
 
 def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill9(labelled32, tmp_path):
     full = tiny(labelled32, str(tmp_path / "full"), steps=24, ckpt_every=3)
-    result = train_translation(full, quiet)
+    result = fit(full, quiet)
     assert result.finished and result.step == 24
     run = open_store(full.run)
     for key in ("config.json", "latest.json", "metrics.jsonl", "loss.png", "samples/step-0000024.png"):
@@ -197,7 +198,7 @@ def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill
     # stopped by a hook at step 7 (checkpoint at 7), resumed in-process ...
     cut = tiny(labelled32, str(tmp_path / "cut"), steps=24, ckpt_every=3)
     stops = iter([False] * 6 + [True])
-    stopped = train_translation(cut, Hooks(log=lambda *_: None, should_stop=lambda: next(stops, False)))
+    stopped = fit(cut, Hooks(log=lambda *_: None, should_stop=lambda: next(stops, False)))
     assert stopped.stopped == "stop requested" and stopped.step == 7
     # ... then killed with SIGKILL through the CLI, and resumed again
     proc = cli_train(cut)
@@ -205,17 +206,17 @@ def test_a_run_writes_the_run_folder_and_resumes_bit_exactly_after_stop_and_kill
     proc.kill()
     proc.wait()
     assert 13 <= latest_step(Path(cut.run)) < 24
-    assert train_translation(cut, quiet).finished
+    assert fit(cut, quiet).finished
     assert_swap_states_equal(state, ckpt.load(cut.run))
 
 
 def test_resume_refuses_other_settings_and_family(labelled32, tmp_path, capsys):
     cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
-    train_translation(cfg, quiet)
+    fit(cfg, quiet)
     with pytest.raises(ConfigError, match=r"lambda_cycle 10.0 -> 5.0"):
-        train_translation(cfg.replace(lambda_cycle=5.0, steps=4), quiet)
+        fit(cfg.replace(lambda_cycle=5.0, steps=4), quiet)
     with pytest.raises(ConfigError, match="attribute 'Heavy_Makeup' -> 'Smiling'"):
-        train_translation(cfg.replace(attribute="Smiling", steps=4), quiet)
+        fit(cfg.replace(attribute="Smiling", steps=4), quiet)
     capsys.readouterr()
     assert main(["train", "--dataset", labelled32, "--run", cfg.run, "--steps", "4"]) == 2  # a DCGAN on a swap run
     assert "holds a cyclegan run, not a dcgan one; use a new run name" in capsys.readouterr().err
@@ -245,13 +246,13 @@ def test_cli_one_line_errors_for_bad_swaps(labelled32, dataset32, tmp_path, caps
     prepare(raw / "img", only_a, resolution=32, workers=1, attributes=str(raw / "list_attr_celeba.txt"),
             log=lambda *_: None)
     with pytest.raises(DatasetError, match="into 4 with and 0 without; each side needs at least 2"):
-        train_translation(tiny(only_a, str(tmp_path / "r2")), quiet)
+        fit(tiny(only_a, str(tmp_path / "r2")), quiet)
     assert not (tmp_path / "r2" / "config.json").exists()
 
 
 def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path, capsys):
     cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
-    train_translation(cfg, quiet)
+    fit(cfg, quiet)
     faces = tmp_path / "in"
     faces.mkdir()
     for p in sorted(makeup_raw.iterdir())[:3]:
@@ -296,7 +297,7 @@ def test_cyclegan_learns_to_remove_and_add_makeup(tmp_path):
     cfg = TranslateConfig(dataset=ds, run=str(tmp_path / "run"), model=CycleModelConfig(resolution=32, ngf=16,
                           ndf=16, blocks=3), steps=600, batch_size=8, lr=5e-4, ckpt_every=600, log_every=100,
                           device="cpu", seed=0)
-    assert train_translation(cfg, quiet).finished
+    assert fit(cfg, quiet).finished
 
     # the judge: a small CNN trained on the real 32 px faces and their Heavy_Makeup labels
     m = data.read_manifest(open_store(ds))
@@ -341,17 +342,17 @@ def test_gallery_shows_finished_swaps_and_says_why_one_cannot_be_shown(labelled3
     from helpers import tiny_config
 
     from facegan import gallery
-    from facegan.train import train
+    from facegan.loop import fit
 
     runs = tmp_path / "store" / "runs"
-    train(tiny_config(dataset32, str(runs / "faces"), steps=4), quiet)
-    train_translation(tiny(labelled32, str(runs / "swap"), steps=4), quiet)  # finished: a section
+    fit(tiny_config(dataset32, str(runs / "faces"), steps=4), quiet)
+    fit(tiny(labelled32, str(runs / "swap"), steps=4), quiet)  # finished: a section
     stops = iter([False, True])
-    train_translation(tiny(labelled32, str(runs / "half"), steps=8),  # stopped at step 2: none yet
+    fit(tiny(labelled32, str(runs / "half"), steps=8),  # stopped at step 2: none yet
                       Hooks(log=lambda *_: None, should_stop=lambda: next(stops, False)))
     gone = str(tmp_path / "gone-ds")
     shutil.copytree(labelled32, gone)
-    train_translation(tiny(gone, str(runs / "orphan"), steps=2, ckpt_every=2), quiet)
+    fit(tiny(gone, str(runs / "orphan"), steps=2, ckpt_every=2), quiet)
     shutil.rmtree(gone)  # its dataset was deleted since
 
     night = gallery.publish(str(tmp_path / "store"), dt.date(2026, 11, 21))
@@ -385,7 +386,7 @@ def test_flow_cli_and_config_take_the_same_swap_options():
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = next(a for a in commands.choices["translate"]._actions if isinstance(a, argparse._SubParsersAction))
     cli = [a.dest for a in actions.choices["train"]._actions if a.dest not in ("help", "dataset", "run", "preset")]
-    assert cli == table
+    assert cli == [*table, "nproc"]
 
 
 def test_swap_step_never_reads_back_from_the_device(labelled32, tmp_path):
@@ -395,8 +396,8 @@ def test_swap_step_never_reads_back_from_the_device(labelled32, tmp_path):
 
     cfg = tiny(labelled32, str(tmp_path / "s"), steps=6, log_every=3, ckpt_every=6, pool_size=6, batch_size=4)
     with HostReads() as reads:
-        assert train_translation(cfg, quiet).finished  # the pool fills at step 2 and swaps from step 3
-    in_step = [(name, where) for name, where in reads.seen if "translate.py:train_step" in where
+        assert fit(cfg, quiet).finished  # the pool fills at step 2 and swaps from step 3
+    in_step = [(name, where) for name, where in reads.seen if "cyclegan.py:step" in where
                and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)]  # CPU Adam's step count
     assert in_step == [], f"host reads inside the step: {in_step[:3]}"
     assert any(name == "tolist" for name, _ in reads.seen)  # the log step's one read is seen
@@ -408,11 +409,11 @@ def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, 
     from helpers import ReachedCuda
 
     cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
-    train_translation(cfg, quiet)  # on the CPU, before the stand-in
+    fit(cfg, quiet)  # on the CPU, before the stand-in
     fake_cuda()
     for device in ("cuda", "auto"):
         with pytest.raises(ReachedCuda) as reached:
-            train_translation(tiny(labelled32, str(tmp_path / f"on-{device}"), device=device), quiet)
+            fit(tiny(labelled32, str(tmp_path / f"on-{device}"), device=device), quiet)
         assert reached.value.index == 0
     face = str(sorted(makeup_raw.iterdir())[0])
     with pytest.raises(ReachedCuda) as reached:

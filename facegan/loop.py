@@ -1,45 +1,49 @@
-"""The training loop: `train(config, hooks)`, readable top to bottom.
+"""The run lifecycle of every model family: `fit(config, hooks)`, readable top to bottom.
 
-Non-saturating GAN with BCE-with-logits (optional one-sided label smoothing; hinge loss as an
-alternative), Adam, a constant or linearly decaying learning rate, an EMA generator, optional
-DiffAugment and lazy R1, bf16 autocast (on bf16-capable GPUs by default, see `precision`),
-channels_last everywhere, deterministic seeding.
-Every `ckpt_every` steps and at the end it checkpoints the complete state (see
-`facegan.checkpoint`), a fixed-z sample grid, `metrics.jsonl` and `loss.png` to the run URI
-(and FID with `best.json` when `fid_every` is set). Started on a run folder that has
-`latest.json`, it resumes from it; on CPU the result is bit-identical to a run that was never
-interrupted.
+It owns what every run shares: the run lease, the dataset on the device, resume from
+`latest.json`, log windows with one host sync each, the DDP-aware stop/time/lease votes, the
+divergence guard, `torch.compile` with its eager fallback, FID, and checkpoints (the complete
+state, the family's sample grid, `metrics.jsonl` and `loss.png`, through
+`facegan.checkpoint.CheckpointWriter`). It never sees a loss formula: the family's recipe
+(`facegan.families`) builds the networks and optimizers, and its `step(i, calls)` returns the
+family's named scalars on the device. On CPU a resumed run is bit-identical to one never
+interrupted, for every family.
 
 Callers observe and steer through `Hooks` (plain callables, no framework): `progress` gets
-(step, total, metrics) every `log_every` steps, `should_stop` is polled every step and makes
-the loop checkpoint and return early (signals, Prefect cancellation, wall-clock limits).
-Under torchrun the same function runs data-parallel (see `facegan.distributed`).
+(step, total, metrics row) every `log_every` steps, `should_stop` is polled every step (every 10
+under DDP) and makes the loop checkpoint and return early (signals, Prefect cancellation). Under
+torchrun the same function runs data-parallel (see `facegan.distributed`).
+
+A recipe (what `family.recipes().build(setup)` returns) provides:
+    parts              {checkpoint key: object with state_dict/load_state_dict} (= family.parts)
+    calls              {name: nn.Module} the step calls: wrapped by DDP and torch.compile here
+    images_per_step    images one step trains on (for img/s)
+    learning_rates(i)  sets the optimizers' rates for step i; returns {"lr_g": ..., "lr_d": ...}
+    step(i, calls)     one training step; a 1-D device tensor of the family's scalars, in order
+    grid()             a checkpoint.Render of the run's fixed-input sample picture
+    scored             the network FID scores (noise -> image), or None
+    describe_new()     the log line of a new run
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, plots, runfolder
+from facegan import data, families, plots, runfolder
 from facegan import distributed as dist
-from facegan.augment import diff_augment
-from facegan.config import ConfigError, RunConfig, TrainConfig
+from facegan.config import ConfigError, RunConfig
 from facegan.errors import DivergedError, LeaseError
-from facegan.images import to_png
 from facegan.lease import RunLease
-from facegan.losses import discriminator_loss, generator_loss, r1_penalty
-from facegan.models import Discriminator, Generator
-from facegan.presets import presets_for, resolve
+from facegan.presets import resolve
 from facegan.runtime import Runtime, seed_everything
-from facegan.schedule import get_lr, set_lr
 from facegan.storage import Store, open_store
 
 
@@ -55,12 +59,12 @@ class Hooks:
 
 @dataclass
 class TrainResult:
-    """How a call to `train` ended."""
+    """How a call to `fit` ended."""
 
     run: str
     step: int
     total: int
-    stopped: str | None = None  # why it stopped early: "signal", "time limit", "hook"; None if done
+    stopped: str | None = None  # why it stopped early: "stop requested", "time limit ..."; None if done
     checkpoint: str | None = None
     metrics: list[dict] = field(default_factory=list)
     compile_seconds: float | None = None  # first-step time with torch.compile (None: eager)
@@ -70,21 +74,43 @@ class TrainResult:
         return self.stopped is None and self.step >= self.total
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a family's `build` gets: the config, the device runtime, this process's place in the
+    data-parallel group, the dataset (uint8 (N, H, W, 3) on the device) and its manifest."""
+
+    cfg: Any
+    rt: Runtime
+    world: dist.World
+    images: torch.Tensor
+    manifest: dict
+    log: Callable[[str], None]
+
+    @property
+    def my_slice(self) -> tuple[int, int]:
+        """This process's (rank, size): its slice of every global batch."""
+        return self.world.rank, self.world.size
+
+
 # ------------------------------------------------------------------ small pure helpers
 
 
-def config_for_run(dataset: str, run: str, preset: str | None, given: dict, cls: type[RunConfig] = TrainConfig):
-    """The config (a `cls`: TrainConfig, or TranslateConfig) a run trains with, as the CLI and
-    the flows build it: the run's saved config when it has one (resuming), then `preset`, then
-    the options `given` (nested as `config.nest_options` makes them); the model resolution
-    defaults to the dataset's, and the config is checked against the dataset
-    (`RunConfig.check_dataset`). Reads only the dataset's manifest and the run's config.json."""
+def config_for_run(dataset: str, run: str, preset: str | None, given: dict, family: str | None = None):
+    """The config a run trains with, as the CLI, the flows and bench build it: the run's saved
+    config when it has one (resuming), then `preset`, then the options `given` (nested as
+    `config.nest_options` makes them); the model resolution defaults to the dataset's, and the
+    config is checked against the dataset (`RunConfig.check_dataset`). `family`: a registered
+    family's name, by default the run's own (a new run: "dcgan"). Reads only the dataset's
+    manifest and the run's config.json."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
-    if saved is not None and runfolder.family(saved) != cls.family:
-        raise ConfigError(f"{run} holds a {runfolder.family(saved)} run, not a {cls.family} one; use a new run name")
-    cfg = cls.from_dict({"dataset": dataset, "run": run,
-                         **resolve(preset, given, saved, manifest["resolution"], presets_for(cls))})
+    held = families.name_of_saved(saved) if saved is not None else None
+    fam = families.get(family or held or "dcgan")
+    if held is not None and held != fam.name:
+        raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
+    settings = resolve(preset, given, saved, manifest["resolution"], fam.presets)
+    settings.pop("family", None)
+    cfg = fam.config.from_dict({"dataset": dataset, "run": run, **settings})
     cfg.check_dataset(manifest)
     return cfg
 
@@ -97,9 +123,9 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     state = ckpt.load_run(run)
     if state is None:
         return 0
-    if state.get("family", "dcgan") != cfg.family:
-        raise ConfigError(f"{cfg.run} holds a {state.get('family', 'dcgan')} run, not a {cfg.family} one; "
-                          "use a new run name")
+    held = state.get("family", "dcgan")  # checkpoints from before the CycleGAN have no family tag
+    if held != cfg.family:
+        raise ConfigError(f"{cfg.run} holds a {held} run, not a {cfg.family} one; use a new run name")
     saved = type(cfg).from_dict({**state["config"], "run": cfg.run})
     changed = saved.differences(cfg)
     if changed:
@@ -115,29 +141,19 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     return state["step"]
 
 
-def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
-    """The run's fixed sample latents, drawn from their own generator (no global RNG used)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    return torch.randn(cfg.sample_count, cfg.model.z_dim, generator=gen).to(device)
+def wrap_calls(calls: dict, wrap: Callable) -> dict:
+    """The step's modules, each wrapped (DDP, torch.compile)."""
+    return {name: wrap(module) for name, module in calls.items()}
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model for parameters; buffers are copied."""
-    ema_p = list(ema.parameters())
-    torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+# ------------------------------------------------------------------ the lifecycle
 
 
-# ------------------------------------------------------------------ the loop
-
-
-def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
-    """Train (or resume) the run at `cfg.run`; returns when done, stopped, or out of time.
-
-    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 writes the run folder.
-    """
+def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
+    """Train (or resume) the run at `cfg.run` with its family's recipe; returns when done,
+    stopped, or out of time. Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0
+    writes the run folder."""
+    family = families.of_config(cfg)
     hooks = hooks or Hooks()
     log = hooks.log or (lambda msg: print(msg, flush=True))  # late lookup: Prefect's log_prints
     world = dist.from_env()
@@ -160,114 +176,66 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
         cfg.check_dataset(manifest)
         images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
-        # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
-        sampler = data.BatchSampler(images, cfg.batch_size, channels_last=True)
-        my_slice = (world.rank, world.size)  # this process's slice of every global batch
-        local_batch = cfg.batch_size // world.size
-        augment = cfg.augment_list
 
-        # --- networks and optimizers ----------------------------------------------------------
-        seed_everything(cfg.seed)  # the same on every rank: identical initial weights
-        G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
-        D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
-        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-        adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
-        parts = {"G": G, "D": D, "G_ema": G_ema, "opt_g": opt_g, "opt_d": opt_d}  # what a checkpoint holds
+        # --- the family's networks, optimizers and step (the same initial weights on every rank) ---
+        seed_everything(cfg.seed)
+        recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
+        keys = [s.key for s in family.scalars]
 
-        # --- resume from latest.json (parts restored as save() below saves them), or start anew ---
-        start = resume(cfg, run, manifest, parts, log)
+        # --- resume from latest.json (parts restored as they are saved), or start anew ---------
+        start = resume(cfg, run, manifest, recipe.parts, log)
         if start == 0:
-            log(f"new run {cfg.run}: {manifest['count']} images, config saved to {runfolder.CONFIG}")
+            log(f"new run {cfg.run}: {recipe.describe_new()}, config saved to {runfolder.CONFIG}")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])
-        fid = None
-        if cfg.fid_every:  # weights and real statistics first: a bad weights file leaves no run folder behind
+        fid, fid_every = None, getattr(cfg, "fid_every", 0)
+        if fid_every and world.is_main:  # weights and real statistics first: a bad file leaves no run folder
             from facegan.metrics import FIDTracker
 
-            fid = FIDTracker.for_training(cfg, images, manifest, device, log) if world.is_main else None
+            fid = FIDTracker.for_training(cfg, images, manifest, device, log)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
         if world.is_main:
             run.put_json(runfolder.CONFIG, cfg.to_dict())
-        z_fixed = fixed_latents(cfg, device)
 
         # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
-        G_step, D_step = G, D
+        calls = recipe.calls
         if world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            G_step, D_step = DDP(G, device_ids=rt.ddp_device_ids), DDP(D, device_ids=rt.ddp_device_ids)
-        eager = (G_step, D_step)
+            calls = wrap_calls(calls, lambda m: DDP(m, device_ids=rt.ddp_device_ids))
+        eager = calls
         if cfg.compile:
-            G_step, D_step = torch.compile(G_step), torch.compile(D_step)
-
-        def train_step(step: int) -> torch.Tensor:
-            """One D update then one G update; returns (loss_d, loss_g, D(x), D(G(z))) on the device."""
-            real = sampler.sample(my_slice)
-            z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=device)
-            z = z[world.rank * local_batch:(world.rank + 1) * local_batch]
-
-            # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
-            with rt.autocast():
-                fake = G_step(z)
-                logits_real = D_step(diff_augment(real, augment))
-                logits_fake = D_step(diff_augment(fake.detach(), augment))
-                loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
-                (r1_penalty(D_step, real, augment, cfg.r1_gamma) * cfg.r1_every).backward()
-            opt_d.step()
-
-            # generator: non-saturating (or hinge) loss through the updated D
-            with rt.autocast():
-                logits_gen = D_step(diff_augment(fake, augment))
-                loss_g = generator_loss(cfg.loss, logits_gen)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            ema_update(G_ema, G, cfg.ema_decay)
-            with torch.no_grad():
-                return torch.stack([
-                    loss_d.detach().float(), loss_g.detach().float(),
-                    torch.sigmoid(logits_real.detach().float()).mean(),
-                    torch.sigmoid(logits_fake.detach().float()).mean(),
-                ])
+            calls = wrap_calls(calls, torch.compile)
 
         def diverged(step: int) -> DivergedError:
             return DivergedError(
                 f"{cfg.run}: the losses became NaN or infinite by step {step}; nothing from there was saved, "
-                "the run's latest checkpoint is from before (lower lr_d/lr_g or r1_gamma, then resume)")
+                "the run's latest checkpoint is from before (lower the learning rates, then resume)")
 
         def save(step: int) -> None:
-            """Queue a checkpoint (rank 0): sample grid, metrics, loss curve, FID, then the state."""
+            """Queue a checkpoint (rank 0): FID, the sample grid, metrics, loss curve, then the state."""
             metric = None
-            if fid is not None and step % cfg.fid_every == 0:
-                score = fid.score(G_ema)
+            if fid is not None and step % fid_every == 0:
+                score = fid.score(recipe.scored)
                 fid_rows.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
                 metric = ("fid", score)
                 log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
-            with torch.no_grad():
-                grid = G_ema(z_fixed)
             rows = list(metrics)
-            files = {runfolder.sample_key(step): ckpt.Render(to_png, grid), runfolder.METRICS: runfolder.jsonl(rows)}
+            files = {runfolder.sample_key(step): recipe.grid(), runfolder.METRICS: runfolder.jsonl(rows)}
             if fid_rows:
                 files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
             if rows:
                 files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
                                                          separate_process=rt.plots_apart)
-            state = ckpt.make_state(
-                step, cfg.to_dict(), manifest["id"], cfg.family,
-                **{key: obj.state_dict() for key, obj in parts.items()},
-            )
+            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family,
+                                    **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             writer.save(state, files, metric=metric)
 
         writer = None  # rank 0 alone writes the run folder
         if world.is_main:
             writer = ckpt.CheckpointWriter(run, cfg.keep_last, on_written=hooks.checkpoint, log=log)
         result = TrainResult(run=run.root, step=start, total=cfg.steps, metrics=metrics)
-        sums = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); read every log_every
+        sums = torch.zeros(len(keys), device=device)  # the family's scalars, summed; read every log_every
         summed = 0  # steps in `sums`
         window_start, timed = time.perf_counter(), 0  # steps timed since window_start
         step = start
@@ -276,41 +244,37 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
             try:
                 while step < cfg.steps:
                     step += 1
-                    lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
-                    set_lr(opt_g, lr_g)
-                    set_lr(opt_d, lr_d)
+                    rates = recipe.learning_rates(step)
 
                     # --- the step; the first compiled one is timed apart, and falls back to eager ----
                     if cfg.compile and result.compile_seconds is None:
                         rng = ckpt.rng_state()
                         t0 = time.perf_counter()
                         try:
-                            sums += train_step(step)
+                            sums += recipe.step(step, calls)
                             rt.synchronize()
                         except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
                             log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); using eager mode")
                             ckpt.set_rng_state(rng)
-                            G_step, D_step = eager
-                            sums += train_step(step)
+                            calls = eager
+                            sums += recipe.step(step, calls)
                         result.compile_seconds = time.perf_counter() - t0
                         log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
                         window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
                     else:
-                        sums += train_step(step)
+                        sums += recipe.step(step, calls)
                     summed += 1
                     timed += 1
 
                     # --- running sums: one host sync every log_every steps -----------------------
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         avg = (dist.all_mean(sums, world) / summed).tolist()
-                        if not all(math.isfinite(v) for v in avg[:2]):
+                        if not all(math.isfinite(v) for v in avg):
                             raise diverged(step)
-                        elapsed = max(time.perf_counter() - window_start, 1e-9)
-                        step_s = elapsed / max(timed, 1)
+                        step_s = max(time.perf_counter() - window_start, 1e-9) / max(timed, 1)
                         row = {
-                            "step": step, "loss_d": avg[0], "loss_g": avg[1], "d_real": avg[2],
-                            "d_fake": avg[3], "img_per_s": cfg.batch_size / step_s,
-                            "lr_g": lr_g, "lr_d": lr_d, "time": time.time(),
+                            "step": step, **dict(zip(keys, avg, strict=True)),
+                            "img_per_s": recipe.images_per_step / step_s, **rates, "time": time.time(),
                             "window_steps": summed,  # steps averaged (fewer in the first window after a resume)
                             "eta_s": (cfg.steps - step) * step_s,
                         }
@@ -332,7 +296,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
                         elif dist.any_true(late, world, device):
                             result.stopped = f"time limit {cfg.max_seconds:g}s"
                     if step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped:
-                        if summed and not bool(torch.isfinite(sums[:2]).all()):  # steps since the last log
+                        if summed and not bool(torch.isfinite(sums).all()):  # steps since the last log
                             raise diverged(step)
                         if writer:
                             save(step)

@@ -1,0 +1,102 @@
+"""Model families and the one registry that names them.
+
+A family is a recipe the run lifecycle (`facegan.loop.fit`) trains: its config class (with the
+option table the CLI and flows are made from), its presets, the parts a checkpoint holds, the
+named scalars its step returns (which the metrics rows, progress lines, flow report and loss plot
+read), and a module holding the torch side: `build(setup)` -> the run's recipe and
+`generators(state, device, ema)` -> its trained networks. Everything here imports no torch, so
+`facegan --help` stays instant; the family's module is imported when a run trains or samples.
+
+Adding a family: one module with `build` and `generators`, and one `register(Family(...))` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from facegan.config import RunConfig, TrainConfig, TranslateConfig
+from facegan.errors import ConfigError
+from facegan.presets import PRESETS, TRANSLATE_PRESETS
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One value the family's step returns: its metrics-row key, its label in progress lines and
+    reports, its format, and whether the progress line shows it."""
+
+    key: str
+    label: str
+    fmt: str = ".3f"
+    shown: bool = True
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the lifecycle, checkpoints, CLI, flows and gallery know of a model family."""
+
+    name: str
+    config: type[RunConfig]
+    presets: dict[str, dict[str, Any]]
+    parts: tuple[str, ...]  # the state dicts a checkpoint holds (validated on every load)
+    scalars: tuple[Scalar, ...]  # what step(i) returns, in order
+    module: str  # the torch side: build(setup) -> recipe, generators(state, device, ema) -> {name: net},
+    #              and for a family that is not `noise`, gallery_section(state, device) (see facegan.gallery)
+    what: str  # what a run of it makes, for help and reports
+    noise: bool = False  # its generator draws faces from noise: sampled, the gallery's faces, scored by FID
+
+    def recipes(self) -> ModuleType:
+        """The family's torch module (imported on first use)."""
+        return importlib.import_module(self.module)
+
+
+REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add a family to the registry (replacing one of the same name); returns it."""
+    REGISTRY[family.name] = family
+    return family
+
+
+def get(name: str) -> Family:
+    """The registered family called `name`, or a ConfigError listing the known ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"family={name!r} is unknown; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def of_config(cfg: RunConfig | type[RunConfig]) -> Family:
+    """The family a run config (or config class) belongs to."""
+    return get(cfg.family)
+
+
+def name_of_saved(config: dict) -> str:
+    """The family of a run's saved config.json: its "family" key; configs written before that key
+    existed (dd87acf and earlier) are an attribute swap when they name an attribute."""
+    if "family" in config:
+        return config["family"]
+    return "cyclegan" if "attribute" in config else "dcgan"
+
+
+def of_saved(config: dict) -> Family:
+    """The registered family of a run's saved config.json (see `name_of_saved`)."""
+    return get(name_of_saved(config))
+
+
+_LOSSES = (Scalar("loss_d", "loss_d"), Scalar("loss_g", "loss_g"))
+register(Family(
+    name="dcgan", config=TrainConfig, presets=PRESETS, module="facegan.families.dcgan",
+    parts=("G", "D", "G_ema", "opt_g", "opt_d"),
+    scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f"), Scalar("d_fake", "D(G(z))", ".2f")),
+    what="faces from noise (DCGAN)", noise=True,
+))
+register(Family(
+    name="cyclegan", config=TranslateConfig, presets=TRANSLATE_PRESETS, module="facegan.families.cyclegan",
+    parts=("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"),
+    scalars=(*_LOSSES, Scalar("cycle", "cycle"), Scalar("identity", "identity"),
+             Scalar("d_real", "D_B(B)", ".2f", shown=False), Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False)),
+    what="an attribute swap (CycleGAN)",
+))
