@@ -25,11 +25,17 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
 
-def option(default: Any, help: str, shown_default: str | None = None) -> Any:  # noqa: A002 - argparse's word
+def option(default: Any, help: str, shown_default: str | None = None, *,  # noqa: A002 - argparse's word
+           resumable: bool = False, session: bool = False) -> Any:
     """A config field that is also a command-line option (`--name-with-dashes`) and a flow
-    parameter: its default and its one-line help live here and nowhere else. `shown_default`
-    replaces the default in help where the entry points derive it (e.g. from the dataset)."""
-    return field(default=default, metadata={"help": help, "shown_default": shown_default})
+    parameter: its default, its one-line help and its role live here and nowhere else.
+    `shown_default` replaces the default in help where the entry points derive it (e.g. from the
+    dataset). Roles: `resumable` - it may change when a run resumes, because it does not change what
+    the finished run computes (how long or where it runs, how often it saves or logs) or changes
+    only its floating-point rounding (device, precision, compile); `session` - it describes this
+    session, not the run, and is never inherited from a run's saved config."""
+    return field(default=default, metadata={"help": help, "shown_default": shown_default,
+                                            "resumable": resumable or session, "session": session})
 
 
 def options(cls: type) -> list[dataclasses.Field]:
@@ -98,13 +104,14 @@ class ModelConfig:
             raise ConfigError(f"model.norm={self.norm!r} must be one of {NORMS}")
 
 
-# Fields that may change between an interrupted run and its resumption without changing
-# what the finished run computes (how long it runs, how often it saves, where it logs), or
-# that change only its floating-point rounding (device, precision, compile).
-RESUMABLE_FIELDS = frozenset(
-    {"steps", "ckpt_every", "keep_last", "log_every", "max_seconds", "device", "sample_count",
-     "compile", "precision", "fid_every", "fid_samples", "fid_weights", "fid_resize"}
-)
+def resumable_fields(cls: type) -> frozenset[str]:
+    """Fields of run config class `cls` that may change on resume (the `resumable` role)."""
+    return frozenset(f.name for f in fields(cls) if f.metadata.get("resumable"))
+
+
+def session_fields(cls: type) -> tuple[str, ...]:
+    """Fields of run config class `cls` never inherited from a run's saved config (`session`)."""
+    return tuple(f.name for f in fields(cls) if f.metadata.get("session"))
 
 
 def _check_positive_ints(cfg: Any, names: tuple[str, ...], prefix: str = "") -> None:
@@ -114,20 +121,47 @@ def _check_positive_ints(cfg: Any, names: tuple[str, ...], prefix: str = "") -> 
             raise ConfigError(f"{prefix}{name}={value!r} must be a positive integer")
 
 
+@dataclass(frozen=True)
 class RunConfig:
-    """What both run configs (`TrainConfig`, `TranslateConfig`) share: the checks common to
-    every run, JSON round trips and the comparison a resume makes. Subclasses are frozen
-    dataclasses with `dataset`, `run`, `model` (a `model_class`) and the common options."""
+    """What every run config shares: the run's place, the options every family has, their checks,
+    JSON round trips and the comparison a resume makes. A family's config subclasses it with its
+    `model` (a `model_class`) and its own options; it redeclares a shared option only where its
+    default differs."""
 
     model_class: ClassVar[type]
-    family: ClassVar[str]  # the model family: its checkpoint parts, presets and networks
+    family: ClassVar[str]  # the model family's registered name (facegan.families)
     POSITIVE_INTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "ckpt_every", "keep_last", "log_every",
                                                 "sample_count")
     RATES: ClassVar[tuple[str, ...]] = ()  # learning rates, in (0, 1)
     FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "decay_start")  # in [0, 1)
 
-    def _check_common(self) -> None:
-        """Checks every run config makes, in __post_init__ before its own."""
+    dataset: str = field(metadata={"session": True})  # a resume checks the dataset's id and path
+    run: str = field(metadata={"session": True, "resumable": True})
+    model: Any = None  # the family's model config (a `model_class`; a dict is converted)
+    steps: int = option(10_000, "training steps (one update of every network each)", resumable=True)
+    batch_size: int = option(128, "images per step (the global batch when data-parallel)")
+    beta1: float = option(0.5, "Adam beta1 of every optimizer")
+    beta2: float = option(0.999, "Adam beta2 of every optimizer")
+    lr_schedule: str = option("constant", "constant, or linear: constant until decay_start x steps, then "
+                                          "linearly to zero (CycleGAN's decay)")
+    decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
+    ckpt_every: int = option(500, "checkpoint (full state, sample picture, metrics, loss plot) every N steps",
+                             resumable=True)
+    keep_last: int = option(3, "newest checkpoints kept (the best one by the metric is kept besides)",
+                            resumable=True)
+    log_every: int = option(50, "progress line and metrics row every N steps", resumable=True)
+    sample_count: int = option(64, "faces in each checkpoint's fixed-input sample picture", resumable=True)
+    seed: int = option(0, "random seed (initial weights, batches, latents, pools)")
+    device: str = option("auto", DEVICE_HELP, session=True)
+    max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time",
+                                       session=True)
+    compile: bool = option(False, "torch.compile the networks (a compiler error falls back to eager)",
+                           resumable=True)
+    precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32",
+                            resumable=True)
+
+    def __post_init__(self) -> None:
+        """Checks every run config makes (a family's config makes its own after these)."""
         for f in options(type(self)):
             value = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
@@ -202,9 +236,11 @@ class RunConfig:
 
         mine, theirs = flat(self), flat(other)
         mine.pop("family"), theirs.pop("family")  # a family is checked apart, before any comparison
-        free = RESUMABLE_FIELDS - ({"steps"} if "linear" in (self.lr_schedule, other.lr_schedule) else set())
+        free = resumable_fields(type(self))
+        if "linear" in (self.lr_schedule, other.lr_schedule):  # the decay's length is the run's length
+            free -= {"steps"}
         return [f"{k} {mine[k]!r} -> {theirs.get(k)!r}" for k in sorted(mine)
-                if k not in free and k != "run" and mine[k] != theirs.get(k)]
+                if k not in free and mine[k] != theirs.get(k)]
 
 
 @dataclass(frozen=True)
@@ -217,42 +253,26 @@ class TrainConfig(RunConfig):
     RATES: ClassVar[tuple[str, ...]] = ("lr_g", "lr_d")
     FRACTIONS: ClassVar[tuple[str, ...]] = (*RunConfig.FRACTIONS, "ema_decay")
 
-    dataset: str
-    run: str
     model: ModelConfig = field(default_factory=ModelConfig)
-    steps: int = option(10_000, "training steps (one D and one G update each)")
-    batch_size: int = option(128, "images per step (the global batch when data-parallel)")
+    steps: int = option(10_000, "training steps (one D and one G update each)", resumable=True)
     lr_g: float = option(2e-4, "generator Adam learning rate")
     lr_d: float = option(2e-4, "discriminator Adam learning rate")
-    beta1: float = option(0.5, "Adam beta1 of both networks")
-    beta2: float = option(0.999, "Adam beta2 of both networks")
-    lr_schedule: str = option("constant", "constant, or linear: constant until decay_start x steps, then "
-                                          "linearly to zero (CycleGAN's decay)")
-    decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
     label_smoothing: float = option(1.0, "D's target for real images (0.9: one-sided smoothing; 1: none)")
     ema_decay: float = option(0.999, "decay of the EMA generator's weights (0: the EMA generator is G)")
-    ckpt_every: int = option(500, "checkpoint (full state, sample grid, metrics, loss plot) every N steps")
-    keep_last: int = option(3, "newest checkpoints kept (the best-by-FID one is kept besides)")
-    log_every: int = option(50, "progress line and metrics row every N steps")
-    sample_count: int = option(64, "faces in each checkpoint's fixed-latent sample grid")
-    seed: int = option(0, "random seed (initial weights, batches, latents)")
-    device: str = option("auto", DEVICE_HELP)
-    max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time")
     loss: str = option("bce", "bce (non-saturating, with logits) or hinge")
     augment: str = option("", "DiffAugment before D: a comma list of color, translation, cutout")
     r1_gamma: float = option(0.0, "lazy R1 penalty weight on real images (0: off)")
     r1_every: int = option(16, "lazy R1 interval in steps")
-    fid_every: int = option(0, "FID of the EMA generator every N steps, a multiple of ckpt_every (0: off)")
-    fid_samples: int = option(5000, "generated and real images per FID")
+    fid_every: int = option(0, "FID of the EMA generator every N steps, a multiple of ckpt_every (0: off)",
+                            resumable=True)
+    fid_samples: int = option(5000, "generated and real images per FID", resumable=True)
     fid_weights: str = option("", "URI of pt_inception-2015-12-05-6726825d.pth: https, s3:// or a path "
-                                  "(empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid release)")
+                                  "(empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid release)", resumable=True)
     fid_resize: int = option(299, "Inception input side for FID: 299 is the FID protocol (comparable with "
-                                  "published scores); 75-298 only for quick smoke checks")
-    compile: bool = option(False, "torch.compile both networks (a compiler error falls back to eager)")
-    precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
+                                  "published scores); 75-298 only for quick smoke checks", resumable=True)
 
     def __post_init__(self) -> None:
-        self._check_common()
+        super().__post_init__()
         if not 0.5 < self.label_smoothing <= 1.0:
             raise ConfigError(
                 f"label_smoothing={self.label_smoothing!r} is the real-label target, in (0.5, 1]"
@@ -317,36 +337,24 @@ class TranslateConfig(RunConfig):
 
     model_class: ClassVar[type] = CycleModelConfig
     family: ClassVar[str] = "cyclegan"
-    POSITIVE_INTS: ClassVar[tuple[str, ...]] = RunConfig.POSITIVE_INTS
     RATES: ClassVar[tuple[str, ...]] = ("lr",)
 
-    dataset: str
-    run: str
-    attribute: str = option("Heavy_Makeup", "the CelebA attribute that splits the dataset: A = on, B = off")
     model: CycleModelConfig = field(default_factory=CycleModelConfig)
-    steps: int = option(40_000, "training steps (one update of both generators, then of both PatchGANs)")
+    steps: int = option(40_000, "training steps (one update of both generators, then of both PatchGANs)",
+                        resumable=True)
     batch_size: int = option(16, "images per domain per step (at most pool_size when the pool is on)")
-    lr: float = option(2e-4, "Adam learning rate of the generators and the PatchGANs")
-    beta1: float = option(0.5, "Adam beta1")
-    beta2: float = option(0.999, "Adam beta2")
     lr_schedule: str = option("linear", "linear: constant until decay_start x steps, then linearly to zero "
                                         "(CycleGAN's); or constant")
-    decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
+    sample_count: int = option(8, "fixed real faces per domain in each checkpoint's translation grid",
+                               resumable=True)
+    attribute: str = option("Heavy_Makeup", "the CelebA attribute that splits the dataset: A = on, B = off")
+    lr: float = option(2e-4, "Adam learning rate of the generators and the PatchGANs")
     lambda_cycle: float = option(10.0, "weight of the cycle-consistency L1 loss (both directions)")
     lambda_identity: float = option(0.5, "identity L1 loss weight, as a fraction of lambda_cycle (0: off)")
     pool_size: int = option(50, "past fakes each PatchGAN also sees (CycleGAN's image pool; 0: off)")
-    ckpt_every: int = option(500, "checkpoint (full state, translation grid, metrics, loss plot) every N steps")
-    keep_last: int = option(3, "newest checkpoints kept")
-    log_every: int = option(50, "progress line and metrics row every N steps")
-    sample_count: int = option(8, "fixed real faces per domain in each checkpoint's translation grid")
-    seed: int = option(0, "random seed (initial weights, batches, pool)")
-    device: str = option("auto", DEVICE_HELP)
-    max_seconds: float | None = option(None, "checkpoint and stop after this many seconds of wall-clock time")
-    compile: bool = option(False, "torch.compile the four networks (a compiler error falls back to eager)")
-    precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32")
 
     def __post_init__(self) -> None:
-        self._check_common()
+        super().__post_init__()
         if not self.attribute or not isinstance(self.attribute, str):
             raise ConfigError("attribute is empty; name a CelebA attribute, e.g. Heavy_Makeup")
         for name in ("lambda_cycle", "lambda_identity"):

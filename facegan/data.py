@@ -114,7 +114,7 @@ def fetch(uri: str, cache: str | Path | None = None) -> dict:
     """
     store = open_store(uri)
     m = read_manifest(store)
-    if str(uri).startswith("s3://"):
+    if store.remote:
         cache_dir = Path(cache) if cache else cache_root("shards")
         for shard in m["shards"]:
             cached = cache_dir / f"{shard['sha256']}.npy"
@@ -136,7 +136,7 @@ def load(
     m = manifest or read_manifest(store)
     res = m["resolution"]
     cache_dir = None
-    if cache and str(uri).startswith("s3://"):
+    if cache and store.remote:
         cache_dir = Path(cache) if isinstance(cache, (str, Path)) else cache_root("shards")
     out = torch.empty((m["count"], res, res, 3), dtype=torch.uint8)
     at = 0

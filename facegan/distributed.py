@@ -60,6 +60,17 @@ def all_mean(t: torch.Tensor, world: World) -> torch.Tensor:
     return t
 
 
+def gather(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's `t` concatenated along dim 0, in rank order, on every rank; `t` itself for a
+    single process. Not differentiable: for values all ranks must hold alike (e.g. an image pool)."""
+    if not world.distributed:
+        return t
+    t = t.contiguous()  # one layout for what is sent and what receives it (not channels_last)
+    parts = [torch.empty_like(t) for _ in range(world.size)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
 def any_true(flag: bool, world: World, device: torch.device) -> bool:
     """True on every rank when it is true on any rank (a collective: all ranks must call it)."""
     if not world.distributed:

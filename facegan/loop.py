@@ -39,7 +39,7 @@ import torch
 from facegan import checkpoint as ckpt
 from facegan import data, families, plots, runfolder
 from facegan import distributed as dist
-from facegan.config import ConfigError, RunConfig
+from facegan.config import ConfigError, RunConfig, session_fields
 from facegan.errors import DivergedError, LeaseError
 from facegan.lease import RunLease
 from facegan.presets import resolve
@@ -108,7 +108,7 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     fam = families.get(family or held or "dcgan")
     if held is not None and held != fam.name:
         raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
-    settings = resolve(preset, given, saved, manifest["resolution"], fam.presets)
+    settings = resolve(preset, given, saved, manifest["resolution"], fam.presets, session_fields(fam.config))
     settings.pop("family", None)
     cfg = fam.config.from_dict({"dataset": dataset, "run": run, **settings})
     cfg.check_dataset(manifest)

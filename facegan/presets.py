@@ -61,18 +61,15 @@ def preset(name: str, table: dict[str, dict[str, Any]] | None = None) -> dict[st
     return {**p, "model": dict(p["model"])}
 
 
-# Settings that describe where and how long this session runs, not the run: never inherited
-# from a run's saved config on resume (a run trained on a GPU may resume on another machine).
-SESSION_FIELDS = ("dataset", "run", "device", "max_seconds")
-
-
 def resolve(name: str | None, overrides: dict[str, Any], saved: dict[str, Any] | None = None,
-            dataset_resolution: int | None = None, table: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Settings for a run, lowest precedence first: the run's saved config (`saved`, resuming),
-    the preset `name` (of `table`, PRESETS by default), the explicit `overrides`; model fields
-    are merged, not replaced. A model resolution that none of them gives is the dataset's
-    (`dataset_resolution`)."""
-    base = {k: v for k, v in (saved or {}).items() if k not in SESSION_FIELDS}
+            dataset_resolution: int | None = None, table: dict[str, dict[str, Any]] | None = None,
+            session: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Settings for a run, lowest precedence first: the run's saved config (`saved`, resuming;
+    without its `session` fields, which describe where and how long a session runs, not the run:
+    a run trained on a GPU may resume on another machine), the preset `name` (of `table`, PRESETS
+    by default), the explicit `overrides`; model fields are merged, not replaced. A model
+    resolution that none of them gives is the dataset's (`dataset_resolution`)."""
+    base = {k: v for k, v in (saved or {}).items() if k not in session}
     base["model"] = dict(base.get("model", {}))
     for layer in (preset(name, table) if name else {}, overrides):
         base.update({k: v for k, v in layer.items() if k != "model"})

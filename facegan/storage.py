@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from facegan.errors import StorageError  # noqa: F401 - exported here too
@@ -38,6 +38,7 @@ class Store(ABC):
     """A prefix in some storage where objects live under relative keys."""
 
     root: str
+    remote: ClassVar[bool]  # reached over a network: worth caching what is read (e.g. dataset shards)
 
     def uri(self, key: str = "") -> str:
         """Full URI of `key` under this store."""
@@ -139,6 +140,8 @@ def _atomic_write(path: Path, write) -> None:
 
 class LocalStore(Store):
     """A local folder standing in for S3."""
+
+    remote = False
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root).expanduser().resolve()
@@ -251,6 +254,8 @@ class LocalStore(Store):
 
 class S3Store(Store):
     """`s3://bucket/prefix` through boto3 (endpoint from AWS_ENDPOINT_URL[_S3] when set)."""
+
+    remote = True
 
     def __init__(self, uri: str) -> None:
         import boto3
@@ -457,20 +462,33 @@ def cache_root(kind: str) -> Path:
     return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")) / kind
 
 
-def open_store(uri: str | Path) -> Store:
-    """The store for `uri`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
+def store_class(uri: str | Path) -> type[Store]:
+    """The Store class that serves `uri` (without connecting to anything)."""
     uri = str(uri)
     if not uri.strip():
         raise StorageError("the URI is empty; give s3://bucket/prefix or a folder")
     if uri.startswith("s3://"):
+        return S3Store
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(f"{uri}: unsupported URI scheme (use s3://, file:// or a path)")
+    return LocalStore
+
+
+def is_remote(uri: str | Path) -> bool:
+    """Whether `uri` names a remote store (see `Store.remote`)."""
+    return store_class(uri).remote
+
+
+def open_store(uri: str | Path) -> Store:
+    """The store for `uri`: `s3://bucket/prefix`, `file:///path` or a plain folder path."""
+    uri = str(uri)
+    if store_class(uri) is S3Store:
         return S3Store(uri)
     if uri.startswith("file://"):
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):  # file://tmp/x would silently mean /x
             raise StorageError(f"{uri}: a file:// URI needs an absolute path, e.g. file:///{parsed.netloc}{parsed.path}")
         return LocalStore(parsed.path)
-    if "://" in uri:
-        raise StorageError(f"{uri}: unsupported URI scheme (use s3://, file:// or a path)")
     return LocalStore(uri)
 
 

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from facegan import data
 from facegan.config import RESOLUTIONS, ConfigError
 from facegan.prepare import prepare
-from facegan.storage import StorageError, open_store, split_uri
+from facegan.storage import StorageError, is_remote, open_store, split_uri
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient
 
 
@@ -72,7 +72,7 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
             print(f"dataset {dataset_uri} already built from {source} ({found['count']} images); not rebuilt")
             return found
         with tempfile.TemporaryDirectory(prefix="facegan-raw-") as tmp:
-            local = download_source(source, tmp) if source.startswith("s3://") else source
+            local = download_source(source, tmp) if is_remote(source) else source
             manifest = build(local, dataset_uri, resolution, limit, workers, source, attributes)
     except INPUT_ERRORS as exc:
         return fail(exc)

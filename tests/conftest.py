@@ -101,6 +101,23 @@ def dataset32(raw_faces, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def makeup_raw(tmp_path_factory) -> Path:
+    """48 synthetic faces, half with makeup, and list_attr_celeba.txt beside them."""
+    return make_faces(tmp_path_factory.mktemp("mraw") / "img_align_celeba", 48, seed=4, makeup=0.5)
+
+
+@pytest.fixture(scope="session")
+def labelled32(makeup_raw, tmp_path_factory) -> str:
+    """makeup_raw prepared at 32 px with its attribute table."""
+    from facegan.attributes import TABLE_NAME
+
+    out = str(tmp_path_factory.mktemp("mds") / "faces-32")
+    prepare(makeup_raw, out, resolution=32, workers=1, attributes=str(makeup_raw.parent / TABLE_NAME),
+            log=lambda *_: None)
+    return out
+
+
 @pytest.fixture
 def artifacts() -> Path:
     """Folder for files tests keep for people to look at (screenshots)."""

@@ -19,7 +19,8 @@ OTHER_PARTS = {"D": {}, "G_ema": {}, "opt_g": {}, "opt_d": {}}  # a complete che
 
 
 def _state(step: int) -> dict:
-    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", "dcgan", G={"w": torch.ones(2) * step}, **OTHER_PARTS)
+    return ckpt.make_state(step, {"model": {"resolution": 32}}, "abc", "dcgan", G={"w": torch.ones(2) * step},
+                           **OTHER_PARTS)
 
 
 def test_roundtrip_and_rng_restore(tmp_path):

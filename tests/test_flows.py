@@ -153,7 +153,8 @@ def test_flow_cli_and_config_take_the_same_options():
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train_parser = commands.choices["train"]
-    cli = {a.dest: a for a in train_parser._actions if a.dest not in ("help", "dataset", "run", "preset", "nproc")}
+    cli = {a.dest: a for a in train_parser._actions
+           if a.dest not in ("help", "family", "dataset", "run", "preset", "nproc")}
     assert list(cli) == table
     for f in all_options():
         assert cli[f.name].default is None and f.metadata["help"] in cli[f.name].help

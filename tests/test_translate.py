@@ -42,20 +42,6 @@ def tiny(dataset: str, run: str, **overrides) -> TranslateConfig:
     return TranslateConfig(**base)
 
 
-@pytest.fixture(scope="module")
-def makeup_raw(tmp_path_factory) -> Path:
-    """48 synthetic faces, half with makeup, and list_attr_celeba.txt beside them."""
-    return make_faces(tmp_path_factory.mktemp("mraw") / "img_align_celeba", 48, seed=4, makeup=0.5)
-
-
-@pytest.fixture(scope="module")
-def labelled32(makeup_raw, tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("mds") / "faces-32")
-    prepare(makeup_raw, out, resolution=32, workers=1, attributes=str(makeup_raw.parent / attributes.TABLE_NAME),
-            log=lambda *_: None)
-    return out
-
-
 # ------------------------------------------------------------------ the attribute table
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from facegan import checkpoint as ckpt
 from facegan import data
+from facegan import distributed as dist
 from facegan.attributes import column
 from facegan.config import TranslateConfig
 from facegan.cyclegan import PatchDiscriminator, ResnetGenerator
@@ -191,8 +192,12 @@ class Recipe:
         D_B(real B), D_B(G_AB(A))) on the device."""
         cfg, rt = self.cfg, self.rt
         G_AB, G_BA, D_A, D_B = (calls[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
+        world = self.setup.world
+        # the generators' update sees frozen PatchGANs: under DDP their plain modules (no gradient
+        # of theirs is made, so there is nothing to synchronise)
+        frozen = self.nets if world.distributed else calls
         l_cyc, l_idt = cfg.lambda_cycle, cfg.lambda_cycle * cfg.lambda_identity
-        real_a, real_b = self.sampler_a.sample(), self.sampler_b.sample()
+        real_a, real_b = self.sampler_a.sample(self.setup.my_slice), self.sampler_b.sample(self.setup.my_slice)
 
         # generators: fool both PatchGANs, cycle back to the input, keep the other domain's faces
         self.nets["D_A"].requires_grad_(False)
@@ -200,7 +205,7 @@ class Recipe:
         with rt.autocast():
             fake_b, fake_a = G_AB(real_a), G_BA(real_b)
             rec_a, rec_b = G_BA(fake_b), G_AB(fake_a)
-            gan = lsgan_loss(D_B(fake_b), 1.0) + lsgan_loss(D_A(fake_a), 1.0)
+            gan = lsgan_loss(frozen["D_B"](fake_b), 1.0) + lsgan_loss(frozen["D_A"](fake_a), 1.0)
             cycle = F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b)
             identity = torch.zeros((), device=rt.device)
             if l_idt:  # a generator given its target domain should change nothing
@@ -213,7 +218,11 @@ class Recipe:
         # PatchGANs: real -> 1, a fake from the pool -> 0, halved as in CycleGAN
         self.nets["D_A"].requires_grad_(True)
         self.nets["D_B"].requires_grad_(True)
-        pooled_a, pooled_b = self.pool.a.query(fake_a), self.pool.b.query(fake_b)
+        # the pools see the global batch's fakes, so every rank holds the same pools (and rank 0's
+        # checkpoint resumes them all); each rank's D judges its own slice of the pool's answer
+        rank, n = world.rank, len(fake_a)
+        pooled_a, pooled_b = (pool.query(dist.gather(fake.detach().float(), world))[rank * n:(rank + 1) * n]
+                              for pool, fake in ((self.pool.a, fake_a), (self.pool.b, fake_b)))
         with rt.autocast():
             out_real_b, out_fake_b = D_B(real_b), D_B(pooled_b)
             loss_d = 0.5 * (lsgan_loss(D_A(real_a), 1.0) + lsgan_loss(D_A(pooled_a), 0.0)) \
