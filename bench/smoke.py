@@ -22,6 +22,7 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
   PRESET train  for cyclegan64 and cyclegan128: `facegan translate train --preset PRESET` stopped
                 at a checkpoint step; resume: the same command resumes it; apply: `translate apply`
   swap bf16     an attribute swap trained under `--precision bf16`
+  swap compile  an attribute swap trained with `--compile`, without falling back to eager
   gallery       the nightly gallery from the resulting runs, with the attribute swaps' sections
   bench         bench.train_throughput, bench.data_throughput and bench.preset_speed at toy sizes
   ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
@@ -304,8 +305,8 @@ class Smoke:
         assert sorted(p.name for p in (out_dir / "faces").iterdir()) == [f"{i:03d}.png" for i in range(4)]
         assert (out_dir / "grid.png").stat().st_size > 0 and (out_dir / "interpolation.png").stat().st_size > 0
 
-    def compile(self) -> None:
-        out = self.cli(*self.train_args("udacity32", "compiled", self.steps, "--compile"))
+    def compile(self, argv: list[str] | None = None) -> None:
+        out = self.cli(*(argv or self.train_args("udacity32", "compiled", self.steps, "--compile")))
         assert "first step (torch.compile) took" in out, out[-300:]
         assert "torch.compile failed" not in out, re.search(r"torch.compile failed.*", out).group(0)
 
@@ -456,6 +457,8 @@ class Smoke:
             ]
         out += [
             Check("swap bf16", self.swap_bf16, ("swap data", "device")),
+            Check("swap compile", lambda: self.compile(self.swap_args(SWAP_PRESETS[0], "swap-compiled", self.steps,
+                                                                      "--compile")), ("swap data", "device")),
             Check("gallery", self.gallery, ("dcgan64 resume", *(f"{p} resume" for p in SWAP_PRESETS), "swap bf16")),
             Check("bench", self.bench, ("device",)),
             Check("ddp", self.ddp, ("data", "device")),

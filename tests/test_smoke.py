@@ -19,7 +19,8 @@ def test_smoke_check_passes_on_cpu(tmp_path):
     expected = ["data", "device", "snapshot",
                 *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
                 "compile", "bf16", "fp32", "sigterm", "swap data",
-                *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap bf16", "gallery",
+                *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap bf16", "swap compile",
+                "gallery",
                 "bench"]
     assert {n: status.get(n) for n in expected} == dict.fromkeys(expected, "PASS"), out.stdout
     assert status["ddp"] == "SKIP" and "needs 2 GPUs" in out.stdout  # one GPU-count-only check, said why
