@@ -39,7 +39,7 @@ def preset_rate(preset: str, dataset: str, run: str, a: argparse.Namespace, extr
     if swap:
         args = ["translate", "train", *args, "--attribute", "Heavy_Makeup"]
     else:
-        args = ["train", *args, "--fid-every", "0"]
+        args = ["train", *args, "--metric-every", "0"]
     parsed = build_parser(family_in(args)).parse_args(args)
     cfg = config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed), parsed.family)
     fit(cfg, Hooks(log=lambda *_: None))

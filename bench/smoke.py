@@ -109,7 +109,7 @@ def save_random_fid_weights(folder: Path, seed: int = 123) -> str:
     the first 8 hex digits of its sha256 (the real weights cannot be downloaded everywhere)."""
     import torch
 
-    from facegan.metrics import FIDInceptionV3
+    from facegan.metrics.fid import FIDInceptionV3
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -139,7 +139,7 @@ class Smoke:
     weights: str = ""
 
     @property
-    def fid_resize(self) -> int:
+    def metric_resize(self) -> int:
         """The FID protocol's 299 px Inception input, or 75 px at tiny sizes (the CPU run)."""
         return 75 if self.tiny else 299
 
@@ -178,9 +178,9 @@ class Smoke:
         args = ["train", "--preset", preset, "--dataset", self.datasets[s["model"]["resolution"]],
                 "--run", self.run_uri(run), "--steps", str(steps), "--ckpt-every", str(self.steps),
                 "--log-every", "1", "--sample-count", "4", "--device", self.device, *self.size_args()]
-        if s.get("fid_every"):
-            args += ["--fid-every", str(self.steps), "--fid-samples", "16", "--fid-weights", self.weights,
-                     "--fid-resize", str(self.fid_resize)]
+        if s.get("metric_every"):
+            args += ["--metric-every", str(self.steps), "--metric-samples", "16", "--metric-weights", self.weights,
+                     "--metric-resize", str(self.metric_resize)]
         return [*args, *extra]
 
     def latest_step(self, run: str) -> int:
@@ -295,7 +295,7 @@ class Smoke:
         res = settings(preset)["model"]["resolution"]
         out = self.cli("fid", self.run_uri(preset), "--dataset", self.datasets[res], "--samples", "16",
                        "--weights", self.weights, "--device", self.device, "--batch", "8",
-                       "--resize", str(self.fid_resize))
+                       "--resize", str(self.metric_resize))
         score = json.loads(out.strip().splitlines()[-1])["fid"]
         assert math.isfinite(score) and score >= 0, score
 

@@ -343,7 +343,7 @@ class CheckpointWriter:
                         data = extra_files[key] = self._render(key, data, state["step"])
                     if data is not None:
                         self.run.put_bytes(key, data)
-                uri = write_checkpoint(self.run, state, self.keep_last, metric)
+                uri = write_checkpoint(self.run, state, self.keep_last, *metric)
                 break
             except StorageError as exc:
                 now = time.monotonic()
@@ -382,11 +382,12 @@ class CheckpointWriter:
             raise err
 
     def save(self, state: dict[str, Any], extra_files: dict | None = None,
-             metric: tuple[str, float] | None = None) -> None:
+             metric: tuple[str, float] | None = None, lower_is_better: bool = True) -> None:
         """Hand over a checkpoint (live tensors are copied now) plus extra objects written first:
-        bytes, or callables (such as `Render`) called on the writer's thread."""
+        bytes, or callables (such as `Render`) called on the writer's thread. `metric`: the
+        (name, value) best.json is decided by, and which way is better."""
         (state, extra_files), ready = to_host((state, dict(extra_files or {})))
-        item = (state, extra_files, metric, ready)
+        item = (state, extra_files, (metric, lower_is_better), ready)
         with self._cv:
             self._raise()
             while self._waiting is not None and not self._retrying and self._error is None:

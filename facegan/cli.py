@@ -7,7 +7,15 @@ import json
 import sys
 
 from facegan import families
-from facegan.config import DEVICE_HELP, RunConfig, all_options, nest_options, option_type, shown_default
+from facegan.config import (
+    DEVICE_HELP,
+    RENAMED,
+    RunConfig,
+    all_options,
+    nest_options,
+    option_type,
+    shown_default,
+)
 from facegan.errors import INPUT_ERRORS, ConfigError
 
 DEFAULT_FAMILY = "dcgan"  # what `facegan train` trains without --family
@@ -44,6 +52,20 @@ def _add_train_args(p: argparse.ArgumentParser, family: str, choose: bool) -> No
             p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
     p.add_argument("--nproc", type=count(1), default=1,
                    help="data-parallel processes (torchrun), one per GPU [default: 1]")
+    for old, new in RENAMED.items():  # the flags of options renamed since dd87acf answer with the new name
+        p.add_argument(f"--{old.replace('_', '-')}", action=Renamed, new=new, help=argparse.SUPPRESS)
+
+
+class Renamed(argparse.Action):
+    """A flag that was renamed: a one-line usage error that names the new flag."""
+
+    def __init__(self, *args, new: str, **kwargs) -> None:
+        super().__init__(*args, nargs=1, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ARG002 - argparse's signature
+        hint = " (with --metrics fid, the default)" if self.new == "metric_every" else ""
+        parser.error(f"{option_string} is now --{self.new.replace('_', '-')}{hint}")
 
 
 def given_options(a: argparse.Namespace) -> dict:
@@ -137,12 +159,12 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_fid(a: argparse.Namespace) -> int:
-    from facegan.metrics import FIDTracker
-    from facegan.sample import load_generator
+    from facegan.metrics.fid import FIDTracker
+    from facegan.sample import load_generator, noise_sampler
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
     tracker = FIDTracker.create(a.dataset, a.samples, a.weights, a.device, batch=a.batch, resize=a.resize)
-    score = tracker.score(gen.net)
+    score = tracker.score(noise_sampler(gen.net, gen.z_dim, tracker.device))
     print(json.dumps({"fid": score, "checkpoint": a.checkpoint, "step": gen.step,
                       "generator": gen.which, "protocol": tracker.protocol}))
     return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from facegan.errors import ConfigError, DatasetError  # noqa: F401 - ConfigError: exported here too
+from facegan.metrics import names as metric_names
 
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "none")
@@ -104,6 +105,12 @@ class ModelConfig:
             raise ConfigError(f"model.norm={self.norm!r} must be one of {NORMS}")
 
 
+# options renamed since dd87acf (old name -> new): stored configs with the old names still load,
+# and the CLI answers the old flags with the new name
+RENAMED = {"fid_every": "metric_every", "fid_samples": "metric_samples", "fid_weights": "metric_weights",
+           "fid_resize": "metric_resize"}
+
+
 def resumable_fields(cls: type) -> frozenset[str]:
     """Fields of run config class `cls` that may change on resume (the `resumable` role)."""
     return frozenset(f.name for f in fields(cls) if f.metadata.get("resumable"))
@@ -131,7 +138,7 @@ class RunConfig:
     model_class: ClassVar[type]
     family: ClassVar[str]  # the model family's registered name (facegan.families)
     POSITIVE_INTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "ckpt_every", "keep_last", "log_every",
-                                                "sample_count")
+                                                "sample_count", "metric_samples")
     RATES: ClassVar[tuple[str, ...]] = ()  # learning rates, in (0, 1)
     FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "decay_start")  # in [0, 1)
 
@@ -159,6 +166,16 @@ class RunConfig:
                            resumable=True)
     precision: str = option("auto", "auto (bf16 on GPUs that compute it natively, else fp32), bf16 or fp32",
                             resumable=True)
+    metrics: str = option("fid", "metrics scored during training, a comma list (facegan.metrics: fid); the "
+                                 "first decides best.json", resumable=True)
+    metric_every: int = option(0, "score the metrics every N steps, a multiple of ckpt_every (0: off)",
+                               resumable=True)
+    metric_samples: int = option(5000, "generated and real images per score", resumable=True)
+    metric_weights: str = option("", "URI of the Inception weights pt_inception-2015-12-05-6726825d.pth: https, "
+                                     "s3:// or a path (empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid "
+                                     "release)", resumable=True)
+    metric_resize: int = option(299, "Inception input side: 299 is the FID protocol (comparable with published "
+                                     "scores); 75-298 only for quick smoke checks", resumable=True)
 
     def __post_init__(self) -> None:
         """Checks every run config makes (a family's config makes its own after these)."""
@@ -191,6 +208,17 @@ class RunConfig:
             raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+        metric_names(self.metrics)
+        resize = self.metric_resize
+        if isinstance(resize, bool) or not isinstance(resize, int) or not 75 <= resize <= 299:
+            raise ConfigError(f"metric_resize={resize!r} must be an integer in 75..299 (299: the FID protocol)")
+        if isinstance(self.metric_every, bool) or not isinstance(self.metric_every, int) or self.metric_every < 0:
+            raise ConfigError(f"metric_every={self.metric_every!r} must be 0 (off) or a positive integer")
+        if self.metric_every and self.metric_every % self.ckpt_every:
+            raise ConfigError(f"metric_every={self.metric_every} must be a multiple of ckpt_every={self.ckpt_every} "
+                              "(metrics are scored on checkpoints)")
+        if self.metric_every and not self.metrics.strip():
+            raise ConfigError(f"metric_every={self.metric_every} but metrics is empty; name them, e.g. --metrics fid")
 
     def check_dataset(self, manifest: dict) -> None:
         """The run fits the dataset of `manifest` (read by facegan.data): the model's resolution
@@ -208,6 +236,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]):
         """Build from `to_dict` output; unknown keys are an error that names them."""
         data = dict(data)
+        for old, new in RENAMED.items():  # configs written by dd87acf and before
+            if old in data and new not in data:
+                data[new] = data.pop(old)
         family = data.pop("family", cls.family)  # configs written by dd87acf and before have none
         if family != cls.family:
             raise ConfigError(f"config of a {family!r} run, not a {cls.family} one")
@@ -249,7 +280,7 @@ class TrainConfig(RunConfig):
 
     model_class: ClassVar[type] = ModelConfig
     family: ClassVar[str] = "dcgan"
-    POSITIVE_INTS: ClassVar[tuple[str, ...]] = (*RunConfig.POSITIVE_INTS, "r1_every", "fid_samples")
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = (*RunConfig.POSITIVE_INTS, "r1_every")
     RATES: ClassVar[tuple[str, ...]] = ("lr_g", "lr_d")
     FRACTIONS: ClassVar[tuple[str, ...]] = (*RunConfig.FRACTIONS, "ema_decay")
 
@@ -263,13 +294,6 @@ class TrainConfig(RunConfig):
     augment: str = option("", "DiffAugment before D: a comma list of color, translation, cutout")
     r1_gamma: float = option(0.0, "lazy R1 penalty weight on real images (0: off)")
     r1_every: int = option(16, "lazy R1 interval in steps")
-    fid_every: int = option(0, "FID of the EMA generator every N steps, a multiple of ckpt_every (0: off)",
-                            resumable=True)
-    fid_samples: int = option(5000, "generated and real images per FID", resumable=True)
-    fid_weights: str = option("", "URI of pt_inception-2015-12-05-6726825d.pth: https, s3:// or a path "
-                                  "(empty: $FACEGAN_FID_WEIGHTS, else the pytorch-fid release)", resumable=True)
-    fid_resize: int = option(299, "Inception input side for FID: 299 is the FID protocol (comparable with "
-                                  "published scores); 75-298 only for quick smoke checks", resumable=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -284,16 +308,6 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"augment={self.augment!r}: unknown {bad}; use a comma list of {AUGMENTS}")
         if self.r1_gamma < 0:
             raise ConfigError(f"r1_gamma={self.r1_gamma!r} must be >= 0")
-        resize = self.fid_resize
-        if isinstance(resize, bool) or not isinstance(resize, int) or not 75 <= resize <= 299:
-            raise ConfigError(f"fid_resize={resize!r} must be an integer in 75..299 (299: the FID protocol)")
-        if isinstance(self.fid_every, bool) or self.fid_every < 0:
-            raise ConfigError(f"fid_every={self.fid_every!r} must be 0 (off) or a positive integer")
-        if self.fid_every and self.fid_every % self.ckpt_every:
-            raise ConfigError(
-                f"fid_every={self.fid_every} must be a multiple of ckpt_every={self.ckpt_every} "
-                "(FID is measured on checkpoints)"
-            )
 
     @property
     def augment_list(self) -> list[str]:

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
 from facegan import families, runfolder
+from facegan import metrics as metric_registry
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
 from facegan.images import to_png
-from facegan.plots import fid_curve_png
+from facegan.plots import metric_curve_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
 from facegan.storage import Store, open_store
 
@@ -142,9 +143,13 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     run = open_store(source.run_uri)
     if run.exists(runfolder.LOSS_PLOT):
         files["loss.png"] = run.get_bytes(runfolder.LOSS_PLOT)
-    _, fid_rows = runfolder.read_metrics(run)
-    if fid_rows:
-        files["fid.png"] = fid_curve_png(fid_rows)
+    _, scored = runfolder.read_metrics(run)
+    summary = {}
+    for name, rows in scored.items():
+        lower = metric_registry.get(name).lower_is_better if name in metric_registry.REGISTRY else True
+        files[f"metric-{name}.png"] = metric_curve_png(rows, name, lower)
+        summary[name] = {"latest": rows[-1][name], "best": (min if lower else max)(r[name] for r in rows),
+                         "protocol": rows[-1].get(f"{name}_protocol")}
     manifest = {
         "date": date.isoformat(),
         "run": source.run_uri,
@@ -156,8 +161,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "fixed_seeds": fixed_seeds,
         "fresh_seeds": fresh_seeds,
         "faces": faces,
-        "fid": {"latest": fid_rows[-1]["fid"], "best": min(r["fid"] for r in fid_rows),
-                "protocol": fid_rows[-1].get("fid_protocol")} if fid_rows else None,
+        "metrics": summary,
         "published_at": time.time(),
     }
     translations, translation_files = translation_sections(store, device)
@@ -238,11 +242,13 @@ def night_page(m: dict) -> str:
         '<h2>Loss curve</h2><img class="wide" src="loss.png" alt="training loss curve">'
         if "loss.png" in m["files"] else ""
     )
-    fid = m.get("fid")
-    if fid:
-        loss += (f'<h2>FID</h2><p class="meta">latest {fid["latest"]:.2f}, best {fid["best"]:.2f} '
-                 f'({fid["protocol"]["samples"] if fid.get("protocol") else "?"} samples)</p>'
-                 '<img class="wide" src="fid.png" alt="FID during training">')
+    for name, score in (m.get("metrics") or {}).items():
+        p = score.get("protocol") or {}
+        how = ", ".join(x for x in (f"{p['samples']} samples" if "samples" in p else "", p.get("resize", ""),
+                                    f"weights sha256 {p['weights']['sha256'][:12]}" if "weights" in p else "") if x)
+        loss += (f'<h2>{e(name.upper())}</h2><p class="meta">latest {score["latest"]:.4g}, best {score["best"]:.4g} '
+                 f'({e(how or "protocol not recorded")})</p>'
+                 f'<img class="wide" src="metric-{e(name)}.png" alt="{e(name)} during training">')
     body = (
         f'<nav><a href="../index.html">All nights</a></nav>'
         f"<h1>Faces of {e(m['date'])}</h1>"

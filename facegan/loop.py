@@ -2,7 +2,8 @@
 
 It owns what every run shares: the run lease, the dataset on the device, resume from
 `latest.json`, log windows with one host sync each, the DDP-aware stop/time/lease votes, the
-divergence guard, `torch.compile` with its eager fallback, FID, and checkpoints (the complete
+divergence guard, `torch.compile` with its eager fallback, the metrics of the run's
+sampler (`facegan.metrics`, every `metric_every` steps; best.json by the first), and checkpoints (the complete
 state, the family's sample grid, `metrics.jsonl` and `loss.png`, through
 `facegan.checkpoint.CheckpointWriter`). It never sees a loss formula: the family's recipe
 (`facegan.families`) builds the networks and optimizers, and its `step(i, calls)` returns the
@@ -21,7 +22,7 @@ A recipe (what `family.recipes().build(setup)` returns) provides:
     learning_rates(i)  sets the optimizers' rates for step i; returns {"lr_g": ..., "lr_d": ...}
     step(i, calls)     one training step; a 1-D device tensor of the family's scalars, in order
     grid()             a checkpoint.Render of the run's fixed-input sample picture
-    scored             the network FID scores (noise -> image), or None
+    sampler            sampler(n, batch) -> batches of images in [-1, 1], what the metrics score
     describe_new()     the log line of a new run
 """
 
@@ -39,9 +40,11 @@ import torch
 from facegan import checkpoint as ckpt
 from facegan import data, families, plots, runfolder
 from facegan import distributed as dist
+from facegan import metrics as metric_registry
 from facegan.config import ConfigError, RunConfig, session_fields
 from facegan.errors import DivergedError, LeaseError
 from facegan.lease import RunLease
+from facegan.metrics import names as metric_names
 from facegan.presets import resolve
 from facegan.runtime import Runtime, seed_everything
 from facegan.storage import Store, open_store
@@ -187,12 +190,12 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         if start == 0:
             log(f"new run {cfg.run}: {recipe.describe_new()}, config saved to {runfolder.CONFIG}")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
-        metrics, fid_rows = runfolder.read_metrics(run, upto=start) if world.is_main else ([], [])
-        fid, fid_every = None, getattr(cfg, "fid_every", 0)
-        if fid_every and world.is_main:  # weights and real statistics first: a bad file leaves no run folder
-            from facegan.metrics import FIDTracker
-
-            fid = FIDTracker.for_training(cfg, images, manifest, device, log)
+        rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})
+        metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
+        scorers = {}
+        if cfg.metric_every and world.is_main:  # weights and real features first: a bad file leaves no run folder
+            scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log)
+                       for name in scored}
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
         if world.is_main:
             run.put_json(runfolder.CONFIG, cfg.to_dict())
@@ -213,23 +216,25 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                 "the run's latest checkpoint is from before (lower the learning rates, then resume)")
 
         def save(step: int) -> None:
-            """Queue a checkpoint (rank 0): FID, the sample grid, metrics, loss curve, then the state."""
-            metric = None
-            if fid is not None and step % fid_every == 0:
-                score = fid.score(recipe.scored)
-                fid_rows.append({"step": step, "fid": score, "fid_protocol": fid.protocol})
-                metric = ("fid", score)
-                log(f"step {step}: FID {score:.2f} ({fid.protocol['samples']} samples)")
+            """Queue a checkpoint (rank 0): the metrics, the sample picture, metric rows, loss curve,
+            then the state."""
+            best = None  # (name, value) of the first metric listed, for best.json
+            if scorers and step % cfg.metric_every == 0:
+                for name, scorer in scorers.items():
+                    value = scorer.score(recipe.sampler)
+                    scored[name].append({"step": step, name: value, f"{name}_protocol": scorer.protocol})
+                    best = best or (name, value)
+                    log(f"step {step}: {name} {value:.4g} ({scorer.protocol['samples']} samples)")
             rows = list(metrics)
             files = {runfolder.sample_key(step): recipe.grid(), runfolder.METRICS: runfolder.jsonl(rows)}
-            if fid_rows:
-                files[runfolder.FID_METRICS] = runfolder.jsonl(fid_rows)
+            files.update({runfolder.metric_key(name): runfolder.jsonl(r) for name, r in scored.items() if r})
             if rows:
                 files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
                                                          separate_process=rt.plots_apart)
             state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family,
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
-            writer.save(state, files, metric=metric)
+            lower = metric_registry.get(best[0]).lower_is_better if best else True
+            writer.save(state, files, metric=best, lower_is_better=lower)
 
         writer = None  # rank 0 alone writes the run folder
         if world.is_main:

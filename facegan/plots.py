@@ -52,21 +52,21 @@ def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
     return _png(fig)
 
 
-def fid_curve_png(rows: list[dict]) -> bytes:
-    """A PNG plot of FID against step from metrics rows that carry "fid"."""
+def metric_curve_png(rows: list[dict], name: str = "fid", lower_is_better: bool = True) -> bytes:
+    """A PNG plot of metric `name` against step from its rows (facegan.runfolder's metric stream)."""
     fig = _figure(3.5)
     ax = fig.subplots()
-    points = [(r["step"], r["fid"]) for r in rows if "fid" in r]
+    points = [(r["step"], r[name]) for r in rows if name in r]
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-    best = min(points, key=lambda p: p[1])
-    ax.annotate(f"best {best[1]:.2f}", best, textcoords="offset points", xytext=(6, 6))
+    best = (min if lower_is_better else max)(points, key=lambda p: p[1])
+    ax.annotate(f"best {best[1]:.4g}", best, textcoords="offset points", xytext=(6, 6))
     ax.set_xlabel("step")
-    ax.set_ylabel("FID (lower is better)")
-    ax.set_title("FID")
+    ax.set_ylabel(f"{name} ({'lower' if lower_is_better else 'higher'} is better)")
+    ax.set_title(name)
     return _png(fig)
 
 
-CURVES = {"loss_curve_png": loss_curve_png, "fid_curve_png": fid_curve_png}
+CURVES = {"loss_curve_png": loss_curve_png, "metric_curve_png": metric_curve_png}
 
 
 def render(name: str, *args, separate_process: bool = False) -> bytes:

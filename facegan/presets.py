@@ -27,7 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"resolution": 64, "z_dim": 100, "ngf": 64, "ndf": 64, "spectral_norm": True},
         "batch_size": 128, "ema_decay": 0.999, "augment": "color,translation,cutout",
         "r1_gamma": 0.1, "r1_every": 16, "lr_d": 2e-4, "lr_g": 2e-4, "steps": 60_000,
-        "ckpt_every": 1000, "fid_every": 5000, "fid_samples": 10_000,
+        "ckpt_every": 1000, "metrics": "fid", "metric_every": 5000, "metric_samples": 10_000,
     },
     "dcgan128": {
         "model": {"resolution": 128, "z_dim": 100, "ngf": 64, "ndf": 64},

@@ -4,7 +4,7 @@
     checkpoints/step-0000500.pt     complete checkpoints (see facegan.checkpoint)
     latest.json, best.json          pointers to the newest and the best-by-FID checkpoint
     metrics.jsonl                   one training row per log interval: losses, D outputs, img/s, lr
-    metric-fid.jsonl                one FID row per FID evaluation, with its protocol
+    metric-<name>.jsonl             one row per evaluation of each metric (facegan.metrics), with its protocol
     samples/step-0000500.png        the fixed-latent sample grid at each checkpoint
     lease.json                      who trains the run now (see facegan.lease), while it trains
     loss.png                        the loss curve
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 
+from facegan import metrics
 from facegan.storage import StorageError, Store
 
 CONFIG = "config.json"
@@ -24,10 +25,14 @@ LATEST = "latest.json"
 BEST = "best.json"
 CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
-FID_METRICS = "metric-fid.jsonl"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples"
 LEASE = "lease.json"
+
+
+def metric_key(name: str) -> str:
+    """Key of a metric's stream ("fid" -> "metric-fid.jsonl")."""
+    return f"metric-{name}.jsonl"
 
 
 def checkpoint_key(step: int) -> str:
@@ -70,15 +75,22 @@ def _read_jsonl(run: Store, key: str) -> list[dict]:
     return rows
 
 
-def read_metrics(run: Store, upto: int | None = None) -> tuple[list[dict], list[dict]]:
-    """(training rows, FID rows) with step <= upto (all when None). Runs from before the FID
-    stream kept FID rows in metrics.jsonl: they are split out here."""
+def read_metrics(run: Store, upto: int | None = None, names: tuple[str, ...] | None = None) -> tuple[list[dict], dict]:
+    """(training rows, {metric name: its rows}) with step <= upto (all when None), for the metrics
+    `names` (by default every registered one, facegan.metrics) that have rows. Runs from before the FID stream
+    kept FID rows in metrics.jsonl: they are split out here."""
     rows = _read_jsonl(run, METRICS)
     train = [r for r in rows if "loss_d" in r]
-    fid = [r for r in rows if "fid" in r] + _read_jsonl(run, FID_METRICS)
+    scored = {}
+    for name in metrics.REGISTRY if names is None else names:
+        found = [r for r in rows if name in r and "loss_d" not in r] + _read_jsonl(run, metric_key(name))
+        if found:
+            scored[name] = found
     if upto is not None:
-        train, fid = [r for r in train if r["step"] <= upto], [r for r in fid if r["step"] <= upto]
-    return train, fid
+        train = [r for r in train if r["step"] <= upto]
+        scored = {k: [r for r in v if r["step"] <= upto] for k, v in scored.items()}
+        scored = {k: v for k, v in scored.items() if v}
+    return train, scored
 
 
 def jsonl(rows: list[dict]) -> bytes:

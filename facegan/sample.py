@@ -42,6 +42,24 @@ def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = 
     return LoadedGenerator(net, family.config.from_dict(state["config"]), state["step"], which)
 
 
+def noise_sampler(net: torch.nn.Module, z_dim: int, device: torch.device, seed: int = 0):
+    """A metric's sampler for a generator of faces from noise: `sampler(n, batch)` yields n images
+    in batches, from latents of a private generator seeded with `seed` (the training RNG is
+    untouched, so scoring during training keeps runs resumable); the net is in eval mode meanwhile."""
+    @torch.no_grad()
+    def sample(n: int, batch: int):
+        gen = torch.Generator().manual_seed(seed)
+        was_training = net.training
+        net.eval()
+        try:
+            for i in range(0, n, batch):
+                yield net(torch.randn(min(batch, n - i), z_dim, generator=gen).to(device))
+        finally:
+            net.train(was_training)
+
+    return sample
+
+
 def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
     """One latent per seed, each from its own generator: a seed means the same face everywhere."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])

@@ -19,12 +19,13 @@ def evaluate(checkpoint_uri: str, dataset_uri: str, samples: int = 10_000, weigh
     try:
         if samples < 2:
             raise ConfigError(f"samples={samples} must be at least 2")
-        from facegan.metrics import FIDTracker  # torchvision's Inception: imported when scoring, not on deploy
+        from facegan.metrics.fid import FIDTracker  # torchvision's Inception: imported when scoring, not on deploy
+        from facegan.sample import noise_sampler
 
         dev = use_device(device)
         gen = load_generator(checkpoint_uri, ema=ema, device=dev)
         tracker = FIDTracker.create(dataset_uri, samples, weights_uri, dev, resize=resize)
-        score = tracker.score(gen.net)
+        score = tracker.score(noise_sampler(gen.net, gen.z_dim, dev))
     except INPUT_ERRORS as exc:
         return fail(exc)
     p = tracker.protocol

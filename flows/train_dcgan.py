@@ -87,12 +87,16 @@ def report(cfg: RunConfig, outcome: dict) -> None:
     run = open_store(cfg.run)
     step = outcome["step"]
     checkpoints = [run.uri(k) for _, k in ckpt.list_checkpoints(run)]
-    rows, fid_rows = runfolder.read_metrics(run)
+    rows, scored = runfolder.read_metrics(run)
     best = ckpt.read_pointer(run, ckpt.BEST)
-    fid = ""
-    if fid_rows:  # FID during training: the last scores and the best checkpoint
-        fid = "\n\n**FID** " + ", ".join(f"{r['fid']:.2f} (step {r['step']})" for r in fid_rows[-5:])
-        fid += f"; best checkpoint `{run.uri(best['key'])}`" if best else ""
+    scores_md = ""
+    for name, found in scored.items():  # metrics during training: the last scores, the protocol, the best checkpoint
+        p = found[-1].get(f"{name}_protocol") or {}
+        scores_md += (f"\n\n**{name.upper()}** " + ", ".join(f"{r[name]:.4g} (step {r['step']})" for r in found[-5:])
+                + (f" ({p.get('samples')} samples, {p.get('resize')}, weights sha256 "
+                   f"`{p.get('weights', {}).get('sha256', '?')[:12]}`)" if p else ""))
+    if scored and best:
+        scores_md += f"\n\nbest checkpoint by {best['metric']['name']}: `{run.uri(best['key'])}`"
     columns = [(s.key, s.label, s.fmt) for s in families.of_config(cfg).scalars if s.shown]
     columns.append(("img_per_s", "img/s", ".0f"))
     head = "| step | " + " | ".join(h for _, h, _ in columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
@@ -106,7 +110,7 @@ def report(cfg: RunConfig, outcome: dict) -> None:
             f"# Run `{name}` finished at step {step}\n\n"
             f"![samples at step {step}]({run.url(runfolder.sample_key(step))})\n\n"
             f"![loss curve]({run.url(runfolder.LOSS_PLOT)})\n\n"
-            f"{table}{fid}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
+            f"{table}{scores_md}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
             + f"\n\nlatest: `{outcome['checkpoint']}`\n"
         ),
         description=f"training report for {name}",

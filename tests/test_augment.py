@@ -43,4 +43,4 @@ def test_spectral_norm_discriminator_and_config_checks():
     with pytest.raises(ConfigError, match="loss='wgan'"):
         TrainConfig(dataset="d", run="r", loss="wgan")
     with pytest.raises(ConfigError, match="multiple of ckpt_every"):
-        TrainConfig(dataset="d", run="r", fid_every=3, ckpt_every=2)
+        TrainConfig(dataset="d", run="r", metric_every=3, ckpt_every=2)

@@ -113,8 +113,8 @@ CASES = {
         lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(t / "run"), "--nproc", "0"], [t / "run"]),
         "argument --nproc: 0 is out of range"),
     "train: FID weights missing": (
-        lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(t / "run"), "--fid-every", "500",
-                               "--fid-weights", str(t / "pt_inception-2015-12-05-6726825d.pth"), "--device", "cpu"],
+        lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(t / "run"), "--metric-every", "500",
+                               "--metric-weights", str(t / "pt_inception-2015-12-05-6726825d.pth"), "--device", "cpu"],
                               [t / "run"]),
         "pt_inception-2015-12-05-6726825d.pth"),
     "train: damaged metrics.jsonl on resume": (

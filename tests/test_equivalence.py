@@ -33,12 +33,13 @@ CASES = {
     "dcgan64": (["train"], 64, ["--batch-size", "4", "--z-dim", "16"]),
     "dcgan64-bf16-hinge": (["train"], 64, ["--batch-size", "4", "--z-dim", "16", "--precision", "bf16",
                                            "--loss", "hinge", "--label-smoothing", "0.9", "--ema-decay", "0.9"]),
-    "dcgan64-plus": (["train"], 64, ["--batch-size", "4", "--z-dim", "16", "--fid-every", "0", "--r1-every", "2"]),
+    "dcgan64-plus": (["train"], 64, ["--batch-size", "4", "--z-dim", "16", "--metric-every", "0", "--r1-every", "2"]),
     "dcgan128": (["train"], 128, ["--batch-size", "2", "--z-dim", "16"]),
     "cyclegan64": (["translate", "train"], 32, ["--resolution", "32", "--batch-size", "2", "--pool-size", "4",
                                                 "--blocks", "1", "--sample-count", "2"]),
 }
 PRESET = {"dcgan64-bf16-hinge": "dcgan64"}
+# (dd87acf spelled dcgan64-plus's "--metric-every 0" as "--fid-every 0": the same setting, renamed)
 DIGESTS = {
     "udacity32": "8bd918718c682662247b66904c9d136946344e67d1e91a8298f80de16692906c",
     "dcgan64": "c7db48670c12afc3aeafbf3a0b118084e56d6734824cef55acf23419f4ab7064",
@@ -157,3 +158,38 @@ def test_a_run_written_by_dd87acf_resumes_bit_identically(name, datasets, tmp_pa
     assert main([*argv, "--run", new_run]) == 0
     capsys.readouterr()
     assert state_digest(ckpt.load(old_run)) == state_digest(ckpt.load(new_run))
+
+
+FID_OF_A_RANDOM_GENERATOR = """
+import sys, torch
+from facegan.config import ModelConfig
+from facegan.models import Generator
+{imports}
+torch.manual_seed(0)
+G = Generator(ModelConfig(resolution=32, z_dim=16, ngf=8, ndf=8)).eval()
+tracker = FIDTracker.create(sys.argv[1], 12, sys.argv[2], "cpu", resize=75, log=lambda *_: None)
+print(repr({score}))
+"""
+
+
+def test_fid_is_dd87acfs_to_the_last_bit(datasets, fid_weights, tmp_path):
+    """The same weights and images give the same FID as dd87acf's facegan.metrics, bit for bit
+    (each computes its own real statistics, from its own copy of the dataset)."""
+    import shutil
+    import subprocess
+    import sys
+
+    scores = []
+    for tree, imports, score in (
+        (old_code(tmp_path), "from facegan.metrics import FIDTracker", "tracker.score(G)"),
+        (None, "from facegan.metrics.fid import FIDTracker\nfrom facegan.sample import noise_sampler",
+         "tracker.score(noise_sampler(G, 16, tracker.device))"),
+    ):
+        ds = shutil.copytree(datasets[32], tmp_path / f"ds-{len(scores)}")
+        code = FID_OF_A_RANDOM_GENERATOR.format(imports=imports, score=score)
+        env = {**__import__("os").environ, **({"PYTHONPATH": tree} if tree else {})}
+        done = subprocess.run([sys.executable, "-c", code, str(ds), fid_weights], cwd=tree, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        scores.append(float(done.stdout.strip().splitlines()[-1]))
+    assert scores[0] == scores[1] and scores[0] > 0, scores

@@ -66,15 +66,15 @@ def test_no_checkpoint(tmp_path):
 def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, tmp_path):
     root = tmp_path / "store"
     cfg = tiny_config(dataset32, str(root / "runs" / "fidrun"), steps=6, ckpt_every=2, keep_last=1,
-                      fid_every=2, fid_samples=6, fid_weights=fid_weights, fid_resize=75)
+                      metric_every=2, metric_samples=6, metric_weights=fid_weights, metric_resize=75)
     fit(cfg, Hooks(log=lambda *_: None))
     from facegan import checkpoint as ckpt
 
     best = ckpt.read_pointer(open_store(cfg.run), ckpt.BEST)
     m = gallery.publish(str(root), dt.date(2026, 4, 1), fixed=2, fresh=2)
     assert m["pointer"] == "best.json" and m["step"] == best["step"]
-    assert m["fid"]["best"] == best["metric"]["value"]
+    assert m["metrics"]["fid"]["best"] == best["metric"]["value"]
     store = open_store(str(root))
-    assert store.exists("galleries/2026-04-01/fid.png")
+    assert store.exists("galleries/2026-04-01/metric-fid.png")
     page = store.get_bytes("galleries/2026-04-01/index.html").decode()
-    assert 'src="fid.png"' in page and "best" in page
+    assert 'src="metric-fid.png"' in page and "best" in page and "weights sha256" in page

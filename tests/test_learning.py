@@ -8,7 +8,7 @@ from torch import nn
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
 from facegan.loop import Hooks, fit
-from facegan.metrics import RunningStats, frechet_distance
+from facegan.metrics.fid import RunningStats, frechet_distance
 from facegan.prepare import prepare
 from facegan.presets import resolve
 from facegan.sample import generate, load_generator
@@ -55,7 +55,7 @@ def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_face
     real = data.to_unit(images)
     settings = resolve("dcgan64-plus", {
         "model": {"ngf": 16, "ndf": 16}, "batch_size": 32, "steps": 300, "ckpt_every": 300,
-        "log_every": 50, "fid_every": 0, "ema_decay": 0.98, "r1_every": 4, "device": "cpu", "seed": 3,
+        "log_every": 50, "metric_every": 0, "ema_decay": 0.98, "r1_every": 4, "device": "cpu", "seed": 3,
         "precision": precision,
     })
     assert settings["augment"] == "color,translation,cutout" and settings["model"]["spectral_norm"]

@@ -18,9 +18,9 @@ def test_separate_process_draws_the_same_png():
 
 
 def test_separate_process_failure_is_one_line():
-    with pytest.raises(RuntimeError, match=r"^drawing fid_curve_png in a separate process failed \(exit 1\): "
+    with pytest.raises(RuntimeError, match=r"^drawing metric_curve_png in a separate process failed \(exit 1\): "
                                            r"ValueError: min\(\) .*empty[^\n]*$"):
-        plots.render("fid_curve_png", [{"step": 1}], separate_process=True)
+        plots.render("metric_curve_png", [{"step": 1}], separate_process=True)
 
 
 def test_plots_import_no_torch():

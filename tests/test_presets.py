@@ -25,8 +25,8 @@ def test_preset_builds_trains_and_resumes(name, prepared, fid_weights, tmp_path)
     assert len(spectral) == (len(convs) if model.spectral_norm else 0)  # spectral norm only where asked
     # a few steps at the preset's architecture (small batch), interrupted after step 2, resumed
     small = {"batch_size": 4, "steps": 4, "ckpt_every": 2, "log_every": 1, "sample_count": 4, "device": "cpu"}
-    if s.get("fid_every"):
-        small |= {"fid_every": 2, "fid_samples": 6, "fid_weights": fid_weights, "fid_resize": 75}
+    if s.get("metric_every"):
+        small |= {"metric_every": 2, "metric_samples": 6, "metric_weights": fid_weights, "metric_resize": 75}
     settings = resolve(name, small)
     cfg = TrainConfig(dataset=prepared(model.resolution), run=str(tmp_path / "run"),
                       **{**settings, "model": ModelConfig(**settings["model"])})
@@ -38,14 +38,14 @@ def test_preset_builds_trains_and_resumes(name, prepared, fid_weights, tmp_path)
     straight = fit(cfg.replace(run=str(tmp_path / "straight")), quiet)
     assert straight.finished
     assert_states_equal(ckpt.load(cfg.run), ckpt.load(straight.run))  # resume is exact with every preset
-    if s.get("fid_every"):
+    if s.get("metric_every"):
         assert ckpt.read_pointer(open_store(cfg.run), ckpt.BEST)["metric"]["name"] == "fid"
 
 
 def test_preset_contents_and_overrides():
     plus = preset("dcgan64-plus")
     assert plus["model"]["spectral_norm"] and plus["augment"] == "color,translation,cutout"
-    assert plus["ema_decay"] > 0 and plus["fid_every"] > 0 and plus["r1_gamma"] > 0
+    assert plus["ema_decay"] > 0 and plus["metric_every"] > 0 and plus["r1_gamma"] > 0
     assert preset("udacity32")["model"]["resolution"] == 32
     assert preset("dcgan128")["model"]["resolution"] == 128
     merged = resolve("dcgan64", {"steps": 5, "model": {"ngf": 8}})

@@ -371,7 +371,8 @@ def test_flow_cli_and_config_take_the_same_swap_options():
     assert all(params[f.name].annotation == (option_type(f) | None) for f in all_options(TranslateConfig))
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = next(a for a in commands.choices["translate"]._actions if isinstance(a, argparse._SubParsersAction))
-    cli = [a.dest for a in actions.choices["train"]._actions if a.dest not in ("help", "dataset", "run", "preset")]
+    cli = [a.dest for a in actions.choices["train"]._actions
+           if a.dest not in ("help", "dataset", "run", "preset") and a.help != argparse.SUPPRESS]
     assert cli == [*table, "nproc"]
 
 

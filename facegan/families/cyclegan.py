@@ -176,7 +176,16 @@ class Recipe:
         self.parts = {**self.nets, "opt_g": self.opt_g, "opt_d": self.opt_d, "pool": self.pool}
         self.calls = dict(self.nets)
         self.images_per_step = 2 * cfg.batch_size
-        self.scored = None
+
+    @torch.no_grad()
+    def sampler(self, n: int, batch: int):
+        """What the metrics score: the B faces (attribute off, in row order, repeated as needed)
+        with the attribute added by G_BA."""
+        rows = torch.as_tensor(self.rows_b, device=self.rt.device)
+        for i in range(0, n, batch):
+            take = rows[torch.arange(i, min(i + batch, n), device=rows.device) % len(rows)]
+            with self.rt.autocast():
+                yield self.nets["G_BA"](data.to_unit(self.setup.images[take]))
 
     def describe_new(self) -> str:
         return f"{self.cfg.attribute} on {len(self.rows_a)} images (A), off {len(self.rows_b)} (B)"

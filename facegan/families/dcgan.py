@@ -20,6 +20,7 @@ from facegan.config import TrainConfig
 from facegan.images import to_png
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
+from facegan.sample import noise_sampler
 from facegan.schedule import get_lr, set_lr
 
 
@@ -45,7 +46,7 @@ class Recipe:
         cfg, rt, device = setup.cfg, setup.rt, setup.rt.device
         self.cfg, self.rt, self.setup = cfg, rt, setup
         # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
-        self.sampler = data.BatchSampler(setup.images, cfg.batch_size, channels_last=True)
+        self.batches = data.BatchSampler(setup.images, cfg.batch_size, channels_last=True)
         self.G = G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
         self.D = D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -55,7 +56,7 @@ class Recipe:
         self.parts = {"G": G, "D": D, "G_ema": self.G_ema, "opt_g": self.opt_g, "opt_d": self.opt_d}
         self.calls = {"G": G, "D": D}
         self.images_per_step = cfg.batch_size
-        self.scored = self.G_ema
+        self.sampler = noise_sampler(self.G_ema, cfg.model.z_dim, device)  # what the metrics score
         self.z_fixed = fixed_latents(cfg, device)
         self.local_batch = cfg.batch_size // setup.world.size
 
@@ -74,7 +75,7 @@ class Recipe:
         cfg, rt, augment = self.cfg, self.rt, self.cfg.augment_list
         G, D = calls["G"], calls["D"]
         rank = self.setup.world.rank
-        real = self.sampler.sample(self.setup.my_slice)
+        real = self.batches.sample(self.setup.my_slice)
         z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=rt.device)
         z = z[rank * self.local_batch:(rank + 1) * self.local_batch]
 

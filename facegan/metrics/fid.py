@@ -1,4 +1,4 @@
-"""FID: Fréchet Inception Distance with the standard FID Inception network.
+"""The FID metric: Fréchet Inception Distance with the standard FID Inception network.
 
 The network is pytorch-fid's TF-ported InceptionV3 (`FIDInceptionV3` below: torchvision's
 Inception3 with the FID variants of the A, C and E blocks), whose weights file is
@@ -231,18 +231,11 @@ def real_stats(net: nn.Module, images: torch.Tensor, n: int, batch: int, device)
 
 
 @torch.no_grad()
-def generated_stats(net: nn.Module, G: nn.Module, n: int, batch: int, device, seed: int = 0):
-    """Statistics of n generated images, streamed; latents from a private generator (the
-    training RNG is untouched, so FID during training keeps runs resumable)."""
-    gen = torch.Generator().manual_seed(seed)
-    z_dim = G.cfg.z_dim
+def sampled_stats(net: nn.Module, sampler, n: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics of the n images `sampler(n, batch)` makes, streamed batch by batch."""
     stats = RunningStats(FEATURES)
-    was_training = G.training
-    G.eval()
-    for i in range(0, n, batch):
-        z = torch.randn(min(batch, n - i), z_dim, generator=gen).to(device)
-        stats.add(net(G(z).float().clamp(-1, 1)))
-    G.train(was_training)
+    for images in sampler(n, batch):
+        stats.add(net(images.float().clamp(-1, 1)))
     return stats.finish()
 
 
@@ -296,13 +289,14 @@ class FIDTracker:
         }
         return cls(net, mu, sigma, protocol, device, batch)
 
-    @classmethod
-    def for_training(cls, cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
-        """The tracker for a training run, reusing the dataset tensor the run already holds."""
-        return cls.create(cfg.dataset, cfg.fid_samples, cfg.fid_weights or None, device,
-                          images=images, manifest=manifest, log=log, resize=cfg.fid_resize)
-
-    def score(self, G: nn.Module, seed: int = 0) -> float:
-        """FID of generator G (n = protocol samples, latents from `seed`)."""
-        mu, sigma = generated_stats(self.net, G, self.protocol["samples"], self.batch, self.device, seed)
+    def score(self, sampler) -> float:
+        """FID of the images `sampler(n, batch)` makes (n = the protocol's samples)."""
+        mu, sigma = sampled_stats(self.net, sampler, self.protocol["samples"], self.batch)
         return frechet_distance(mu, sigma, self.mu, self.sigma)
+
+
+def scorer(cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
+    """The FID scorer of a training run (the metric registry's entry point), reusing the dataset
+    tensor the run already holds."""
+    return FIDTracker.create(cfg.dataset, cfg.metric_samples, cfg.metric_weights or None, device,
+                             images=images, manifest=manifest, log=log, resize=cfg.metric_resize)

@@ -1,0 +1,68 @@
+"""Metrics of a generator against its dataset, and the one registry that names them.
+
+A metric is a module with `scorer(cfg, images, manifest, device, log)` -> an object whose
+`score(sampler)` returns the value for the images a sampler makes and whose `protocol` says how
+(samples, resize, weights' sha256). A sampler is `sampler(n, batch)` -> batches of images in
+[-1, 1] (`facegan.sample.noise_sampler` for a generator of faces from noise): scoring needs no
+more, so any family can be scored. Results go to the run's `metric-<name>.jsonl`; `best.json`
+follows the first metric a run lists. This module imports no torch: the metric's module is
+imported when a run or a command scores.
+
+Adding a metric: one module with `scorer`, and one `register(Metric(...))` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from facegan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the lifecycle, the run folder, the report and the gallery know of a metric."""
+
+    name: str
+    lower_is_better: bool
+    module: str  # scorer(cfg, images, manifest, device, log) -> object with score(sampler) and protocol
+    what: str
+
+    def scorers(self) -> ModuleType:
+        """The metric's module (imported on first use: it loads torch and its feature network)."""
+        return importlib.import_module(self.module)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric to the registry (replacing one of the same name); returns it."""
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+def get(name: str) -> Metric:
+    """The registered metric called `name`, or a ConfigError listing the known ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"metric {name!r} is unknown; choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names(text: str) -> list[str]:
+    """The metric names of a comma list ("fid,kid"), in order; empty parts are an error."""
+    if not text.strip():
+        return []
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise ConfigError(f"metrics={text!r} has an empty name; give a comma list of {', '.join(REGISTRY)}")
+    for p in parts:
+        get(p)
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"metrics={text!r} names a metric twice")
+    return parts
+
+
+register(Metric("fid", lower_is_better=True, module="facegan.metrics.fid",
+                what="Fréchet Inception Distance (pytorch-fid's Inception, pool3 features)"))
