@@ -161,7 +161,7 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: checkpoint format version {version!r} is newer than this facegan ({VERSION})"
         )
-    family = state.get("family", "dcgan")  # checkpoints from before the CycleGAN have no family tag
+    family = families.name_of_state(state)
     if not isinstance(family, str) or family not in families.REGISTRY:
         raise CheckpointError(f"{where}: model family {family!r} is not one of {', '.join(families.REGISTRY)}")
     parts = {**PARTS, **dict.fromkeys(families.get(family).parts, dict)}

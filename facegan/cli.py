@@ -18,8 +18,8 @@ from facegan.config import (
 )
 from facegan.errors import INPUT_ERRORS, ConfigError
 
-DEFAULT_FAMILY = "dcgan"  # what `facegan train` trains without --family
-SWAP_FAMILY = "cyclegan"  # what `facegan translate train` trains
+DEFAULT_FAMILY = families.DEFAULT  # what `facegan train` trains without --family
+SWAP_FAMILY = families.SWAP  # what `facegan translate train` trains
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -103,12 +103,12 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     config when it has one (resuming), then `preset`, then the options `given` (nested as
     `config.nest_options` makes them); the model resolution defaults to the dataset's, and the
     config is checked against the dataset (`RunConfig.check_dataset`). `family`: a registered
-    family's name, by default the run's own (a new run: "dcgan"). Reads only the dataset's
+    family's name, by default the run's own (a new run: `families.DEFAULT`). Reads only the dataset's
     manifest and the run's config.json."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
     held = families.name_of_saved(saved) if saved is not None else None
-    fam = families.get(family or held or "dcgan")
+    fam = families.get(family or held or families.DEFAULT)
     if held is not None and held != fam.name:
         raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
     settings = resolve(preset, given, saved, manifest["resolution"], fam.presets, session_fields(fam.config))
@@ -126,7 +126,7 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     state = ckpt.load_run(run)
     if state is None:
         return 0
-    held = state.get("family", "dcgan")  # checkpoints from before the CycleGAN have no family tag
+    held = families.name_of_state(state)
     if held != cfg.family:
         raise ConfigError(f"{cfg.run} holds a {held} run, not a {cfg.family} one; use a new run name")
     saved = type(cfg).from_dict({**state["config"], "run": cfg.run})
@@ -230,7 +230,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             files.update({runfolder.metric_key(name): runfolder.jsonl(r) for name, r in scored.items() if r})
             if rows:
                 files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
-                                                         separate_process=rt.plots_apart)
+                                                         family.plot_series(), separate_process=rt.plots_apart)
             state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family,
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True

@@ -47,6 +47,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.z_dim = cfg.z_dim  # what samplers draw (facegan.sample)
         k = _blocks(cfg.resolution)
         width = cfg.ngf * 2 ** (k - 1)
         layers: list[nn.Module] = [

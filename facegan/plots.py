@@ -33,22 +33,25 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def loss_curve_png(rows: list[dict], title: str = "losses") -> bytes:
-    """A PNG plot of loss_d and loss_g (and D(x), D(G(z))) against step from metrics rows."""
+DEFAULT_SERIES = [["loss_d", "D loss", "losses"], ["loss_g", "G loss", "losses"]]
+
+
+def loss_curve_png(rows: list[dict], title: str = "losses", series: list[list[str]] | None = None) -> bytes:
+    """A PNG plot against step of the metrics rows' `series` ([key, label, panel] each: a family's
+    scalars, facegan.families.Family.plot_series), one panel side by side per panel name; the
+    first panel is titled `title`."""
+    series = series or DEFAULT_SERIES
+    panels = list(dict.fromkeys(panel for _, _, panel in series))
     fig = _figure(4.5)
-    ax, ax2 = fig.subplots(1, 2)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     steps = [r["step"] for r in rows]
-    for name, label in (("loss_d", "D loss"), ("loss_g", "G loss")):
-        ax.plot(steps, [r.get(name) for r in rows], label=label)
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.legend()
-    for name, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
-        ax2.plot(steps, [r.get(name) for r in rows], label=label)
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("step")
-    ax2.set_title("discriminator outputs")
-    ax2.legend()
+    for ax, panel in zip(axes, panels, strict=True):
+        for key, label, where in series:
+            if where == panel:
+                ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=label)
+        ax.set_xlabel("step")
+        ax.set_title(title if panel == panels[0] else panel)
+        ax.legend()
     return _png(fig)
 
 

@@ -79,11 +79,12 @@ def read_metrics(run: Store, upto: int | None = None, names: tuple[str, ...] | N
     """(training rows, {metric name: its rows}) with step <= upto (all when None), for the metrics
     `names` (by default every registered one, facegan.metrics) that have rows. Runs from before the FID stream
     kept FID rows in metrics.jsonl: they are split out here."""
+    names = tuple(metrics.REGISTRY) if names is None else names
     rows = _read_jsonl(run, METRICS)
-    train = [r for r in rows if "loss_d" in r]
+    train = [r for r in rows if not any(name in r for name in names)]
     scored = {}
-    for name in metrics.REGISTRY if names is None else names:
-        found = [r for r in rows if name in r and "loss_d" not in r] + _read_jsonl(run, metric_key(name))
+    for name in names:
+        found = [r for r in rows if name in r] + _read_jsonl(run, metric_key(name))
         if found:
             scored[name] = found
     if upto is not None:

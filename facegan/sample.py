@@ -25,7 +25,7 @@ class LoadedGenerator:
 
     @property
     def z_dim(self) -> int:
-        return self.config.model.z_dim
+        return self.net.z_dim
 
 
 def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
@@ -34,7 +34,7 @@ def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = 
     `facegan.runtime.use_device`); the EMA generator unless `ema` is False."""
     device = use_device(str(device))
     state = state_or_uri if isinstance(state_or_uri, dict) else ckpt.load(state_or_uri)
-    family = families.get(state.get("family", "dcgan"))
+    family = families.get(families.name_of_state(state))
     if not family.noise:
         where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)
         raise ConfigError(f"{where} is {family.what}, which does not draw faces from noise")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data
+from facegan import data, families
 from facegan.config import ConfigError
 from facegan.cyclegan import ResnetGenerator
 from facegan.errors import DatasetError
@@ -31,8 +31,8 @@ def load_translator(run_or_checkpoint: str, direction: str, device: str = "auto"
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction={direction!r} must be one of {', '.join(DIRECTIONS)}")
     state = ckpt.load(run_or_checkpoint)
-    if state.get("family") != "cyclegan":
-        raise ConfigError(f"{run_or_checkpoint} is a {state.get('family', 'dcgan')} checkpoint, not an attribute swap")
+    if families.name_of_state(state) != families.SWAP:
+        raise ConfigError(f"{run_or_checkpoint} is a {families.name_of_state(state)} checkpoint, not an attribute swap")
     return load_generators(state, use_device(device))[DIRECTIONS[direction]], state
 
 

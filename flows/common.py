@@ -50,19 +50,22 @@ def check_run_name(run_name: str) -> None:
         raise ConfigError(f"run_name={run_name!r} must be non-empty letters, digits, '-', '_', '.'")
 
 
-def with_option_parameters(fn, cls: type) -> inspect.Signature:
+def with_option_parameters(fn, *classes: type) -> inspect.Signature:
     """Give flow function `fn(..., **options)` its parameters: the fixed ones it declares, then
-    one keyword per option of run config class `cls` (facegan.config's option table), typed,
-    defaulting to None (= not given); its docstring gains their help. Prefect reads this
-    signature for the deployment's parameter schema and binds run parameters against it.
-    Returns the signature."""
+    one keyword per option of the run config `classes` (facegan.config's option table; an option
+    several have appears once, as the first declares it), typed, defaulting to None (= not given);
+    its docstring gains their help. Prefect reads this signature for the deployment's parameter
+    schema and binds run parameters against it. Returns the signature."""
     fixed = list(inspect.signature(fn).parameters.values())[:-1]
+    order = list(dict.fromkeys(f.name for cls in classes for f in all_options(cls)))
+    first = {f.name: f for cls in reversed(classes) for f in all_options(cls)}  # the first class's wins
+    table = [first[name] for name in order]
     signature = inspect.Signature([
         *fixed,
         *[inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option_type(f) | None)
-          for f in all_options(cls)],
+          for f in table],
     ])
     fn.__signature__ = signature
     fn.__doc__ += "\n    Args:\n" + "".join(
-        f"        {f.name}: {f.metadata['help']} (default: {shown_default(f)})\n" for f in all_options(cls))
+        f"        {f.name}: {f.metadata['help']} (default: {shown_default(f)})\n" for f in table)
     return signature

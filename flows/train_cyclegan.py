@@ -1,36 +1,29 @@
-"""train-cyclegan: train (or resume) an attribute swap (CycleGAN) on a labelled dataset, report as it goes."""
+"""train-cyclegan: train (or resume) an attribute swap (CycleGAN) on a labelled dataset, report as it goes.
+
+The train-dcgan flow trains any family (its `family` parameter); this flow keeps the deployments
+users already run, with the swap's own options as its parameters.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from facegan import families
-from facegan.config import nest_options
-from facegan.loop import config_for_run
-from flows.common import INPUT_ERRORS, check_run_name, fail, store_root, with_option_parameters
-from flows.train_dcgan import pull_dataset, report, train_model
+from flows.common import with_option_parameters
+from flows.train_dcgan import train_run
 
-FAMILY = families.get("cyclegan")  # what the train-cyclegan deployments train
+FAMILY = families.get(families.SWAP)  # what the train-cyclegan deployments train
 
 
 def train_cyclegan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
                       **options):
     """Train an attribute swap on `dataset_uri` (prepared with CelebA's attribute table) into
     `{store}/runs/{run_name}`: domain A = faces with `attribute` (e.g. Heavy_Makeup), B = without.
-    Re-running resumes it. Every option of facegan.config.TranslateConfig is a parameter; left
-    empty, an option keeps the run's saved value when resuming, else the preset's (cyclegan64,
-    cyclegan128), else the library's default; the resolution defaults to the dataset's.
+    Re-running resumes it. Every option of the swap's config is a parameter; left empty, an option
+    keeps the run's saved value when resuming, else the preset's (cyclegan64, cyclegan128), else
+    the library's default; the resolution defaults to the dataset's.
     """
-    try:
-        check_run_name(run_name)
-        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
-                             nest_options(options, FAMILY.config), FAMILY.name)
-        pull_dataset(dataset_uri)
-    except INPUT_ERRORS as exc:
-        return fail(exc)
-    outcome = train_model(cfg.to_dict())
-    report(cfg, outcome)
-    return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
+    return train_run(FAMILY.name, dataset_uri, run_name, store, preset, options)
 
 
 FLOW_SIGNATURE = with_option_parameters(train_cyclegan_fn, FAMILY.config)

@@ -14,7 +14,7 @@ from prefect.artifacts import (
 
 from facegan import checkpoint as ckpt
 from facegan import data, families, runfolder
-from facegan.config import RunConfig, nest_options
+from facegan.config import ConfigError, RunConfig, all_options, nest_options
 from facegan.loop import Hooks, config_for_run, fit
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
@@ -27,8 +27,6 @@ from flows.common import (
     store_root,
     with_option_parameters,
 )
-
-FAMILY = families.get("dcgan")  # what the train-dcgan deployments train
 
 
 class TrainingInterrupted(RuntimeError):
@@ -119,20 +117,27 @@ def report(cfg: RunConfig, outcome: dict) -> None:
                           description=f"last metrics of {name}")
 
 
-def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
-                   **options):
-    """Train a DCGAN on `dataset_uri` into `{store}/runs/{run_name}`; re-running resumes it.
+def family_options(family: families.Family, options: dict) -> dict:
+    """The given (not None) `options` as settings of `family`'s config (nested as
+    `config.nest_options` makes them); one that is not the family's option is a ConfigError."""
+    own = {f.name for f in all_options(family.config)}
+    foreign = sorted(k for k, v in options.items() if v is not None and k not in own)
+    if foreign:
+        raise ConfigError(f"{', '.join(foreign)}: not an option of the {family.name} family ({family.what})")
+    return nest_options({k: v for k, v in options.items() if k in own}, family.config)
 
-    Every training option of facegan.config is a parameter (see FLOW_SIGNATURE). Left empty,
-    an option keeps the run's saved value when resuming, else the preset's (udacity32, dcgan64,
-    dcgan64-plus, dcgan128), else the library's default; the resolution defaults to the dataset's.
-    """
+
+def train_run(family: str, dataset_uri: str, run_name: str, store: str | None, preset: str | None,
+              options: dict):
+    """The train flows' body: check every parameter, pull the dataset, train (a retry resumes),
+    report. Returns the flow's result, or its Failed state for bad input."""
     try:
         # --- every parameter checked before any heavy work --------------------------------
         check_run_name(run_name)
+        fam = families.get(family)
         # the dataset's manifest and the run's saved config are read here: no retries for bad input
         cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
-                             nest_options(options, FAMILY.config), FAMILY.name)
+                             family_options(fam, options), fam.name)
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
@@ -141,5 +146,18 @@ def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, pr
     return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
 
 
-FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, FAMILY.config)
+def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
+                   family: str = families.DEFAULT, **options):
+    """Train a run of any registered model family (`family`, facegan.families) on `dataset_uri`
+    into `{store}/runs/{run_name}`; re-running resumes it.
+
+    Every training option of every family is a parameter (see FLOW_SIGNATURE); giving one that is
+    not the chosen family's is an error. Left empty, an option keeps the run's saved value when
+    resuming, else the preset's (the family's presets: `facegan train --family F --help`), else
+    the library's default; the resolution defaults to the dataset's.
+    """
+    return train_run(family, dataset_uri, run_name, store, preset, options)
+
+
+FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, *(f.config for f in families.REGISTRY.values()))
 train_dcgan = flow(name="train-dcgan", log_prints=True)(train_dcgan_fn)

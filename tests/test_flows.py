@@ -147,7 +147,13 @@ def test_flow_cli_and_config_take_the_same_options():
     assert table == config_fields  # every config field is an option
 
     params = inspect.signature(train_dcgan.fn).parameters
-    assert list(params) == ["dataset_uri", "run_name", "store", "preset", *table]
+    # the train flow takes any family: the default family's options first, then the others' own
+    from facegan import families
+
+    others = [f.name for fam in families.REGISTRY.values() for f in all_options(fam.config) if f.name not in table]
+    assert list(params) == ["dataset_uri", "run_name", "store", "preset", "family", *table,
+                            *dict.fromkeys(others)]
+    assert params["family"].default == families.DEFAULT
     for f in all_options():
         assert params[f.name].default is None and params[f.name].annotation == (option_type(f) | None), f.name
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -406,3 +407,16 @@ def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, 
     with pytest.raises(ReachedCuda) as reached:
         main(["translate", "apply", cfg.run, face, str(tmp_path / "out"), "--direction", "add", "--device", "cuda"])
     assert reached.value.index == 0
+
+
+def test_a_swap_is_scored_by_the_metrics_of_its_sampler(labelled32, fid_weights, tmp_path):
+    """Scoring needs only a sampler: a swap's is its B faces with the attribute added (G_BA); the
+    first metric decides best.json, as for any family."""
+    cfg = tiny(labelled32, str(tmp_path / "scored"), steps=4, ckpt_every=2, metric_every=2, metric_samples=6,
+               metric_weights=fid_weights, metric_resize=75)
+    assert fit(cfg, quiet).finished
+    run = open_store(cfg.run)
+    rows = [json.loads(x) for x in run.get_bytes("metric-fid.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["fid"] > 0 for r in rows)
+    assert rows[0]["fid_protocol"]["samples"] == 6
+    assert ckpt.read_pointer(run, ckpt.BEST)["metric"]["name"] == "fid"

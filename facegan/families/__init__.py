@@ -24,13 +24,15 @@ from facegan.presets import PRESETS, TRANSLATE_PRESETS
 
 @dataclass(frozen=True)
 class Scalar:
-    """One value the family's step returns: its metrics-row key, its label in progress lines and
-    reports, its format, and whether the progress line shows it."""
+    """One value the family's step returns: its metrics-row key, its label in progress lines,
+    reports and the loss plot, its format, whether the progress line and report show it, and the
+    loss plot's panel it is drawn in."""
 
     key: str
     label: str
     fmt: str = ".3f"
     shown: bool = True
+    panel: str = "losses"
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,15 @@ class Family:
     presets: dict[str, dict[str, Any]]
     parts: tuple[str, ...]  # the state dicts a checkpoint holds (validated on every load)
     scalars: tuple[Scalar, ...]  # what step(i) returns, in order
-    module: str  # the torch side: build(setup) -> recipe, generators(state, device, ema) -> {name: net},
+    module: str  # the torch side: build(setup) -> recipe, generators(state, device, ema) -> {name: net}
+    #              (a `noise` family's net has `z_dim`: it maps (N, z_dim) latents to images),
     #              and for a family that is not `noise`, gallery_section(state, device) (see facegan.gallery)
     what: str  # what a run of it makes, for help and reports
     noise: bool = False  # its generator draws faces from noise: sampled, the gallery's faces, scored by FID
+
+    def plot_series(self) -> list[list[str]]:
+        """The loss plot's lines: [key, label, panel] per scalar (JSON-able, for facegan.plots)."""
+        return [[s.key, s.label, s.panel] for s in self.scalars]
 
     def recipes(self) -> ModuleType:
         """The family's torch module (imported on first use)."""
@@ -53,6 +60,9 @@ class Family:
 
 
 REGISTRY: dict[str, Family] = {}
+DEFAULT = "dcgan"  # the family of a new run when none is named (`facegan train`, the train-dcgan flow)
+LEGACY = "dcgan"  # the family of a checkpoint written before checkpoints named their family
+SWAP = "cyclegan"  # the family of `facegan translate train|apply` and the train-cyclegan flow
 
 
 def register(family: Family) -> Family:
@@ -68,6 +78,11 @@ def get(name: str) -> Family:
     return REGISTRY[name]
 
 
+def name_of_state(state: dict) -> str:
+    """The family of a loaded checkpoint (see LEGACY for those that name none)."""
+    return state.get("family", LEGACY)
+
+
 def of_config(cfg: RunConfig | type[RunConfig]) -> Family:
     """The family a run config (or config class) belongs to."""
     return get(cfg.family)
@@ -78,7 +93,7 @@ def name_of_saved(config: dict) -> str:
     existed (dd87acf and earlier) are an attribute swap when they name an attribute."""
     if "family" in config:
         return config["family"]
-    return "cyclegan" if "attribute" in config else "dcgan"
+    return SWAP if "attribute" in config else LEGACY
 
 
 def of_saved(config: dict) -> Family:
@@ -87,16 +102,18 @@ def of_saved(config: dict) -> Family:
 
 
 _LOSSES = (Scalar("loss_d", "loss_d"), Scalar("loss_g", "loss_g"))
+_D = "discriminator outputs"
 register(Family(
     name="dcgan", config=TrainConfig, presets=PRESETS, module="facegan.families.dcgan",
     parts=("G", "D", "G_ema", "opt_g", "opt_d"),
-    scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f"), Scalar("d_fake", "D(G(z))", ".2f")),
+    scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
     what="faces from noise (DCGAN)", noise=True,
 ))
 register(Family(
     name="cyclegan", config=TranslateConfig, presets=TRANSLATE_PRESETS, module="facegan.families.cyclegan",
     parts=("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"),
     scalars=(*_LOSSES, Scalar("cycle", "cycle"), Scalar("identity", "identity"),
-             Scalar("d_real", "D_B(B)", ".2f", shown=False), Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False)),
+             Scalar("d_real", "D_B(B)", ".2f", shown=False, panel=_D),
+             Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False, panel=_D)),
     what="an attribute swap (CycleGAN)",
 ))
