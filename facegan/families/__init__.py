@@ -18,8 +18,8 @@ from types import ModuleType
 from typing import Any
 
 from facegan.config import RunConfig, TrainConfig, TranslateConfig
-from facegan.errors import ConfigError
 from facegan.presets import PRESETS, TRANSLATE_PRESETS
+from facegan.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,11 @@ class Family:
         return importlib.import_module(self.module)
 
 
-REGISTRY: dict[str, Family] = {}
+REGISTRY: Registry[Family] = Registry("family")
+register, get = REGISTRY.register, REGISTRY.find  # add a family; the family called `name`
 DEFAULT = "dcgan"  # the family of a new run when none is named (`facegan train`, the train-dcgan flow)
 LEGACY = "dcgan"  # the family of a checkpoint written before checkpoints named their family
 SWAP = "cyclegan"  # the family of `facegan translate train|apply` and the train-cyclegan flow
-
-
-def register(family: Family) -> Family:
-    """Add a family to the registry (replacing one of the same name); returns it."""
-    REGISTRY[family.name] = family
-    return family
-
-
-def get(name: str) -> Family:
-    """The registered family called `name`, or a ConfigError listing the known ones."""
-    if name not in REGISTRY:
-        raise ConfigError(f"family={name!r} is unknown; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
 
 
 def name_of_state(state: dict) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from facegan.errors import ConfigError
+from facegan.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,8 @@ class Metric:
         return importlib.import_module(self.module)
 
 
-REGISTRY: dict[str, Metric] = {}
-
-
-def register(metric: Metric) -> Metric:
-    """Add a metric to the registry (replacing one of the same name); returns it."""
-    REGISTRY[metric.name] = metric
-    return metric
-
-
-def get(name: str) -> Metric:
-    """The registered metric called `name`, or a ConfigError listing the known ones."""
-    if name not in REGISTRY:
-        raise ConfigError(f"metric {name!r} is unknown; choose from {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+REGISTRY: Registry[Metric] = Registry("metric")
+register, get = REGISTRY.register, REGISTRY.find  # add a metric; the metric called `name`
 
 
 def names(text: str) -> list[str]:
