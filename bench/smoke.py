@@ -394,7 +394,7 @@ class Smoke:
         m = publish(self.store, dt.date(2026, 1, 1), run_name="dcgan64", fixed=4, fresh=4, device=self.device)
         assert m["step"] == 2 * self.steps and Path(m["index_uri"]).is_file(), m
         shown = sorted(t["name"] for t in m["translations"] if "rows" in t)
-        assert shown == sorted([*SWAP_PRESETS, "swap-bf16"]), m["translations"]
+        assert shown == sorted([*SWAP_PRESETS, "swap-bf16", "swap-compiled"]), m["translations"]
 
     def bench(self) -> None:
         """The benchmarks at toy sizes on the device (their figures mean nothing here)."""
@@ -459,7 +459,8 @@ class Smoke:
             Check("swap bf16", self.swap_bf16, ("swap data", "device")),
             Check("swap compile", lambda: self.compile(self.swap_args(SWAP_PRESETS[0], "swap-compiled", self.steps,
                                                                       "--compile")), ("swap data", "device")),
-            Check("gallery", self.gallery, ("dcgan64 resume", *(f"{p} resume" for p in SWAP_PRESETS), "swap bf16")),
+            Check("gallery", self.gallery, ("dcgan64 resume", *(f"{p} resume" for p in SWAP_PRESETS), "swap bf16",
+                                            "swap compile")),
             Check("bench", self.bench, ("device",)),
             Check("ddp", self.ddp, ("data", "device")),
         ]

@@ -154,7 +154,8 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     gm = store.get_json("galleries/2026-11-21/manifest.json")
     assert gm["step"] == 12 and gm["checkpoint"].endswith("runs/e2e/checkpoints/step-0000012.pt")
     [section] = gm["translations"]
-    assert section["name"] == "e2e-makeup" and section["attribute"] == "Heavy_Makeup" and section["step"] == 4
+    assert section["name"] == "e2e-makeup" and section["step"] == 4
+    assert section["family"] == "cyclegan" and section["title"] == "Attribute swap: Heavy_Makeup"
     assert [r["label"] for r in section["rows"]][:2] == ["with Heavy_Makeup (A, real)", "Heavy_Makeup removed (A → B)"]
     assert all(store.exists(f"galleries/2026-11-21/{r['file']}") for r in section["rows"])
 
