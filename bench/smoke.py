@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESET_NAMES = ("udacity32", "dcgan64", "dcgan64-plus", "dcgan128")
+PRESET_NAMES = ("udacity32", "dcgan64", "dcgan64-plus", "dcgan128", "resnet64", "resnet128")  # from noise
 SWAP_PRESETS = ("cyclegan64", "cyclegan128")
 
 
@@ -168,16 +168,30 @@ class Smoke:
             raise AssertionError(f"facegan {args[0]} exited {rc}: {(err.getvalue() or out.getvalue()).strip()[-300:]}")
         return out.getvalue()
 
-    def size_args(self) -> list[str]:
-        return ["--ngf", "8", "--ndf", "8", "--batch-size", "8"] if self.tiny else []
+    def size_args(self, preset: str = "udacity32") -> list[str]:
+        """Tiny widths (8, or 16 where the family's model needs a multiple of 16) and batch 8."""
+        from facegan import families
+        from facegan.config import ConfigError
+
+        if not self.tiny:
+            return []
+        try:
+            families.of_preset(preset).config.model_class(ngf=8, ndf=8)
+            width = "8"
+        except ConfigError:
+            width = "16"
+        return ["--ngf", width, "--ndf", width, "--batch-size", "8"]
 
     def train_args(self, preset: str, run: str, steps: int, *extra: str) -> list[str]:
+        from facegan import families
         from facegan.presets import preset as settings
 
-        s = settings(preset)
-        args = ["train", "--preset", preset, "--dataset", self.datasets[s["model"]["resolution"]],
-                "--run", self.run_uri(run), "--steps", str(steps), "--ckpt-every", str(self.steps),
-                "--log-every", "1", "--sample-count", "4", "--device", self.device, *self.size_args()]
+        family = families.of_preset(preset)
+        s = settings(preset, family.presets)
+        args = ["train", "--family", family.name, "--preset", preset, "--dataset",
+                self.datasets[s["model"]["resolution"]], "--run", self.run_uri(run), "--steps", str(steps),
+                "--ckpt-every", str(self.steps), "--log-every", "1", "--sample-count", "4", "--device", self.device,
+                *self.size_args(preset)]
         if s.get("metric_every"):
             args += ["--metric-every", str(self.steps), "--metric-samples", "16", "--metric-weights", self.weights,
                      "--metric-resize", str(self.metric_resize)]
@@ -290,9 +304,10 @@ class Smoke:
             assert best and best["metric"]["name"] == "fid" and math.isfinite(best["metric"]["value"]), best
 
     def fid(self, preset: str) -> None:
+        from facegan import families
         from facegan.presets import preset as settings
 
-        res = settings(preset)["model"]["resolution"]
+        res = settings(preset, families.of_preset(preset).presets)["model"]["resolution"]
         out = self.cli("fid", self.run_uri(preset), "--dataset", self.datasets[res], "--samples", "16",
                        "--weights", self.weights, "--device", self.device, "--batch", "8",
                        "--resize", str(self.metric_resize))

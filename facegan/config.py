@@ -316,6 +316,62 @@ class TrainConfig(RunConfig):
 
 
 @dataclass(frozen=True)
+class ResNetModelConfig:
+    """Shape of the SNGAN ResNet pair (facegan.resnet): resolution 32, 64 or 128; z_dim: latent
+    size; ngf/ndf: the widest block's channels (the blocks halve from there, see facegan.resnet)."""
+
+    resolution: int = option(64, "image side in pixels: 32, 64 or 128", "the dataset's")
+    z_dim: int = option(128, "latent vector size")
+    ngf: int = option(1024, "generator width (channels of its first block; its last four halve it)")
+    ndf: int = option(1024, "discriminator width (channels of its last block; the blocks before halve it)")
+
+    def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            raise ConfigError(
+                f"model.resolution={self.resolution!r} is not supported; choose one of {RESOLUTIONS}"
+            )
+        _check_positive_ints(self, ("z_dim", "ngf", "ndf"), "model.")
+        for name in ("ngf", "ndf"):
+            if getattr(self, name) % 16:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be a multiple of 16 "
+                                  "(four blocks halve it)")
+
+    @property
+    def g_widths(self) -> list[int]:
+        """Channels of G's 4x4 map, then after each up-block (the last four halve)."""
+        k = int(math.log2(self.resolution // 4))
+        return [self.ngf >> max(0, j - (k - 4)) for j in range(k + 1)]
+
+    @property
+    def d_widths(self) -> list[int]:
+        """Channels after each of D's down-blocks (up to ndf, at most five)."""
+        n = min(int(math.log2(self.resolution // 4)) + 1, 5)
+        return [self.ndf >> (n - 1 - j) for j in range(n)]
+
+
+@dataclass(frozen=True)
+class ResNetConfig(TrainConfig):
+    """A ResNet GAN run, SNGAN's recipe: hinge loss, n_dis D updates per G update, Adam(2e-4, 0,
+    0.9), a linear decay over the whole run; the DCGAN's options (EMA, DiffAugment, R1, label
+    smoothing) apply as they do there."""
+
+    model_class: ClassVar[type] = ResNetModelConfig
+    family: ClassVar[str] = "resnet"
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = (*TrainConfig.POSITIVE_INTS, "n_dis")
+
+    model: ResNetModelConfig = field(default_factory=ResNetModelConfig)
+    steps: int = option(100_000, "training steps (n_dis D updates, then one G update, each)", resumable=True)
+    batch_size: int = option(64, "images per D and per G update (the global batch when data-parallel)")
+    beta1: float = option(0.0, "Adam beta1 of both networks (SNGAN: 0)")
+    beta2: float = option(0.9, "Adam beta2 of both networks (SNGAN: 0.9)")
+    lr_schedule: str = option("linear", "linear: constant until decay_start x steps, then linearly to zero "
+                                        "(SNGAN's decay from the start); or constant")
+    decay_start: float = option(0.0, "fraction of the steps after which the linear schedule decays")
+    loss: str = option("hinge", "hinge (SNGAN's) or bce (non-saturating, with logits)")
+    n_dis: int = option(5, "discriminator updates per generator update (SNGAN: 5 at 64 px, 2 at 128 px)")
+
+
+@dataclass(frozen=True)
 class CycleModelConfig:
     """Shape of the CycleGAN networks (facegan.cyclegan): two ResNet generators, two PatchGANs.
 

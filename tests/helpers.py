@@ -51,8 +51,13 @@ def train_argv(cfg: RunConfig) -> list[str]:
     """`facegan train` (a TrainConfig) or `facegan translate train` (a TranslateConfig) arguments
     that give `cfg`: its dataset and run, and each option (model options included) whose value is
     not the default, flagged as the CLI names it."""
+    from facegan import families
+
     cls = type(cfg)
-    command = ["translate", "train"] if cls is TranslateConfig else ["train"]
+    if cls is TranslateConfig:
+        command = ["translate", "train"]
+    else:
+        command = ["train"] if cls.family == families.DEFAULT else ["train", "--family", cls.family]
     argv = [*command, "--dataset", cfg.dataset, "--run", cfg.run]
     model_options = {f.name for f in options(cls.model_class)}
     for f in all_options(cls):

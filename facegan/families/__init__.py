@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from facegan.config import RunConfig, TrainConfig, TranslateConfig
-from facegan.presets import PRESETS, TRANSLATE_PRESETS
+from facegan.config import ResNetConfig, RunConfig, TrainConfig, TranslateConfig
+from facegan.errors import ConfigError
+from facegan.presets import PRESETS, RESNET_PRESETS, TRANSLATE_PRESETS
 from facegan.registry import Registry
 
 
@@ -71,6 +72,15 @@ def name_of_state(state: dict) -> str:
     return state.get("family", LEGACY)
 
 
+def of_preset(name: str) -> Family:
+    """The family whose presets include `name`, or a ConfigError listing every family's."""
+    for family in REGISTRY.values():
+        if name in family.presets:
+            return family
+    known = ", ".join(p for f in REGISTRY.values() for p in f.presets)
+    raise ConfigError(f"preset={name!r} is unknown; choose one of {known}")
+
+
 def of_config(cfg: RunConfig | type[RunConfig]) -> Family:
     """The family a run config (or config class) belongs to."""
     return get(cfg.family)
@@ -96,6 +106,12 @@ register(Family(
     parts=("G", "D", "G_ema", "opt_g", "opt_d"),
     scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
     what="faces from noise (DCGAN)", noise=True,
+))
+register(Family(
+    name="resnet", config=ResNetConfig, presets=RESNET_PRESETS, module="facegan.families.resnet",
+    parts=("G", "D", "G_ema", "opt_g", "opt_d"),
+    scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
+    what="faces from noise (ResNet GAN, SNGAN's recipe)", noise=True,
 ))
 register(Family(
     name="cyclegan", config=TranslateConfig, presets=TRANSLATE_PRESETS, module="facegan.families.cyclegan",

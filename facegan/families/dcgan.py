@@ -42,13 +42,15 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 class Recipe:
     """One DCGAN run's networks, optimizers and step (see facegan.loop for the protocol)."""
 
+    generator, discriminator = Generator, Discriminator  # the networks, built from cfg.model
+
     def __init__(self, setup) -> None:
         cfg, rt, device = setup.cfg, setup.rt, setup.rt.device
         self.cfg, self.rt, self.setup = cfg, rt, setup
         # channels_last everywhere: cuDNN's and oneDNN's fast convolution layout (1.4x on CPU too)
         self.batches = data.BatchSampler(setup.images, cfg.batch_size, channels_last=True)
-        self.G = G = Generator(cfg.model).to(device, memory_format=torch.channels_last)
-        self.D = D = Discriminator(cfg.model).to(device, memory_format=torch.channels_last)
+        self.G = G = self.generator(cfg.model).to(device, memory_format=torch.channels_last)
+        self.D = D = self.discriminator(cfg.model).to(device, memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
         self.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
@@ -71,40 +73,56 @@ class Recipe:
         return {"lr_g": lr_g, "lr_d": lr_d}
 
     def step(self, step: int, calls: dict) -> torch.Tensor:
-        """One D update then one G update; returns (loss_d, loss_g, D(x), D(G(z))) on the device."""
-        cfg, rt, augment = self.cfg, self.rt, self.cfg.augment_list
-        G, D = calls["G"], calls["D"]
-        rank = self.setup.world.rank
+        """One D update then one G update (on the same fakes); returns (loss_d, loss_g, D(x),
+        D(G(z))) on the device."""
         real = self.batches.sample(self.setup.my_slice)
-        z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=rt.device)
-        z = z[rank * self.local_batch:(rank + 1) * self.local_batch]
+        with self.rt.autocast():
+            fake = calls["G"](self.latents())
+        loss_d, logits_real, logits_fake = self.update_d(step, calls, real, fake.detach())
+        loss_g = self.update_g(calls, fake)
+        return self.scalars(loss_d, loss_g, logits_real, logits_fake)
 
-        # discriminator: real -> 1 (or label_smoothing), fake -> 0; hinge optional
-        with rt.autocast():
-            fake = G(z)
+    def latents(self) -> torch.Tensor:
+        """This process's slice of a global batch of latents."""
+        cfg, rank = self.cfg, self.setup.world.rank
+        z = torch.randn(cfg.batch_size, cfg.model.z_dim, device=self.rt.device)
+        return z[rank * self.local_batch:(rank + 1) * self.local_batch]
+
+    def update_d(self, step: int, calls: dict, real: torch.Tensor, fake: torch.Tensor, r1: bool = True):
+        """One D update: real -> 1 (or label_smoothing), fake -> 0 (hinge optional), lazy R1 on
+        its steps (when `r1`); returns (loss_d, logits of real, logits of fake)."""
+        cfg, augment, D = self.cfg, self.cfg.augment_list, calls["D"]
+        with self.rt.autocast():
             logits_real = D(diff_augment(real, augment))
-            logits_fake = D(diff_augment(fake.detach(), augment))
+            logits_fake = D(diff_augment(fake, augment))
             loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        if cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
+        if r1 and cfg.r1_gamma and step % cfg.r1_every == 0:  # lazy R1, scaled by its interval
             (r1_penalty(D, real, augment, cfg.r1_gamma) * cfg.r1_every).backward()
         self.opt_d.step()
+        return loss_d, logits_real, logits_fake
 
-        # generator: non-saturating (or hinge) loss through the updated D
-        with rt.autocast():
-            logits_gen = D(diff_augment(fake, augment))
-            loss_g = generator_loss(cfg.loss, logits_gen)
+    def update_g(self, calls: dict, fake: torch.Tensor) -> torch.Tensor:
+        """One G update through the updated D: non-saturating (or hinge) loss; then the EMA."""
+        with self.rt.autocast():
+            logits_gen = calls["D"](diff_augment(fake, self.cfg.augment_list))
+            loss_g = generator_loss(self.cfg.loss, logits_gen)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        ema_update(self.G_ema, self.G, cfg.ema_decay)
-        with torch.no_grad():
-            return torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(logits_real.detach().float()).mean(),
-                torch.sigmoid(logits_fake.detach().float()).mean(),
-            ])
+        ema_update(self.G_ema, self.G, self.cfg.ema_decay)
+        return loss_g
+
+    @staticmethod
+    @torch.no_grad()
+    def scalars(loss_d, loss_g, logits_real, logits_fake) -> torch.Tensor:
+        """(loss_d, loss_g, D(x), D(G(z))) as one float32 device tensor (no host read)."""
+        return torch.stack([
+            loss_d.detach().float(), loss_g.detach().float(),
+            torch.sigmoid(logits_real.detach().float()).mean(),
+            torch.sigmoid(logits_fake.detach().float()).mean(),
+        ])
 
     def grid(self) -> ckpt.Render:
         """The EMA generator's faces for the run's fixed latents, encoded on the writer's thread."""
@@ -117,10 +135,12 @@ def build(setup) -> Recipe:
     return Recipe(setup)
 
 
-def generators(state: dict, device: torch.device, ema: bool = True) -> dict[str, torch.nn.Module]:
-    """The checkpoint's generator ({"G_ema": net}, or {"G": net} with ema=False), in eval mode."""
-    cfg = TrainConfig.from_dict(state["config"])
+def generators(state: dict, device: torch.device, ema: bool = True, config=TrainConfig,
+               network=Generator) -> dict[str, torch.nn.Module]:
+    """The checkpoint's generator ({"G_ema": net}, or {"G": net} with ema=False), in eval mode
+    (`config`, `network`: the family's, for families built on this one)."""
+    cfg = config.from_dict(state["config"])
     which = "G_ema" if ema else "G"
-    net = Generator(cfg.model)
+    net = network(cfg.model)
     ckpt.restore(net, state, which, f"checkpoint of {cfg.run}")
     return {which: net.to(device).eval()}
