@@ -48,3 +48,29 @@ def export_jpegs(images: np.ndarray, folder: Path, quality: int = 95) -> Path:
     for i, img in enumerate(images):
         Image.fromarray(img).save(folder / f"{i:06d}.jpg", quality=quality)
     return folder
+
+
+def feature_net() -> torch.nn.Module:
+    """A fixed, randomly initialised conv net (seeded): a cheap stand-in feature space for
+    learning checks where Inception's weights cannot be had (tests/test_learning.py, learning_race)."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+        nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+    )
+    for p in net.parameters():
+        p.data = torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5 if p.ndim > 1 else p.data * 0
+    return net.eval()
+
+
+@torch.no_grad()
+def feature_distance(net: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between two image sets (N, 3, H, W) in [-1, 1] in `net`'s feature space."""
+    from facegan.metrics.fid import RunningStats, frechet_distance
+
+    sa, sb = RunningStats(256), RunningStats(256)
+    sa.add(net(a))
+    sb.add(net(b))
+    return frechet_distance(*sa.finish(), *sb.finish())

@@ -2,36 +2,14 @@
 distribution moves its samples clearly towards the real images in a feature space."""
 
 import pytest
-import torch
-from torch import nn
 
+from bench.common import feature_distance, feature_net
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
 from facegan.loop import Hooks, fit
-from facegan.metrics.fid import RunningStats, frechet_distance
 from facegan.prepare import prepare
 from facegan.presets import resolve
 from facegan.sample import generate, load_generator
-
-
-def feature_net() -> nn.Module:
-    """A fixed, randomly initialised conv net (seeded): a cheap stand-in feature space."""
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-    )
-    for p in net.parameters():
-        p.data = torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5 if p.ndim > 1 else p.data * 0
-    return net.eval()
-
-
-@torch.no_grad()
-def fd(net, a: torch.Tensor, b: torch.Tensor) -> float:
-    sa, sb = RunningStats(256), RunningStats(256)
-    sa.add(net(a))
-    sb.add(net(b))
-    return frechet_distance(*sa.finish(), *sb.finish())
 
 
 def native_bf16_cpu() -> bool:
@@ -63,8 +41,44 @@ def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_face
     net = feature_net()
     seeds = list(range(96))
     stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
-    before = fd(net, generate(load_generator(stop_at_0.run), seeds), real)
+    before = feature_distance(net, generate(load_generator(stop_at_0.run), seeds), real)
     result = fit(cfg, Hooks(log=lambda *_: None))
-    after = fd(net, generate(load_generator(result.run), seeds), real)
+    after = feature_distance(net, generate(load_generator(result.run), seeds), real)
     print(f"{precision} feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f}")
+    assert after < 0.5 * before, (before, after)
+
+
+def test_resnet_small_learns_the_face_distribution(raw_faces, tmp_path):
+    """The ResNet family's small preset (SNGAN's networks, hinge loss, Adam betas (0, 0.9)) moves
+    its EMA generator's faces clearly towards the real ones in 250 steps on the CPU; the
+    real-vs-real and noise-vs-real distances are printed beside its figures. A short run's settings:
+    one D update per G update at a constant 4e-4 (the presets' 2e-4 decaying over 100k steps, n_dis
+    2-5, barely moves in so few steps: measured 18.9 -> 12.1 at 200 steps). Measured with seeds 3,
+    7, 11: 19 -> 4.5, 3.9, 2.8; real half vs half 0.9, noise 17.8."""
+    import torch
+
+    from facegan.config import ResNetConfig, ResNetModelConfig
+    from facegan.presets import RESNET_PRESETS
+
+    ds = str(tmp_path / "faces32")
+    prepare(raw_faces, ds, resolution=32, workers=2, log=lambda *_: None)
+    images, _ = data.load(ds)
+    real = data.to_unit(images)
+    settings = resolve("resnet32-small", {
+        "model": {"ngf": 64, "ndf": 64}, "batch_size": 32, "n_dis": 1, "steps": 250, "ckpt_every": 250,
+        "log_every": 50, "ema_decay": 0.95, "lr_schedule": "constant", "lr_g": 4e-4, "lr_d": 4e-4,
+        "device": "cpu", "seed": 3,
+    }, table=RESNET_PRESETS)
+    cfg = ResNetConfig(dataset=ds, run=str(tmp_path / "run"),
+                       **{**settings, "model": ResNetModelConfig(**settings["model"])})
+    net = feature_net()
+    seeds = list(range(96))
+    stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
+    before = feature_distance(net, generate(load_generator(stop_at_0.run), seeds), real)
+    result = fit(cfg, Hooks(log=lambda *_: None))
+    after = feature_distance(net, generate(load_generator(result.run), seeds), real)
+    halves = feature_distance(net, real[:48], real[48:])
+    noise = feature_distance(net, torch.rand(96, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, real)
+    print(f"resnet32-small feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f} "
+          f"(real half vs half {halves:.3f}, noise {noise:.3f})")
     assert after < 0.5 * before, (before, after)
