@@ -408,6 +408,7 @@ class Smoke:
 
         m = publish(self.store, dt.date(2026, 1, 1), run_name="dcgan64", fixed=4, fresh=4, device=self.device)
         assert m["step"] == 2 * self.steps and Path(m["index_uri"]).is_file(), m
+        assert m["preset"] == "dcgan64" and f"preset {m['preset']}" in Path(m["index_uri"]).read_text()
         shown = sorted(t["name"] for t in m["translations"] if "rows" in t)
         assert shown == sorted([*SWAP_PRESETS, "swap-bf16", "swap-compiled"]), m["translations"]
 

@@ -144,6 +144,7 @@ class RunConfig:
 
     dataset: str = field(metadata={"session": True})  # a resume checks the dataset's id and path
     run: str = field(metadata={"session": True, "resumable": True})
+    preset: str = field(default="", metadata={"resumable": True})  # the preset it started from (a label)
     model: Any = None  # the family's model config (a `model_class`; a dict is converted)
     steps: int = option(10_000, "training steps (one update of every network each)", resumable=True)
     batch_size: int = option(128, "images per step (the global batch when data-parallel)")

@@ -99,7 +99,8 @@ def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict],
         family = families.of_saved(config)
         if family.noise or latest is None or latest["step"] < config.get("steps", 0):
             continue  # runs that draw from noise have the page's main sections; unfinished runs wait
-        section = {"run": run.root, "name": name, "family": family.name, "title": family.what,
+        section = {"run": run.root, "name": name, "family": family.name, "preset": config.get("preset", ""),
+                   "title": family.what,
                    "step": latest["step"], "checkpoint": run.uri(latest["key"])}
         try:
             made = family.recipes().gallery_section(ckpt.load_run(run), device)
@@ -157,6 +158,8 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "pointer": source.pointer,
         "step": source.step,
         "generator": gen.which,
+        "family": gen.config.family,
+        "preset": gen.config.preset,
         "resolution": gen.config.model.resolution,
         "fixed_seeds": fixed_seeds,
         "fresh_seeds": fresh_seeds,
@@ -229,6 +232,12 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def label(m: dict) -> str:
+    """A run's family and preset as the gallery shows them ("resnet, preset resnet64")."""
+    family = m.get("family") or families.LEGACY  # nights published before the family was recorded
+    return f"{family}, preset {m['preset']}" if m.get("preset") else family
+
+
 def night_page(m: dict) -> str:
     """The HTML page of one night (every value escaped, every link relative)."""
     e = html.escape
@@ -253,7 +262,7 @@ def night_page(m: dict) -> str:
         f'<nav><a href="../index.html">All nights</a></nav>'
         f"<h1>Faces of {e(m['date'])}</h1>"
         f'<p class="meta">Generator {e(m["generator"])} at step {m["step"]} of run '
-        f"<code>{e(m['run'])}</code><br>checkpoint <code>{e(m['checkpoint'])}</code> "
+        f"<code>{e(m['run'])}</code> ({e(label(m))})<br>checkpoint <code>{e(m['checkpoint'])}</code> "
         f"(from {e(m['pointer'])})</p>"
         '<h2>Fixed seeds</h2><p class="meta">The same latents every night, to compare nights.</p>'
         '<img class="wide" src="grid.png" alt="grid of faces from fixed seeds">'
@@ -273,7 +282,7 @@ def translation_html(sections: list[dict]) -> str:
     out = ""
     for t in sections:
         out += (f'<section class="translation" id="swap-{e(t["name"])}"><h2>{e(t["title"])}</h2>'
-                f'<p class="meta">run <code>{e(t["run"])}</code> at step {t["step"]}, checkpoint '
+                f'<p class="meta">run <code>{e(t["run"])}</code> ({e(label(t))}) at step {t["step"]}, checkpoint '
                 f'<code>{e(t["checkpoint"])}</code></p>')
         if "error" in t:
             out += f'<p class="meta">not shown: {e(t["error"])}</p></section>'
@@ -291,7 +300,7 @@ def index_page(nights: list[dict]) -> str:
     cards = "".join(
         f'<a href="{e(n["date"])}/index.html"><img src="{e(n["date"])}/grid.png" '
         f'alt="faces of {e(n["date"])}"><strong>{e(n["date"])}</strong>'
-        f'<div class="meta">step {n["step"]} · {e(n["run"].rstrip("/").rsplit("/", 1)[-1])}</div></a>'
+        f'<div class="meta">step {n["step"]} · {e(n["run"].rstrip("/").rsplit("/", 1)[-1])} · {e(label(n))}</div></a>'
         for n in nights
     )
     latest = '<p><a href="latest/index.html">Latest night</a></p>' if nights else "<p>No nights yet.</p>"

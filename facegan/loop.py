@@ -113,6 +113,8 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
         raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
     settings = resolve(preset, given, saved, manifest["resolution"], fam.presets, session_fields(fam.config))
     settings.pop("family", None)
+    if preset:
+        settings["preset"] = preset
     cfg = fam.config.from_dict({"dataset": dataset, "run": run, **settings})
     cfg.check_dataset(manifest)
     return cfg

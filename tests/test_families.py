@@ -60,7 +60,7 @@ def test_a_third_family_trains_resumes_is_scored_sampled_and_published(toy, data
     assert tuple(generate(load_generator(cut.run), [0, 1]).shape) == (2, 3, 32, 32)
     night = gallery.publish(str(tmp_path / "store"), date=dt.date(2026, 12, 1), run_name="cut")
     assert night["run"] == run.root and night["metrics"]["fid"]["protocol"]["samples"] == 8
-    assert Path(night["index_uri"]).is_file()
+    assert night["family"] == "toy" and "(toy)" in Path(night["index_uri"]).read_text()  # labelled by family
 
 
 def test_a_third_family_trains_through_the_cli_and_the_train_flow(toy, prefect_api, dataset32, tmp_path, capsys):
