@@ -167,3 +167,15 @@ def test_local_files_get_the_umask_mode(tmp_path):
         assert (tmp_path / "s" / "a" / "c.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_a_store_says_whether_it_is_remote(tmp_path):
+    """Whether to cache what is read (dataset shards) is the store's fact, not a URI prefix test
+    elsewhere: s3:// is remote, a folder or file:// is not; an unknown scheme is an error."""
+    from facegan.storage import is_remote, store_class
+
+    assert is_remote("s3://bucket/datasets/x") and store_class("s3://b") is S3Store and S3Store.remote
+    assert not is_remote(tmp_path) and not is_remote(f"file://{tmp_path}") and not open_store(tmp_path).remote
+    assert store_class("relative/folder") is LocalStore
+    with pytest.raises(StorageError, match="unsupported URI scheme"):
+        is_remote("gs://bucket/x")
