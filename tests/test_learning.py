@@ -12,6 +12,16 @@ from facegan.presets import resolve
 from facegan.sample import generate, load_generator
 
 
+def distances_before_and_after(cfg, real, tmp_path) -> tuple[float, float, object]:
+    """The feature-space distance of 96 generated faces to `real` after one step and after the
+    run `cfg` (both trained here), and the run's result."""
+    net, seeds = feature_net(), list(range(96))
+    stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
+    before = feature_distance(net, generate(load_generator(stop_at_0.run), seeds), real)
+    result = fit(cfg, Hooks(log=lambda *_: None))
+    return before, feature_distance(net, generate(load_generator(result.run), seeds), real), result
+
+
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere torch emulates
     it much more slowly (a bf16 run took 19+ minutes on such a CPU)."""
@@ -38,12 +48,7 @@ def test_dcgan64_plus_learns_the_face_distribution(precision, prepared, raw_face
     })
     assert settings["augment"] == "color,translation,cutout" and settings["model"]["spectral_norm"]
     cfg = TrainConfig(dataset=ds, run=str(tmp_path / "run"), **{**settings, "model": ModelConfig(**settings["model"])})
-    net = feature_net()
-    seeds = list(range(96))
-    stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
-    before = feature_distance(net, generate(load_generator(stop_at_0.run), seeds), real)
-    result = fit(cfg, Hooks(log=lambda *_: None))
-    after = feature_distance(net, generate(load_generator(result.run), seeds), real)
+    before, after, result = distances_before_and_after(cfg, real, tmp_path)
     print(f"{precision} feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f}")
     assert after < 0.5 * before, (before, after)
 
@@ -71,12 +76,7 @@ def test_resnet_small_learns_the_face_distribution(raw_faces, tmp_path):
     }, table=RESNET_PRESETS)
     cfg = ResNetConfig(dataset=ds, run=str(tmp_path / "run"),
                        **{**settings, "model": ResNetModelConfig(**settings["model"])})
-    net = feature_net()
-    seeds = list(range(96))
-    stop_at_0 = fit(cfg.replace(run=str(tmp_path / "step0"), steps=1), Hooks(log=lambda *_: None))
-    before = feature_distance(net, generate(load_generator(stop_at_0.run), seeds), real)
-    result = fit(cfg, Hooks(log=lambda *_: None))
-    after = feature_distance(net, generate(load_generator(result.run), seeds), real)
+    net, (before, after, result) = feature_net(), distances_before_and_after(cfg, real, tmp_path)
     halves = feature_distance(net, real[:48], real[48:])
     noise = feature_distance(net, torch.rand(96, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1, real)
     print(f"resnet32-small feature-space Frechet distance: step 1 {before:.3f} -> step {result.step} {after:.3f} "
