@@ -138,6 +138,10 @@ class ImageChecks:
         self.run("train", "--dataset", "/store/datasets/faces-32", "--run", "/store/runs/cli", "--steps", "4",
                  "--ckpt-every", "2", "--log-every", "2", *TRAIN)
         assert self.latest("cli") == 4
+        self.run("train", "--family", "resnet", "--preset", "resnet32-small", "--dataset", "/store/datasets/faces-32",
+                 "--run", "/store/runs/resnet", "--steps", "2", "--ckpt-every", "2", "--log-every", "1",
+                 "--ngf", "16", "--ndf", "16", "--batch-size", "8", "--device", "cpu")  # the third family too
+        assert self.latest("resnet") == 2
         self.run("sample", "/store/runs/cli", "/store/samples", "--count", "4", "--device", "cpu")
         assert len(list((self.store / "samples" / "faces").glob("*.png"))) == 4
         out = self.run("fid", "/store/runs/cli", "--dataset", "/store/datasets/faces-32", "--samples", "8",

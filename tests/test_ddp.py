@@ -104,6 +104,18 @@ def test_an_attribute_swap_trains_data_parallel_and_resumes_exactly(ddp_train, l
     assert_swap_states_equal(ckpt.load(straight.run), ckpt.load(cut.run))
 
 
+def test_the_resnet_family_trains_data_parallel(ddp_train, dataset32, tmp_path):
+    """Through the lifecycle, as every family: two gloo processes, n_dis D updates each step."""
+    from facegan.config import ResNetConfig, ResNetModelConfig
+
+    cfg = ResNetConfig(dataset=dataset32, run=str(tmp_path / "resnet"), steps=2, batch_size=8, n_dis=2,
+                       model=ResNetModelConfig(resolution=32, z_dim=16, ngf=16, ndf=16), ckpt_every=2,
+                       log_every=1, sample_count=4, device="cpu")
+    assert "launching 2 processes: facegan train --family resnet" in ddp_train(cfg)
+    state = ckpt.load(cfg.run)
+    assert state["step"] == 2 and int(state["opt_d"]["state"][0]["step"]) == 4
+
+
 def test_batch_must_split_evenly(dataset32, tmp_path, capsys, monkeypatch):
     """Checked before any process starts (the CLI), and by train() itself under an outside torchrun."""
     from facegan.config import ConfigError

@@ -131,6 +131,17 @@ def test_train_flow_takes_a_preset(prefect_api, prepared, tmp_path):
     assert "preset='dcgan256' is unknown" in message
 
 
+def test_train_flow_trains_the_resnet_family(prefect_api, prepared, tmp_path):
+    from facegan import checkpoint as ckpt
+
+    out = train_dcgan(dataset_uri=prepared(32), run_name="resnet-run", store=str(tmp_path), family="resnet",
+                      preset="resnet32-small", steps=2, batch_size=4, ngf=16, ndf=16, log_every=1, ckpt_every=2,
+                      device="cpu")
+    state = ckpt.load(out["run"])
+    assert out["step"] == 2 and state["family"] == "resnet" and state["config"]["preset"] == "resnet32-small"
+    assert state["config"]["n_dis"] == 2 and state["config"]["model"]["ngf"] == 16
+
+
 def test_flow_cli_and_config_take_the_same_options():
     """One option table (facegan.config) makes the CLI's options and the flow's parameters:
     the same names, types, defaults (None: not given) and help."""
