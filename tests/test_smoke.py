@@ -24,6 +24,7 @@ def test_smoke_check_passes_on_cpu(tmp_path):
                 "bench"]
     assert {n: status.get(n) for n in expected} == dict.fromkeys(expected, "PASS"), out.stdout
     assert status["ddp"] == "SKIP" and "needs 2 GPUs" in out.stdout  # one GPU-count-only check, said why
+    assert status["resnet compile"] == "SKIP" and "CUDA only" in out.stdout  # and one CUDA-only one
     assert "0 failed" in out.stdout
 
 

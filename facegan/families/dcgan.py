@@ -43,6 +43,7 @@ class Recipe:
     """One DCGAN run's networks, optimizers and step (see facegan.loop for the protocol)."""
 
     generator, discriminator = Generator, Discriminator  # the networks, built from cfg.model
+    one_d_forward = False  # D sees real and fake in one batch (only for a D without batch statistics)
 
     def __init__(self, setup) -> None:
         cfg, rt, device = setup.cfg, setup.rt, setup.rt.device
@@ -93,8 +94,12 @@ class Recipe:
         its steps (when `r1`); returns (loss_d, logits of real, logits of fake)."""
         cfg, augment, D = self.cfg, self.cfg.augment_list, calls["D"]
         with self.rt.autocast():
-            logits_real = D(diff_augment(real, augment))
-            logits_fake = D(diff_augment(fake, augment))
+            if self.one_d_forward:
+                both = torch.cat([diff_augment(real, augment), diff_augment(fake, augment)])
+                logits_real, logits_fake = D(both).split(len(real))
+            else:  # BatchNorm in D: each batch its own statistics
+                logits_real = D(diff_augment(real, augment))
+                logits_fake = D(diff_augment(fake, augment))
             loss_d = discriminator_loss(cfg.loss, logits_real, logits_fake, cfg.label_smoothing)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()

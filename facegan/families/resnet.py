@@ -22,6 +22,11 @@ class Recipe(dcgan.Recipe):
     """One ResNet run: the DCGAN family's parts and updates, SNGAN's networks and n_dis schedule."""
 
     generator, discriminator = ResNetGenerator, ResNetDiscriminator
+    # D has no batch statistics, so one forward on real and fake together is the same as two; and
+    # spectral norm's power iteration then runs once per D update, which torch.compile needs (a
+    # second forward before the backward updated its vectors in place under the first one's
+    # saved graph: the compiled step failed and fell back to eager; tested by the smoke check)
+    one_d_forward = True
 
     def step(self, step: int, calls: dict) -> torch.Tensor:
         """n_dis D updates, then one G update; returns (loss_d of the last D update, loss_g,
