@@ -58,8 +58,9 @@ def test_resnet_small_learns_the_face_distribution(raw_faces, tmp_path):
     its EMA generator's faces clearly towards the real ones in 250 steps on the CPU; the
     real-vs-real and noise-vs-real distances are printed beside its figures. A short run's settings:
     one D update per G update at a constant 4e-4 (the presets' 2e-4 decaying over 100k steps, n_dis
-    2-5, barely moves in so few steps: measured 18.9 -> 12.1 at 200 steps). Measured with seeds 3,
-    7, 11: 19 -> 4.5, 3.9, 2.8; real half vs half 0.9, noise 17.8."""
+    2-5, barely moves in so few steps: measured 18.9 -> 12.1 at 200 steps). Measured: seed 3
+    18.9 -> 4.8; with D's two forwards of before (real, fake apart) seeds 3, 7, 11 gave 4.5, 3.9,
+    2.8; real half vs half 0.9, noise 17.8."""
     import torch
 
     from facegan.config import ResNetConfig, ResNetModelConfig
