@@ -154,7 +154,7 @@ def test_flow_cli_and_config_take_the_same_options():
 
     table = [f.name for f in all_options()]
     config_fields = [f.name for f in dataclasses.fields(ModelConfig)] + [
-        f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("dataset", "run", "model")]
+        f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("dataset", "run", "preset", "model")]
     assert table == config_fields  # every config field is an option
 
     params = inspect.signature(train_dcgan.fn).parameters
