@@ -3,8 +3,9 @@
 A run folder holds::
 
     checkpoints/step-0000500.pt   torch.save of a plain dict of tensors and JSON-able values
-    latest.json                   {"step": 500, "key": "checkpoints/step-0000500.pt", ...}
+    latest.json                   {"step": 500, "key": "checkpoints/step-0000500.pt", "sha256": ...}
     best.json                     same shape, for the best checkpoint by a metric (optional)
+    checkpoints.json              {"checkpoints": [{"step", "key", "sha256", "bytes"}, ...]}: every kept one
 
 A checkpoint holds its model family's state dicts (a DCGAN's G, D, G_ema and both optimizers;
 a CycleGAN's two generators, two PatchGANs, both optimizers and the fake-image pool), the
@@ -14,6 +15,12 @@ family and a format version. It is loaded with
 after its checkpoint is complete, so a reader never sees half a checkpoint; old checkpoints
 are pruned to the newest `keep_last` plus the best.
 
+Every load verifies the file: its sha256 must equal the one the pointer (or, for a `.pt` named
+directly, the run's checkpoint list) recorded, so a flipped byte is refused naming the file, and
+the step must be a plain non-negative integer. Resume (`load_for_resume`) falls back to the newest
+intact checkpoint of the list when latest.json is missing, unreadable or names a damaged file, and
+says which it skipped; a run folder that holds checkpoints is never taken for a new run.
+
 `CheckpointWriter` serialises and uploads on a background thread so training never waits for
 storage; `save()` only queues copies of the live tensors (`to_host`) and returns. On CUDA the
 copies go to pinned host memory behind the step's kernels, and the writer thread waits for them;
@@ -22,6 +29,7 @@ the sample grid and loss curve are rendered on that thread too (`Render`).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import random
@@ -36,7 +44,7 @@ import torch
 
 from facegan import families
 from facegan.errors import CheckpointError  # noqa: F401 - exported here too
-from facegan.runfolder import BEST, CKPT_DIR, LATEST, checkpoint_key
+from facegan.runfolder import BEST, CHECKPOINTS, CKPT_DIR, LATEST, checkpoint_key
 from facegan.storage import StorageError, Store, open_store, split_uri
 
 OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
@@ -46,6 +54,7 @@ VERSION = 1
 # dicts of its model family are that family's `parts` (facegan.families)
 PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict}
 _CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
+MAX_STEP = 10**9  # far beyond any run; a stored step outside [0, MAX_STEP] is damage, not a step
 
 
 # ------------------------------------------------------------------ RNG state
@@ -168,7 +177,30 @@ def from_bytes(data: bytes, where: str) -> dict[str, Any]:
     missing = [k for k, kind in parts.items() if not isinstance(state.get(k), kind)]
     if missing:
         raise CheckpointError(f"{where}: damaged checkpoint, {', '.join(missing)} missing or of the wrong type")
+    if not valid_step(state["step"]):
+        raise CheckpointError(f"{where}: damaged checkpoint, step {state['step']!r} is not an integer "
+                              f"from 0 to {MAX_STEP}")
     return state
+
+
+def valid_step(step: Any) -> bool:
+    """Whether a stored step is one a run can be at (an int, not a bool, in [0, MAX_STEP])."""
+    return isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
+
+
+def sha256(data: bytes) -> str:
+    """The hex sha256 a checkpoint is recorded and verified by."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def verified(data: bytes, record: dict, where: str, by: str) -> bytes:
+    """`data`, after checking it against the sha256 (and size) in `record` (a pointer or a checkpoint
+    list entry, read from `by`); a mismatch is a CheckpointError naming the file."""
+    digest = sha256(data)
+    if digest != record["sha256"]:
+        raise CheckpointError(f"{where}: damaged: its sha256 is {digest[:12]}..., {by} recorded "
+                              f"{str(record['sha256'])[:12]}... ({len(data)} bytes, recorded {record.get('bytes')})")
+    return data
 
 
 def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
@@ -199,36 +231,122 @@ def make_state(step: int, config: dict, dataset_id: str, family: str, **parts: A
 # ------------------------------------------------------------------ run folder
 
 
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with a pointer or checkpoint list entry (None: usable). An entry without a
+    sha256 is a run from before checksums: loadable, not verifiable."""
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str) or not _CKPT_RE.match(record["key"]):
+        return "has no checkpoint key"
+    if not valid_step(record.get("step")) or record["key"] != checkpoint_key(record["step"]):
+        return f"has a step ({record.get('step')!r}) that does not match its key"
+    sha = record.get("sha256", "")
+    if not isinstance(sha, str) or (sha and not re.fullmatch(r"[0-9a-f]{64}", sha)):
+        return "has a malformed sha256"
+    return None
+
+
 def read_pointer(run: Store, name: str = LATEST) -> dict | None:
-    """The parsed pointer (`latest.json` / `best.json`), or None when the run has none."""
+    """The parsed, checked pointer (`latest.json` / `best.json`), or None when the run has none."""
     if not run.exists(name):
         return None
     try:
         pointer = run.get_json(name)
     except StorageError as exc:
         raise CheckpointError(str(exc)) from None
-    if not isinstance(pointer, dict) or not isinstance(pointer.get("key"), str):
-        raise CheckpointError(f"{run.uri(name)}: pointer has no 'key'")
+    problem = _record_problem(pointer)
+    if problem:
+        raise CheckpointError(f"{run.uri(name)}: damaged pointer, it {problem}")
     return pointer
 
 
+def _load_record(run: Store, record: dict, by: str) -> dict[str, Any]:
+    """Load, verify and validate the checkpoint a pointer or list entry names."""
+    where = run.uri(record["key"])
+    try:
+        data = run.get_bytes(record["key"])
+    except StorageError as exc:
+        raise CheckpointError(f"{run.uri(by)} points at a missing checkpoint: {exc}") from None
+    if record.get("sha256"):
+        verified(data, record, where, by)
+    state = from_bytes(data, where)
+    if state["step"] != record["step"]:
+        raise CheckpointError(f"{where}: damaged: it holds step {state['step']}, {by} says {record['step']}")
+    return state
+
+
 def load_run(run: Store, which: str = LATEST) -> dict[str, Any] | None:
-    """Load the checkpoint a run's pointer names; None when the run has no pointer yet."""
+    """Load (and verify) the checkpoint a run's pointer names; None when the run has no pointer yet."""
     pointer = read_pointer(run, which)
     if pointer is None:
         return None
+    return _load_record(run, pointer, which)
+
+
+def read_index(run: Store) -> list[dict]:
+    """The run's checkpoint list (`checkpoints.json`), oldest first; [] when it has none. Damaged
+    entries are left out (their checkpoints cannot be verified); a damaged list is [] likewise."""
+    if not run.exists(CHECKPOINTS):
+        return []
     try:
-        data = run.get_bytes(pointer["key"])
-    except StorageError as exc:
-        raise CheckpointError(f"{run.uri(which)} points at a missing checkpoint: {exc}") from None
-    return from_bytes(data, run.uri(pointer["key"]))
+        doc = run.get_json(CHECKPOINTS)
+    except StorageError:
+        return []
+    entries = doc.get("checkpoints") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return []
+    good = [e for e in entries if _record_problem(e) is None and e.get("sha256")]
+    return sorted(good, key=lambda e: e["step"])
+
+
+def load_for_resume(run: Store, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The checkpoint a run resumes from: latest.json's, verified; when it is missing, unreadable or
+    damaged, the newest intact one of the checkpoint list (each one skipped is logged). None for a
+    new run: a folder without checkpoints. A folder that holds checkpoints of which none is intact
+    is a CheckpointError naming them: it is never started afresh over them."""
+    skipped = []
+    try:
+        pointer = read_pointer(run)
+        if pointer is not None:
+            state = _load_record(run, pointer, LATEST)
+            if not pointer.get("sha256"):
+                log(f"{run.uri(LATEST)}: written before facegan recorded checksums; not verified")
+            return state
+        if not list_checkpoints(run):
+            return None  # a new run
+        reason = f"{LATEST} is missing"
+    except CheckpointError as exc:
+        reason = str(exc)
+    log(f"cannot resume from {LATEST}: {reason}")
+    for entry in reversed(read_index(run)):
+        try:
+            state = _load_record(run, entry, CHECKPOINTS)
+        except CheckpointError as exc:
+            skipped.append(entry["key"])
+            log(f"skipped {entry['key']}: {exc}")
+            continue
+        log(f"resuming from {entry['key']}, the newest intact checkpoint (sha256 verified)"
+            + (f"; skipped {', '.join(skipped)}" if skipped else ""))
+        return state
+    present = [key for _, key in list_checkpoints(run)]
+    if not present:
+        return None
+    raise CheckpointError(
+        f"{run.root} holds {len(present)} checkpoint(s) ({present[0]} .. {present[-1]}) but none that can be "
+        f"verified intact ({reason}; {CHECKPOINTS} lists {'only damaged ones' if skipped else 'none of them'}); "
+        "refusing to start a new run over them: move them away or train into another run")
 
 
 def load(uri: str) -> dict[str, Any]:
-    """Load a checkpoint from a run folder URI (its latest, or best if asked) or a `.pt` URI."""
+    """Load a checkpoint from a run folder URI (its latest) or a `.pt` URI, verified against the
+    sha256 recorded for it (a `.pt` outside a run folder, or from before checksums, is validated only)."""
     uri = str(uri)
     if uri.endswith(".pt"):
         store, key = split_uri(uri)
+        in_run = re.fullmatch(rf"(.+)/({CKPT_DIR}/step-\d{{7,}}\.pt)", uri)  # a run folder's checkpoint
+        if in_run:
+            run = open_store(in_run.group(1))
+            entry = next((e for e in read_index(run) if e["key"] == in_run.group(2)), None)
+            if entry is not None:
+                return _load_record(run, entry, CHECKPOINTS)
         try:
             data = store.get_bytes(key)
         except StorageError as exc:
@@ -254,28 +372,38 @@ def write_checkpoint(
     run: Store, state: dict[str, Any], keep_last: int, metric: tuple[str, float] | None = None,
     lower_is_better: bool = True,
 ) -> str:
-    """Write a CPU checkpoint dict, then `latest.json` (and `best.json`), then prune old ones.
+    """Write a CPU checkpoint dict, then the checkpoint list, `latest.json` (and `best.json`), then
+    prune old ones. Returns the checkpoint's URI.
 
-    Returns the checkpoint's URI. The order makes every visible pointer valid at every moment.
+    The order makes every visible pointer valid at every moment, and every pointer and list entry
+    carries the file's sha256: a file is listed before anything points at it, and deleted only
+    after nothing does.
     """
     step = state["step"]
     key = checkpoint_key(step)
-    run.put_bytes(key, to_bytes(state))
-    pointer = {"step": step, "key": key, "uri": run.uri(key), "written_at": time.time()}
+    data = to_bytes(state)
+    record = {"step": step, "key": key, "sha256": sha256(data), "bytes": len(data)}
+    run.put_bytes(key, data)
+    pointer = {**record, "uri": run.uri(key), "written_at": time.time()}
     if metric is not None:
         pointer["metric"] = {"name": metric[0], "value": metric[1]}
-    run.put_json(LATEST, pointer)
-    best = read_pointer(run, BEST)
+    try:
+        best = read_pointer(run, BEST)
+    except CheckpointError:
+        best = None  # a damaged best.json is replaced by this checkpoint's when it has a metric
     if metric is not None:
         old = best.get("metric", {}).get("value") if best else None
-        better = old is None or (metric[1] < old if lower_is_better else metric[1] > old)
-        if better:
-            run.put_json(BEST, pointer)
+        if old is None or (metric[1] < old if lower_is_better else metric[1] > old):
             best = pointer
     existing = list_checkpoints(run)  # one listing serves both the keep set and the pruning
     keep = {k for _, k in existing[-keep_last:]} | {key}
     if best:
         keep.add(best["key"])
+    listed = {e["key"]: e for e in read_index(run) if e["key"] in keep and e["key"] != key}
+    run.put_json(CHECKPOINTS, {"checkpoints": sorted([*listed.values(), record], key=lambda e: e["step"])})
+    run.put_json(LATEST, pointer)
+    if best is pointer:
+        run.put_json(BEST, pointer)
     for _, old_key in existing:
         if old_key not in keep:
             run.delete(old_key)

@@ -1,4 +1,5 @@
-"""One trainer per run: a lease object in the run folder, taken and renewed by conditional writes.
+"""One writer per folder: a lease object in a run (or dataset) folder, taken and renewed by
+conditional writes. A run has one trainer, a dataset one `prepare`.
 
 `lease.json` names its holder (a random id, host, pid) and when it expires. `RunLease.acquire`
 creates it only if it is absent (S3 `If-None-Match: *`; a file lock in a local folder), or
@@ -6,7 +7,7 @@ replaces it only if it is unchanged since it was read (`If-Match: <etag>`) and i
 expired, or a process of this host that no longer exists (a `kill -9` here needs no wait).
 A heartbeat thread renews it every `ttl / 4` seconds the same way (through a storage outage it
 keeps trying: nobody can write then); if a renewal finds the lease changed, it is `lost` and the
-trainer must stop without writing. Releasing deletes it. A second trainer gets a `LeaseError`
+writer must stop without writing. Releasing deletes it. A second writer gets a `LeaseError`
 naming the holder.
 """
 
@@ -19,11 +20,11 @@ import threading
 import time
 import uuid
 
-from facegan import runfolder
 from facegan.errors import LeaseError, StorageError
 from facegan.storage import Store
 
-TTL_S = 120.0  # a crashed holder on another machine blocks the run for at most this long
+TTL_S = 120.0  # a crashed holder on another machine blocks the folder for at most this long
+KEY = "lease.json"  # the lease's key in the folder it guards
 
 
 def _alive_here(holder: dict) -> bool:
@@ -39,12 +40,16 @@ def _alive_here(holder: dict) -> bool:
     return True
 
 
-class RunLease:
-    """The lease on one run folder; use as a context manager around training."""
+class Lease:
+    """The lease on one folder; use as a context manager around the writing. `what` and `doing`
+    name the folder and its writer in messages ("run", "trained"; "dataset", "prepared"), `instead`
+    what a refused caller can do."""
 
-    def __init__(self, run: Store, ttl: float = TTL_S) -> None:
-        self.run = run
+    def __init__(self, folder: Store, ttl: float = TTL_S, what: str = "run", doing: str = "trained",
+                 instead: str = "train into another run") -> None:
+        self.folder = folder
         self.ttl = ttl
+        self.what, self.doing, self.instead = what, doing, instead
         self.me = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
         self.etag: str | None = None
         self.lost: str | None = None  # why the lease was lost, if it was
@@ -55,14 +60,14 @@ class RunLease:
         now = time.time()
         return json.dumps({**self.me, "renewed": now, "expires": now + self.ttl}).encode()
 
-    def acquire(self) -> RunLease:
+    def acquire(self) -> Lease:
         """Take the lease, or raise LeaseError naming the live holder."""
-        where = self.run.uri(runfolder.LEASE)
+        where = self.folder.uri(KEY)
         for _ in range(3):  # the holder may release or renew between our read and write
-            self.etag = self.run.put_if(runfolder.LEASE, self._body(), None)
+            self.etag = self.folder.put_if(KEY, self._body(), None)
             if self.etag:
                 break
-            current = self.run.get_versioned(runfolder.LEASE)
+            current = self.folder.get_versioned(KEY)
             if current is None:
                 continue
             try:
@@ -74,27 +79,27 @@ class RunLease:
             if not (expired or gone_here):
                 left = holder["expires"] - time.time()
                 raise LeaseError(
-                    f"{where}: this run is being trained by another process (host {holder.get('host')}, "
-                    f"pid {holder.get('pid')}); its lease runs {left:.0f} s more unless renewed. "
-                    "Wait for it to end, or train into another run")
-            self.etag = self.run.put_if(runfolder.LEASE, self._body(), current[1])
+                    f"{where}: this {self.what} is being {self.doing} by another process (host "
+                    f"{holder.get('host')}, pid {holder.get('pid')}); its lease runs {left:.0f} s more unless "
+                    f"renewed. Wait for it to end, or {self.instead}")
+            self.etag = self.folder.put_if(KEY, self._body(), current[1])
             if self.etag:
                 break
         else:
-            raise LeaseError(f"{where}: another process took this run's lease at the same moment")
+            raise LeaseError(f"{where}: another process took this {self.what}'s lease at the same moment")
         self._thread = threading.Thread(target=self._renew, name="facegan-lease", daemon=True)
         self._thread.start()
-        self.run.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
+        self.folder.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
         return self
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 4):
             try:
-                etag = self.run.put_if(runfolder.LEASE, self._body(), self.etag)
+                etag = self.folder.put_if(KEY, self._body(), self.etag)
             except StorageError:  # an outage: nobody can write meanwhile; the next renewal tells
                 continue
             if etag is None:
-                self.lost = f"{self.run.uri(runfolder.LEASE)}: another process took over this run"
+                self.lost = f"{self.folder.uri(KEY)}: another process took over this {self.what}"
                 return
             self.etag = etag
 
@@ -105,13 +110,13 @@ class RunLease:
             self._thread.join()
         if self.lost is None and self.etag:
             try:
-                current = self.run.get_versioned(runfolder.LEASE)
+                current = self.folder.get_versioned(KEY)
                 if current and current[1] == self.etag:
-                    self.run.delete(runfolder.LEASE)
+                    self.folder.delete(KEY)
             except StorageError:  # the store is away: the lease expires by itself
                 pass
 
-    def __enter__(self) -> RunLease:
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

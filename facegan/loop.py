@@ -43,7 +43,7 @@ from facegan import distributed as dist
 from facegan import metrics as metric_registry
 from facegan.config import ConfigError, RunConfig, session_fields
 from facegan.errors import DivergedError, LeaseError
-from facegan.lease import RunLease
+from facegan.lease import Lease
 from facegan.metrics import names as metric_names
 from facegan.presets import resolve
 from facegan.runtime import Runtime, seed_everything
@@ -121,11 +121,11 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
 
 
 def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> int:
-    """Restore `parts` (state dicts by checkpoint key) and the RNG from the run's latest.json
-    and return its step; 0 for a new run. The checkpoint must be of the config's model family,
-    trained with the same settings (`RunConfig.differences`) on the same dataset, or a
-    ConfigError names what differs."""
-    state = ckpt.load_run(run)
+    """Restore `parts` (state dicts by checkpoint key) and the RNG from the run's latest.json (or
+    its newest intact checkpoint, `checkpoint.load_for_resume`) and return its step; 0 for a new
+    run. The checkpoint must be of the config's model family, trained with the same settings
+    (`RunConfig.differences`) on the same dataset, or a ConfigError names what differs."""
+    state = ckpt.load_for_resume(run, log)
     if state is None:
         return 0
     held = families.name_of_state(state)
@@ -175,7 +175,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         f"{', torch.compile' if cfg.compile else ''}")
 
     # --- one trainer per run: the lease is held from before anything is read until the end ---
-    lease = RunLease(run).acquire() if world.is_main else None
+    lease = Lease(run).acquire() if world.is_main else None
     try:
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read

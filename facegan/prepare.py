@@ -10,7 +10,9 @@ every skip is listed in the manifest with its reason.
 Rebuilding a dataset in place never mixes two builds: each build writes its shards under new
 names (`shard-<build>-NNNNN.npy`), switches `manifest.json` last, and only then removes the
 previous build's shards. A reader sees the old dataset or the new one; a failed or killed
-rebuild leaves the old one intact.
+rebuild leaves the old one intact. One `prepare` writes a dataset at a time: it holds the
+folder's lease (`facegan.lease`, the run's one-writer guarantee) from its first write to its
+last, and a second one is refused in one line naming the first.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from PIL import Image, UnidentifiedImageError
 
 from facegan import attributes as attrs
 from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
-from facegan.errors import DatasetError, StorageError
+from facegan.errors import DatasetError, LeaseError, StorageError
+from facegan.lease import Lease
 from facegan.storage import Store, open_store, split_uri
 
 SHARD_SIZE = 8192
@@ -226,6 +229,24 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
     return record, skipped, kept
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker's initializer: the kernel kills this process when the process that started it dies
+    (Linux PR_SET_PDEATHSIG), so a `kill -9` of prepare (pid `parent`) leaves no worker running."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their job queue closes
+        return
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:  # prepare died before the request took effect
+        os._exit(1)
+    except PermissionError:
+        pass
+
+
 def write_shard(store: Store, name: str, images: np.ndarray) -> dict:
     """Write one uint8 (N, R, R, 3) shard atomically; returns its manifest record."""
     data = _npy_bytes(np.ascontiguousarray(images))
@@ -331,58 +352,64 @@ def prepare(
     if not names:
         raise DatasetError(f"{source}: empty input, no files found"
                            + (f" ({len(unlisted)} unreadable: {unlisted[0]['file']})" if unlisted else ""))
-    workers = workers or os.cpu_count() or 1
-    per_shard = shard_size or shard_size_for(len(names))
     store = open_store(out_uri)
-    build = uuid.uuid4().hex[:8]  # this build's shard names: the current dataset's stay untouched
-    jobs = [(str(source), names[i : i + per_shard], resolution, store.root, f"shard-{build}-{i // per_shard:05d}.npy")
-            for i in range(0, len(names), per_shard)]
-    shards: list[dict] = []
-    skipped: list[dict] = list(unlisted)
-    kept: list[str] = []  # the dataset's files in row order
-    started = time.perf_counter()
+    with Lease(store, what="dataset", doing="prepared", instead="prepare into another folder") as lease:
+        build = uuid.uuid4().hex[:8]  # this build's shard names: the current dataset's stay untouched
+        workers = workers or os.cpu_count() or 1
+        per_shard = shard_size or shard_size_for(len(names))
+        jobs = [(str(source), names[i : i + per_shard], resolution, store.root,
+                 f"shard-{build}-{i // per_shard:05d}.npy") for i in range(0, len(names), per_shard)]
+        shards: list[dict] = []
+        skipped: list[dict] = list(unlisted)
+        kept: list[str] = []  # the dataset's files in row order
+        started = time.perf_counter()
 
-    # each job decodes its files and writes its own shard; map() keeps the records in order
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
-    try:
-        results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
-        for done, (record, skips, files) in enumerate(results, 1):
-            skipped += skips
-            kept += files
-            if record:
-                shards.append(record)
-            if done % 10 == 0 or done == len(jobs):
-                seen = sum(s["count"] for s in shards) + len(skipped)
-                log(f"prepare: {seen}/{len(names)} files, {seen / max(time.perf_counter() - started, 1e-9):.0f} img/s")
-        if not shards:
-            reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
-            raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
-        labels = {}
-        if table is not None:
-            labels = {"attributes": write_attributes(store, build, table, kept, attributes)}
-            if limit is None:  # with a limit, rows past it are expected to have no image
-                present = {os.path.basename(n) for n in names}
-                skipped += [{"file": f, "reason": "attribute row without an image in the source"}
-                            for f in table.rows if f not in present]
-        manifest = write_manifest(  # the switch: from here on readers see this build
-            store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped, **labels,
-            crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
-            resize="PIL Lanczos (antialiased)",
-        )
-    except BaseException:  # this build failed: drop what it wrote; the dataset there stays as it was
-        for key in store.list():
-            if key.startswith((f"shard-{build}-", f"{ATTRIBUTES_NAME}-{build}")):
+        # each job decodes its files and writes its own shard; map() keeps the records in order
+        # no more workers than jobs; each dies with this process (a kill -9 here leaves none behind)
+        pool = (ProcessPoolExecutor(min(workers, len(jobs)), initializer=_die_with_parent, initargs=(os.getpid(),))
+                if workers > 1 and len(jobs) > 1 else None)
+        try:
+            results = pool.map(_process_chunk, jobs) if pool else map(_process_chunk, jobs)
+            for done, (record, skips, files) in enumerate(results, 1):
+                skipped += skips
+                kept += files
+                if record:
+                    shards.append(record)
+                if done % 10 == 0 or done == len(jobs):
+                    seen = sum(s["count"] for s in shards) + len(skipped)
+                    rate = seen / max(time.perf_counter() - started, 1e-9)
+                    log(f"prepare: {seen}/{len(names)} files, {rate:.0f} img/s")
+            if not shards:
+                reasons = sorted({s["reason"].split(" (")[0] for s in skipped})
+                raise DatasetError(f"{source}: no usable image among {len(names)} files ({'; '.join(reasons)})")
+            labels = {}
+            if table is not None:
+                labels = {"attributes": write_attributes(store, build, table, kept, attributes)}
+                if limit is None:  # with a limit, rows past it are expected to have no image
+                    present = {os.path.basename(n) for n in names}
+                    skipped += [{"file": f, "reason": "attribute row without an image in the source"}
+                                for f in table.rows if f not in present]
+            if lease.lost:  # another prepare took the folder over: it owns the manifest now
+                raise LeaseError(lease.lost)
+            manifest = write_manifest(  # the switch: from here on readers see this build
+                store, resolution, shards, source=source_label or str(source), limit=limit, skipped=skipped, **labels,
+                crop={"celeba_face_box": list(CELEBA_FACE_BOX), "other": "centre square"},
+                resize="PIL Lanczos (antialiased)",
+            )
+        except BaseException:  # this build failed: drop what it wrote; the dataset there stays as it was
+            for key in store.list():
+                if key.startswith((f"shard-{build}-", f"{ATTRIBUTES_NAME}-{build}")):
+                    store.delete(key)
+            raise
+        finally:
+            if pool:
+                pool.shutdown()
+        current = {s["name"] for s in shards} | ({labels["attributes"]["file"]} if labels else set())
+        for key in store.list():  # the manifest now names this build: earlier builds' shards and labels go
+            if (SHARD_NAME.fullmatch(key) or key.startswith(f"{ATTRIBUTES_NAME}-")) and key not in current:
                 store.delete(key)
-        raise
-    finally:
-        if pool:
-            pool.shutdown()
-    current = {s["name"] for s in shards} | ({labels["attributes"]["file"]} if labels else set())
-    for key in store.list():  # the manifest now names this build: earlier builds' shards and labels go
-        if (SHARD_NAME.fullmatch(key) or key.startswith(f"{ATTRIBUTES_NAME}-")) and key not in current:
-            store.delete(key)
-    result = PrepareResult(store.root, manifest)
-    log(result.summary)
-    return result
+        result = PrepareResult(store.root, manifest)
+        log(result.summary)
+        return result
 
 

@@ -2,7 +2,8 @@
 
     config.json                     the run's resolved TrainConfig (resume takes it as defaults)
     checkpoints/step-0000500.pt     complete checkpoints (see facegan.checkpoint)
-    latest.json, best.json          pointers to the newest and the best-by-FID checkpoint
+    latest.json, best.json          pointers to the newest and the best-by-metric checkpoint, with its sha256
+    checkpoints.json                every kept checkpoint's step, key and sha256 (resume falls back on it)
     metrics.jsonl                   one training row per log interval: losses, D outputs, img/s, lr
     metric-<name>.jsonl             one row per evaluation of each metric (facegan.metrics), with its protocol
     samples/step-0000500.png        the fixed-latent sample grid at each checkpoint
@@ -18,16 +19,18 @@ from __future__ import annotations
 import json
 
 from facegan import metrics
+from facegan.lease import KEY
 from facegan.storage import StorageError, Store
 
 CONFIG = "config.json"
 LATEST = "latest.json"
 BEST = "best.json"
+CHECKPOINTS = "checkpoints.json"
 CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples"
-LEASE = "lease.json"
+LEASE = KEY  # who trains the run now (facegan.lease)
 
 
 def metric_key(name: str) -> str:

@@ -113,3 +113,97 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     bad.save(ckpt.make_state(4, {}, "d", "dcgan", G=live, **OTHER_PARTS), {"../escape": b"x"})
     with pytest.raises(Exception, match="not allowed"):
         bad.close()
+
+
+def _flip_byte(run, key: str, at: int = -100) -> None:
+    data = bytearray(run.get_bytes(key))
+    data[at] ^= 0x01
+    run.put_bytes(key, bytes(data))
+
+
+def _written(run, steps=(1, 2, 3), keep_last=3):
+    for step in steps:
+        ckpt.write_checkpoint(run, ckpt.to_host(_state(step))[0], keep_last=keep_last)
+
+
+def test_every_pointer_and_list_entry_records_the_files_sha256(store_uri):
+    run = open_store(store_uri)
+    _written(run, keep_last=2)
+    listed = run.get_json("checkpoints.json")["checkpoints"]
+    assert [e["step"] for e in listed] == [2, 3]  # pruned ones leave the list with their files
+    for entry in listed:
+        assert entry["sha256"] == ckpt.sha256(run.get_bytes(entry["key"]))
+    assert ckpt.read_pointer(run)["sha256"] == listed[-1]["sha256"]
+
+
+def test_a_flipped_byte_is_refused_by_every_load_naming_the_file(store_uri):
+    run = open_store(store_uri)
+    _written(run)
+    _flip_byte(run, "checkpoints/step-0000003.pt")
+    for load in (lambda: ckpt.load(store_uri), lambda: ckpt.load(store_uri + "/checkpoints/step-0000003.pt")):
+        with pytest.raises(ckpt.CheckpointError, match=r"step-0000003\.pt: damaged: its sha256 is") as refused:
+            load()
+        assert "\n" not in str(refused.value)
+    assert ckpt.load(store_uri + "/checkpoints/step-0000002.pt")["step"] == 2  # an intact one still loads
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "no latest.json", "latest.json is a folder",
+                                    "latest.json garbage", "latest.json names a missing file"])
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, damage):
+    run = open_store(str(tmp_path / "run"))
+    _written(run)
+    if damage == "flipped byte":
+        _flip_byte(run, "checkpoints/step-0000003.pt")
+    elif damage == "no latest.json":
+        run.delete("latest.json")
+    elif damage == "latest.json is a folder":
+        run.delete("latest.json")
+        (tmp_path / "run" / "latest.json").mkdir()
+    elif damage == "latest.json garbage":
+        run.put_bytes("latest.json", b"{not json")
+    else:
+        run.delete("checkpoints/step-0000003.pt")
+    said = []
+    state = ckpt.load_for_resume(run, said.append)
+    expected = 2 if damage in ("flipped byte", "latest.json names a missing file") else 3
+    assert state["step"] == expected
+    assert said[0].startswith("cannot resume from latest.json")
+    assert f"resuming from checkpoints/step-000000{expected}.pt, the newest intact checkpoint" in said[-1]
+    if damage == "flipped byte":
+        assert "skipped checkpoints/step-0000003.pt" in said[-1]
+
+
+def test_a_folder_of_unverifiable_checkpoints_is_never_started_afresh(tmp_path):
+    run = open_store(str(tmp_path / "run"))
+    assert ckpt.load_for_resume(run, print) is None  # an empty folder is a new run
+    _written(run)
+    run.delete("latest.json")
+    run.delete("checkpoints.json")
+    with pytest.raises(ckpt.CheckpointError, match=r"holds 3 checkpoint\(s\) \(checkpoints/step-0000001.pt .. "
+                                                   r"checkpoints/step-0000003.pt\) but none that can be verified"):
+        ckpt.load_for_resume(run, print)
+    _written(run, steps=(4,))  # a new list, but every listed file damaged: still refused
+    run.delete("latest.json")
+    _flip_byte(run, "checkpoints/step-0000004.pt")
+    with pytest.raises(ckpt.CheckpointError, match="lists only damaged ones"):
+        ckpt.load_for_resume(run, lambda _: None)
+
+
+@pytest.mark.parametrize("step", [-5, True, 1e30, 10**12, "7"])
+def test_a_stored_step_that_no_run_can_be_at_is_refused(step):
+    state = ckpt.to_host(_state(1))[0]
+    state["step"] = step
+    with pytest.raises(ckpt.CheckpointError, match=r"x.pt: damaged checkpoint, step .* is not an integer|"
+                                                   r"x.pt: damaged checkpoint, step missing"):
+        ckpt.from_bytes(ckpt.to_bytes(state), "x.pt")
+
+
+@pytest.mark.parametrize("pointer", [{"step": -5, "key": "checkpoints/step-0000003.pt"},
+                                     {"step": 3, "key": "../../etc/passwd"},
+                                     {"step": 3, "key": "checkpoints/step-0000003.pt", "sha256": "x"},
+                                     ["checkpoints/step-0000003.pt"]])
+def test_a_damaged_pointer_is_named(tmp_path, pointer):
+    run = open_store(str(tmp_path / "run"))
+    run.put_json("latest.json", pointer)
+    with pytest.raises(ckpt.CheckpointError, match=r"latest.json: damaged pointer, it "):
+        ckpt.load(str(tmp_path / "run"))

@@ -14,7 +14,7 @@ from helpers import cli_train, tiny_config, train_argv, wait_for
 from facegan import checkpoint as ckpt
 from facegan import runfolder
 from facegan.errors import LeaseError
-from facegan.lease import RunLease
+from facegan.lease import Lease
 from facegan.storage import open_store
 
 
@@ -58,19 +58,19 @@ def test_lease_expiry_and_take_over(store_uri):
     run = open_store(f"{store_uri}/runs/r")
     run.put_bytes(runfolder.LEASE, _lease_of("gpu-box-7", 4242, 60))  # alive elsewhere, not expired
     with pytest.raises(LeaseError, match=r"being trained by another process \(host gpu-box-7, pid 4242\)"):
-        RunLease(run).acquire()
+        Lease(run).acquire()
     run.put_bytes(runfolder.LEASE, _lease_of("gpu-box-7", 4242, -1))  # expired: a crashed holder elsewhere
-    with RunLease(run) as lease:
+    with Lease(run) as lease:
         held = json.loads(run.get_bytes(runfolder.LEASE))
         assert held["holder"] == lease.me["holder"] and held["pid"] == os.getpid()
         with pytest.raises(LeaseError):  # and now we are the live holder
-            RunLease(run).acquire()
+            Lease(run).acquire()
     assert not run.exists(runfolder.LEASE)
 
 
 def test_a_holder_learns_it_lost_the_lease(store_uri):
     run = open_store(f"{store_uri}/runs/r")
-    lease = RunLease(run, ttl=0.4).acquire()
+    lease = Lease(run, ttl=0.4).acquire()
     try:
         run.put_bytes(runfolder.LEASE, _lease_of(socket.gethostname(), os.getpid(), 60))  # someone took it over
         wait_for(lambda: lease.lost, timeout=10)

@@ -1,0 +1,154 @@
+"""Data is never lost or silently corrupted, checked with real processes: two prepares into one
+dataset at once (a local folder and S3 over moto's HTTP server), a run folder without a usable
+latest.json, a flipped byte in a checkpoint on resume and on sample, a killed prepare's workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import ROOT, assert_states_equal, tiny_config
+
+from facegan import checkpoint as ckpt
+from facegan import data
+from facegan.loop import Hooks, fit
+from facegan.storage import open_store
+
+quiet = Hooks(log=lambda *_: None)
+
+
+def facegan(*argv: str) -> subprocess.Popen:
+    """`facegan ARGV` in a real process (S3 settings come from the environment, as moto's fixture sets)."""
+    return subprocess.Popen([sys.executable, "-m", "facegan.cli", *argv], cwd=ROOT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def many_faces(tmp_path_factory):
+    """800 raw faces: a few seconds of prepare work at 128 px, long enough to be caught in the act."""
+    from facegan.synthetic import make_faces
+
+    return make_faces(tmp_path_factory.mktemp("many") / "raw", 800, seed=3)
+
+
+def test_two_prepares_into_one_dataset_at_once_one_is_refused_and_the_dataset_is_whole(store_uri, many_faces):
+    """The first prepare holds the dataset's lease (frozen with SIGSTOP while it does, so the
+    overlap is certain); the second exits 2 naming it and writes nothing; the first completes."""
+    first = facegan("prepare", str(many_faces), store_uri, "--resolution", "128", "--workers", "1")
+    folder = open_store(store_uri)
+    try:
+        wait_for(lambda: folder.exists("lease.json") or first.poll() is not None)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first prepare ended before the second started"
+        before = {k: folder.get_bytes(k) for k in folder.list()}
+        code, out, err = finish(facegan("prepare", str(many_faces), store_uri, "--resolution", "128"))
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "this dataset is being prepared by another process" in lines[0], err
+        assert f"pid {first.pid}" in lines[0] and "prepare into another folder" in lines[0]
+        assert {k: folder.get_bytes(k) for k in folder.list()} == before  # the refused one wrote nothing
+    finally:
+        first.send_signal(signal.SIGCONT)
+    code, out, err = finish(first)
+    assert code == 0, err
+    manifest = data.read_manifest(folder)
+    images, _ = data.load(store_uri, manifest=manifest)  # every shard the manifest names is there and verifies
+    assert images.shape[0] == manifest["count"] == 800
+    assert not folder.exists("lease.json")
+
+
+def test_a_killed_prepare_leaves_no_worker_running(many_faces, tmp_path):
+    proc = facegan("prepare", str(many_faces), str(tmp_path / "ds"), "--resolution", "128", "--workers", "4")
+
+    def children() -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in found]
+
+    wait_for(lambda: len(children()) >= 2 or proc.poll() is not None)
+    workers = children()
+    assert proc.poll() is None and workers, "prepare ended before its workers could be seen"
+    proc.kill()
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper is dead too
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+    wait_for(lambda: not any(alive(p) for p in workers), timeout=20)
+
+
+@pytest.fixture
+def trained(dataset32, tmp_path):
+    """(config of a 12-step run, a run trained 8 of them: checkpoints at 4 and 8)."""
+    cfg = tiny_config(dataset32, str(tmp_path / "run"), keep_last=3)
+    fit(tiny_config(dataset32, cfg.run, steps=8, keep_last=3), quiet)
+    return cfg
+
+
+def _resume_by_cli(cfg) -> tuple[int, str, str]:
+    from helpers import train_argv
+
+    return finish(facegan(*train_argv(cfg)), timeout=300)
+
+
+def test_a_run_without_latest_json_resumes_from_its_newest_intact_checkpoint(trained, tmp_path):
+    run = tmp_path / "run"
+    (run / "latest.json").unlink()
+    code, out, err = _resume_by_cli(trained)
+    assert code == 0, err
+    assert "resuming from checkpoints/step-0000008.pt, the newest intact checkpoint (sha256 verified)" in out
+    straight = tiny_config(trained.dataset, str(tmp_path / "straight"), keep_last=3)
+    fit(straight, quiet)
+    assert_states_equal(ckpt.load(str(run)), ckpt.load(straight.run))  # as if nothing had happened
+
+
+def test_a_folder_in_place_of_latest_json_loses_no_checkpoint(trained, tmp_path):
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    (run / "latest.json").unlink()
+    (run / "latest.json").mkdir()
+    code, out, err = _resume_by_cli(trained)
+    assert "resuming from checkpoints/step-0000008.pt, the newest intact checkpoint (sha256 verified)" in out
+    assert code == 2 and err.strip().count("\n") == 0 and f"{run / 'latest.json'}: cannot write (Is a directory)" in err
+    after = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    assert {k: after[k] for k in before} == before and "step-0000012.pt" in after
+
+
+def test_a_flipped_byte_in_the_latest_checkpoint_is_skipped_on_resume_and_refused_by_sample(trained, tmp_path):
+    run = tmp_path / "run"
+    path = run / "checkpoints" / "step-0000008.pt"
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    path.write_bytes(bytes(damaged))
+
+    code, out, err = finish(facegan("sample", str(run), str(tmp_path / "faces"), "--count", "2"))
+    assert code == 2 and not (tmp_path / "faces").exists()
+    assert err.strip().count("\n") == 0 and f"{path}: damaged: its sha256 is" in err
+
+    code, out, err = _resume_by_cli(trained)
+    assert code == 0, err
+    assert "skipped checkpoints/step-0000008.pt" in out
+    assert "resuming from checkpoints/step-0000004.pt, the newest intact checkpoint" in out
+    assert ckpt.load(str(run))["step"] == 12  # trained on from step 4; the damaged file was replaced
+    assert ckpt.load(str(path))["step"] == 8
