@@ -7,11 +7,14 @@ The file as CelebA ships it::
     000001.jpg -1  1  1 -1 ...                 one row per image: file name, then -1/1 per name
 
 `parse` reads exactly that (any whitespace between fields) and returns the names and a bool row
-per file name; anything else is a DatasetError naming the line. Nothing here imports torch.
+per file name; anything else is a DatasetError naming the line. A table with fewer rows than its
+line 1 says (the first 20,000 rows of the real file, say) is a partial table: taken, and marked
+so (`declared`); more rows than it says is an error. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +38,12 @@ class AttributeTable:
 
     names: tuple[str, ...]
     rows: dict[str, np.ndarray]
+    declared: int | None = None  # the row count line 1 gives (None: the same as len(rows))
+
+    @property
+    def partial(self) -> bool:
+        """Whether the table holds fewer rows than its line 1 says."""
+        return self.declared is not None and len(self.rows) < self.declared
 
     def column(self, name: str) -> int:
         """Index of attribute `name`; an unknown name is a DatasetError listing the known ones."""
@@ -54,7 +63,7 @@ def parse(text: str, where: str) -> AttributeTable:
     if len(lines) < 2:
         raise DatasetError(f"{where}: line {len(lines) + 1}: missing (a row count line, then the attribute names)")
     head = lines[0].split()
-    if len(head) != 1 or not head[0].isdigit():
+    if len(head) != 1 or not re.fullmatch(r"[0-9]+", head[0]):  # str.isdigit() also takes "²" and "٣"
         raise DatasetError(f"{where}: line 1: {lines[0][:60]!r} is not the row count")
     names = tuple(lines[1].split())
     if not names or len(set(names)) != len(names):
@@ -73,9 +82,9 @@ def parse(text: str, where: str) -> AttributeTable:
         if fields[0] in rows:
             raise DatasetError(f"{where}: line {number}: {fields[0]} appears twice")
         rows[fields[0]] = np.array([v == "1" for v in values], dtype=bool)
-    if len(rows) != int(head[0]):
+    if len(rows) > int(head[0]):
         raise DatasetError(f"{where}: line 1 says {head[0]} rows but the table has {len(rows)}")
-    return AttributeTable(names, rows)
+    return AttributeTable(names, rows, int(head[0]) if len(rows) < int(head[0]) else None)
 
 
 def format_table(names: list[str] | tuple[str, ...], rows: dict[str, np.ndarray]) -> str:

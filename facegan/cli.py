@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from facegan import families
@@ -42,14 +43,16 @@ def _add_train_args(p: argparse.ArgumentParser, family: str, choose: bool) -> No
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,
                    help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
-    p.add_argument("--preset", default=None, help=f"starting settings: {', '.join(fam.presets)}")
+    p.add_argument("--preset", default=None, choices=list(fam.presets), metavar="PRESET",
+                   help=f"starting settings: {', '.join(fam.presets)}")
     for f in all_options(cls):
         flag = f"--{f.name.replace('_', '-')}"
         text = f"{f.metadata['help']} [default: {shown_default(f)}]".replace("%", "%%")
         if option_type(f) is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument(flag, type=option_type(f), default=None, metavar=f.name.upper(), help=text)
+            p.add_argument(flag, type=PARSERS.get(option_type(f), option_type(f)), default=None,
+                           metavar=f.name.upper(), help=text)
     p.add_argument("--nproc", type=count(1), default=1,
                    help="data-parallel processes (torchrun), one per GPU [default: 1]")
     for old, new in RENAMED.items():  # the flags of options renamed since dd87acf answer with the new name
@@ -197,13 +200,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() also takes "2_0", " 7 " and "٣"
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def integer(text: str) -> int:
+    """An argparse type: an integer written in plain ASCII digits (int() would take "2_0" and "٣")."""
+    if not _INT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """An argparse type: a number written plainly (float() would take "1_0" and non-ASCII digits);
+    nan and inf are parsed here and refused by the config with the option's name."""
+    if not _FLOAT.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return float(text)
+
+
+PARSERS = {int: integer, float: number}  # the CLI's parser of each option type (bool and str: argparse's own)
+
+
 def count(low: int, high: int | None = None):
     """An argparse type: an integer in [low, high]."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        value = integer(text)
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is out of range, must be at least {low}"
                                              + (f" and at most {high}" if high is not None else ""))
@@ -215,10 +237,7 @@ def count(low: int, high: int | None = None):
 
 def fraction(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{value} is out of range, must be in [0, 1]")
     return value
@@ -244,7 +263,7 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="raw CelebA (folder or .zip) -> dataset shards + manifest")
     p.add_argument("source", help="img_align_celeba/ folder, its .zip, or any folder of faces")
     p.add_argument("out", help="dataset URI (s3://bucket/datasets/celeba-64 or a folder)")
-    p.add_argument("--resolution", type=int, default=64, help="32, 64 or 128")
+    p.add_argument("--resolution", type=integer, default=64, help="32, 64 or 128")
     p.add_argument("--workers", type=count(1), default=None, help="processes (default: all cores)")
     p.add_argument("--limit", type=count(1), default=None, help="use only the first N files")
     p.add_argument("--attributes", default=None,

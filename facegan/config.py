@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from facegan import storage
 from facegan.errors import ConfigError, DatasetError  # noqa: F401 - ConfigError: exported here too
 from facegan.metrics import names as metric_names
 
@@ -93,10 +94,7 @@ class ModelConfig:
     spectral_norm: bool = option(False, "spectral normalisation on every discriminator convolution")
 
     def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTIONS:
-            raise ConfigError(
-                f"model.resolution={self.resolution!r} is not supported; choose one of {RESOLUTIONS}"
-            )
+        check_model(self)
         for name in ("z_dim", "ngf", "ndf"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -121,6 +119,30 @@ def session_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.metadata.get("session"))
 
 
+def check_types(cfg: Any, prefix: str = "") -> None:
+    """Every option of `cfg` (a run or model config) holds a value of its type, or a ConfigError
+    names it: a config read back from JSON may hold strings for numbers, lists for values, ..."""
+    for f in options(type(cfg)):
+        value, kind = getattr(cfg, f.name), option_type(f)
+        if value is None and f.type.endswith("| None"):
+            continue
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, kind) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+        if not ok:
+            raise ConfigError(f"{prefix}{f.name}={value!r} must be {_TYPE_WORDS[kind]}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_model(model: Any) -> None:
+    """The checks every model config makes first: option types and a supported resolution."""
+    check_types(model, "model.")
+    if model.resolution not in RESOLUTIONS:
+        raise ConfigError(f"model.resolution={model.resolution!r} is not supported; choose one of {RESOLUTIONS}")
+
+
 def _check_positive_ints(cfg: Any, names: tuple[str, ...], prefix: str = "") -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -142,7 +164,7 @@ class RunConfig:
     RATES: ClassVar[tuple[str, ...]] = ()  # learning rates, in (0, 1)
     FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "decay_start")  # in [0, 1)
 
-    dataset: str = field(metadata={"session": True})  # a resume checks the dataset's id and path
+    dataset: str = field(metadata={"session": True, "resumable": True})  # resume checks its id, not its path
     run: str = field(metadata={"session": True, "resumable": True})
     preset: str = field(default="", metadata={"resumable": True})  # the preset it started from (a label)
     model: Any = None  # the family's model config (a `model_class`; a dict is converted)
@@ -180,6 +202,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Checks every run config makes (a family's config makes its own after these)."""
+        if isinstance(self.model, dict):  # accepted for convenience, stored as the model class
+            object.__setattr__(self, "model", self.model_class(**self.model))
+        if not isinstance(self.model, self.model_class):
+            raise ConfigError(f"model={self.model!r} must be the model's settings (a JSON object)")
+        check_types(self)
         for f in options(type(self)):
             value = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
@@ -190,8 +217,9 @@ class RunConfig:
             raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")
         if not self.run:
             raise ConfigError("run is empty; give the run URI (s3://... or a folder)")
-        if isinstance(self.model, dict):  # accepted for convenience, stored as the model class
-            object.__setattr__(self, "model", self.model_class(**self.model))
+        if storage.overlap(self.run, self.dataset):
+            raise ConfigError(f"run={self.run!r} and dataset={self.dataset!r} overlap (the same folder, or one "
+                              "inside the other); a run's files must not mix with a dataset's: use another run URI")
         _check_positive_ints(self, self.POSITIVE_INTS)
         for name in self.RATES:
             value = getattr(self, name)
@@ -236,6 +264,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Build from `to_dict` output; unknown keys are an error that names them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object, not {type(data).__name__}")
         data = dict(data)
         for old, new in RENAMED.items():  # configs written by dd87acf and before
             if old in data and new not in data:
@@ -305,6 +335,8 @@ class TrainConfig(RunConfig):
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r} must be one of {LOSSES}")
         bad = [a for a in self.augment_list if a not in AUGMENTS]
+        if self.augment.strip() and any(not a.strip() for a in self.augment.split(",")):
+            raise ConfigError(f"augment={self.augment!r} has an empty entry; use a comma list of {AUGMENTS}")
         if bad:
             raise ConfigError(f"augment={self.augment!r}: unknown {bad}; use a comma list of {AUGMENTS}")
         if self.r1_gamma < 0:
@@ -327,10 +359,7 @@ class ResNetModelConfig:
     ndf: int = option(1024, "discriminator width (channels of its last block; the blocks before halve it)")
 
     def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTIONS:
-            raise ConfigError(
-                f"model.resolution={self.resolution!r} is not supported; choose one of {RESOLUTIONS}"
-            )
+        check_model(self)
         _check_positive_ints(self, ("z_dim", "ngf", "ndf"), "model.")
         for name in ("ngf", "ndf"):
             if getattr(self, name) % 16:
@@ -388,10 +417,7 @@ class CycleModelConfig:
     d_layers: int = option(0, "PatchGAN stride-2 layers (0: 1, 2, 3 at 32, 64, 128 px: 16, 34, 70 px patches)")
 
     def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTIONS:
-            raise ConfigError(
-                f"model.resolution={self.resolution!r} is not supported; choose one of {RESOLUTIONS}"
-            )
+        check_model(self)
         _check_positive_ints(self, ("ngf", "ndf", "blocks"), "model.")
         if isinstance(self.d_layers, bool) or not isinstance(self.d_layers, int) or not 0 <= self.d_layers <= 4:
             raise ConfigError(f"model.d_layers={self.d_layers!r} must be 0 (by resolution) or 1..4")

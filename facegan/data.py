@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegan import memory
 from facegan.config import RESOLUTIONS
 from facegan.errors import DatasetError  # noqa: F401 - exported here too
 from facegan.storage import StorageError, Store, cache_root, open_store
@@ -34,12 +35,16 @@ SHARD_NAME = re.compile(r"shard-(?:[0-9a-f]{8}-)?\d{5}\.npy")  # a build's shard
 ATTRIBUTES_NAME = "attributes"  # attributes-<build>.npy: bool (N, K) labels in row order, optional
 
 
-def manifest_id(manifest: dict) -> str:
+def manifest_id(manifest: dict, names: bool = True) -> str:
     """Content id of a dataset: sha256 over resolution, the shard hashes and, when the dataset
-    has labels, their hash (first 16 hex)."""
+    has labels, their hash and the attribute names (first 16 hex). Renaming a column changes the
+    id, so a run never resumes on relabelled data. `names=False`: the id datasets prepared before
+    the names were part of it carry (still accepted, see `read_manifest`)."""
     parts = [manifest["resolution"], [s["sha256"] for s in manifest["shards"]]]
     if "attributes" in manifest:
         parts.append(manifest["attributes"]["sha256"])
+        if names:
+            parts.append(manifest["attributes"]["names"])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -61,11 +66,12 @@ def read_manifest(store: Store) -> dict:
     if version > VERSION:
         raise DatasetError(f"{where}: dataset version {version!r} is newer than {VERSION}")
     for key, kind in (("resolution", int), ("count", int), ("shards", list)):
-        if not isinstance(m.get(key), kind):
+        if not isinstance(m.get(key), kind) or isinstance(m.get(key), bool):
             raise DatasetError(f"{where}: field {key!r} missing or not {kind.__name__}")
     for i, shard in enumerate(m["shards"]):
         if not (isinstance(shard, dict) and isinstance(shard.get("name"), str) and SHARD_NAME.fullmatch(shard["name"])
-                and isinstance(shard.get("count"), int) and shard["count"] >= 0
+                and isinstance(shard.get("count"), int) and not isinstance(shard["count"], bool)
+                and shard["count"] >= 0
                 and isinstance(shard.get("sha256"), str) and len(shard["sha256"]) == 64):
             raise DatasetError(f"{where}: shards[{i}] is not a shard record (name shard-*.npy, count, sha256)")
     if m["resolution"] not in RESOLUTIONS or m["count"] < 1:
@@ -78,8 +84,8 @@ def read_manifest(store: Store) -> dict:
                               and isinstance(a.get("file"), str) and a["file"].startswith(f"{ATTRIBUTES_NAME}-")
                               and isinstance(a.get("sha256"), str) and len(a["sha256"]) == 64):
         raise DatasetError(f"{where}: attributes is not a labels record (names, file attributes-*.npy, sha256)")
-    if m.get("id") != manifest_id(m):
-        raise DatasetError(f"{where}: id does not match the shard hashes")
+    if m.get("id") not in (manifest_id(m), manifest_id(m, names=False)):  # the second: prepared before 2026-12
+        raise DatasetError(f"{where}: id does not match the shard hashes and attribute names")
     return m
 
 
@@ -98,13 +104,28 @@ def _read_shard(store: Store, shard: dict, resolution: int, cache: Path | None) 
             raise DatasetError(f"{store.uri(name)}: sha256 mismatch, shard is corrupt")
         if cached is not None:
             open_store(cached.parent).put_bytes(cached.name, data)
-    arr = np.load(io.BytesIO(data), allow_pickle=False)
-    expect = (shard["count"], resolution, resolution, 3)
-    if arr.dtype != np.uint8 or arr.shape != expect:
-        raise DatasetError(
-            f"{store.uri(name)}: shape {arr.shape} {arr.dtype}, manifest says {expect} uint8"
-        )
-    return arr
+    return parse_array(data, (shard["count"], resolution, resolution, 3), np.uint8, store.uri(name))
+
+
+def parse_array(data: bytes, shape: tuple[int, ...], dtype, where: str) -> np.ndarray:
+    """The .npy array in `data`, checked to be `shape` and `dtype` from its header alone, before
+    anything is allocated (a header may claim 1e11 elements or an object dtype; the file may be
+    short): a DatasetError names the file and both shapes."""
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        found, fortran, kind = read(buf)
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"{where}: not a .npy array ({str(exc)[:120]})") from None
+    if kind != np.dtype(dtype) or tuple(found) != tuple(shape) or fortran:
+        raise DatasetError(f"{where}: array {tuple(found)} {kind}{' (Fortran order)' if fortran else ''}, the "
+                           f"manifest says {tuple(shape)} {np.dtype(dtype)}")
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(data) - buf.tell() != need:
+        raise DatasetError(f"{where}: {len(data) - buf.tell()} bytes of data, {tuple(shape)} {np.dtype(dtype)} "
+                           f"needs {need}")
+    return np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=buf.tell()).reshape(shape).copy()
 
 
 def fetch(uri: str, cache: str | Path | None = None) -> dict:
@@ -138,6 +159,9 @@ def load(
     cache_dir = None
     if cache and store.remote:
         cache_dir = Path(cache) if isinstance(cache, (str, Path)) else cache_root("shards")
+    what = f"dataset {store.uri()} ({m['count']} images at {res} px)"
+    for where in {"cpu", str(device)}:  # the host copy, and the device's
+        memory.check(m["count"] * res * res * 3, what, where, DatasetError)
     out = torch.empty((m["count"], res, res, 3), dtype=torch.uint8)
     at = 0
     for shard in m["shards"]:
@@ -173,10 +197,7 @@ def load_attributes(uri: str, manifest: dict) -> tuple[list[str], np.ndarray]:
     data = store.get_bytes(a["file"])
     if hashlib.sha256(data).hexdigest() != a["sha256"]:
         raise DatasetError(f"{store.uri(a['file'])}: sha256 mismatch, the labels are corrupt")
-    labels = np.load(io.BytesIO(data), allow_pickle=False)
-    if labels.dtype != np.bool_ or labels.shape != (manifest["count"], len(a["names"])):
-        raise DatasetError(f"{store.uri(a['file'])}: shape {labels.shape} {labels.dtype}, manifest says "
-                           f"({manifest['count']}, {len(a['names'])}) bool")
+    labels = parse_array(data, (manifest["count"], len(a["names"])), np.bool_, store.uri(a["file"]))
     return list(a["names"]), labels
 
 

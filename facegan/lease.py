@@ -72,7 +72,7 @@ class Lease:
                 continue
             try:
                 holder = json.loads(current[0])
-            except ValueError:
+            except (ValueError, RecursionError):
                 holder = {}
             expired = not isinstance(holder.get("expires"), (int, float)) or holder["expires"] < time.time()
             gone_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)

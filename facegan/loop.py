@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, families, plots, runfolder
+from facegan import data, families, memory, plots, runfolder, storage
 from facegan import distributed as dist
 from facegan import metrics as metric_registry
 from facegan.config import ConfigError, RunConfig, session_fields
@@ -111,6 +111,11 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     fam = families.get(family or held or families.DEFAULT)
     if held is not None and held != fam.name:
         raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
+    if saved is not None:  # a damaged saved config is named as such, not as the options given
+        try:
+            fam.config.from_dict({**saved, "dataset": dataset, "run": run})
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{open_store(run).uri(runfolder.CONFIG)}: damaged run config: {exc}") from None
     settings = resolve(preset, given, saved, manifest["resolution"], fam.presets, session_fields(fam.config))
     settings.pop("family", None)
     if preset:
@@ -131,7 +136,10 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     held = families.name_of_state(state)
     if held != cfg.family:
         raise ConfigError(f"{cfg.run} holds a {held} run, not a {cfg.family} one; use a new run name")
-    saved = type(cfg).from_dict({**state["config"], "run": cfg.run})
+    try:
+        saved = type(cfg).from_dict({**state["config"], "run": cfg.run})
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{cfg.run}: the checkpoint's config is damaged: {exc}") from None
     changed = saved.differences(cfg)
     if changed:
         raise ConfigError(f"{cfg.run} was trained with a different config ({', '.join(changed)}); "
@@ -139,6 +147,9 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     if state["dataset_id"] != manifest["id"]:
         raise ConfigError(f"{cfg.run} was trained on dataset {state['dataset_id']}, "
                           f"but {cfg.dataset} is {manifest['id']}")
+    before = state["config"].get("dataset")
+    if isinstance(before, str) and storage.canonical(before) != storage.canonical(cfg.dataset):
+        log(f"the dataset's path changed ({before} -> {cfg.dataset}); it is the same dataset (id {manifest['id']})")
     for key, obj in parts.items():
         ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
     ckpt.set_rng_state(state["rng"])
@@ -180,17 +191,29 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
         cfg.check_dataset(manifest)
+        side = cfg.model.resolution
+        memory.check(2 * cfg.batch_size * 3 * side * side * 4, f"batch_size={cfg.batch_size} at {side} px "
+                     "(a step's real and generated images alone)", device)
         images, _ = data.load(cfg.dataset, device=device, manifest=manifest)
 
         # --- the family's networks, optimizers and step (the same initial weights on every rank) ---
         seed_everything(cfg.seed)
-        recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
+        sizes = f"the model ({', '.join(f'{k}={v}' for k, v in cfg.to_dict()['model'].items())})"
+        try:
+            recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
+        except (RuntimeError, MemoryError) as exc:
+            if not memory.out_of_memory(exc):
+                raise
+            raise ConfigError(f"{sizes} does not fit in memory: {memory.failure(exc, device)}") from None
+        weights = sum(memory.tensor_bytes(obj.state_dict()) for obj in recipe.parts.values())
+        trained = sum(p.numel() * p.element_size() for m in recipe.calls.values() for p in m.parameters())
+        memory.check(weights + 3 * trained, f"{sizes}, with its gradients and Adam's moments", device)
         keys = [s.key for s in family.scalars]
 
         # --- resume from latest.json (parts restored as they are saved), or start anew ---------
         start = resume(cfg, run, manifest, recipe.parts, log)
         if start == 0:
-            log(f"new run {cfg.run}: {recipe.describe_new()}, config saved to {runfolder.CONFIG}")
+            log(f"new run {cfg.run}: {recipe.describe_new()}; {runfolder.CONFIG} is saved after its first step")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
@@ -199,8 +222,6 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log)
                        for name in scored}
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
-        if world.is_main:
-            run.put_json(runfolder.CONFIG, cfg.to_dict())
 
         # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
         calls = recipe.calls
@@ -268,8 +289,18 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                         result.compile_seconds = time.perf_counter() - t0
                         log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
                         window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
+                    elif step == start + 1:  # the first step shows whether the settings fit the device
+                        try:
+                            sums += recipe.step(step, calls)
+                        except (RuntimeError, MemoryError) as exc:
+                            if not memory.out_of_memory(exc):
+                                raise
+                            raise ConfigError(f"batch_size={cfg.batch_size} with {sizes} does not fit in memory: "
+                                              f"{memory.failure(exc, device)}") from None
                     else:
                         sums += recipe.step(step, calls)
+                    if step == start + 1 and world.is_main:  # every setting has run: it is the run's now
+                        run.put_json(runfolder.CONFIG, cfg.to_dict())
                     summed += 1
                     timed += 1
 

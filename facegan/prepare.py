@@ -21,10 +21,12 @@ import hashlib
 import io
 import os
 import re
+import stat
 import time
 import uuid
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from facegan import attributes as attrs
 from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
 from facegan.errors import DatasetError, LeaseError, StorageError
 from facegan.lease import Lease
-from facegan.storage import Store, open_store, split_uri
+from facegan.storage import Store, canonical, is_remote, open_store, split_uri
 
 SHARD_SIZE = 8192
 CELEBA_SIZE = (178, 218)
@@ -45,6 +47,7 @@ CELEBA_SIZE = (178, 218)
 # face (x centre 89, y centre 121), the usual crop for 64 px CelebA GAN training.
 CELEBA_FACE_BOX = (25, 57, 153, 185)
 MAX_PIXELS = 50_000_000  # far above any face photo; a bigger image is refused before decoding
+MAX_FILE_BYTES = 64 << 20  # likewise: a bigger file (a 30 GB sparse "image", a zip bomb) is listed, not read
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -173,9 +176,13 @@ def _list_source(source: Path) -> tuple[list[str], list[dict]]:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"{source}: not a readable zip archive ({exc})") from None
-        unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
-        skipped += [{"file": n, "reason": "unsafe path in the archive"} for n in unsafe]
-        names = [n for n in names if n not in set(unsafe)]
+        unsafe = {n for n in names if n.startswith("/") or ".." in n.split("/")}
+        skipped += [{"file": n, "reason": "unsafe path in the archive"} for n in sorted(unsafe)]
+        seen: set[str] = set()
+        twice = {n for n in names if n in seen or seen.add(n)}  # which of two same-named entries is meant?
+        skipped += [{"file": n, "reason": "duplicate entry name in the archive (each one skipped)"}
+                    for n in sorted(twice)]
+        names = sorted({n for n in names if n not in unsafe | twice})
     elif source.is_dir():
         if not os.access(source, os.R_OK | os.X_OK):
             raise DatasetError(f"{source}: cannot read this folder (permission denied)")
@@ -208,17 +215,13 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
                 skipped.append({"file": name, "reason": "not an image (file suffix)"})
                 continue
             try:
-                if archive:
-                    data = archive.read(name)
-                else:
-                    with open(os.path.join(source, name), "rb") as f:
-                        data = f.read()
+                data = _read_entry(archive, source, name)
                 images.append(process_image(data, resolution, suffix in (".jpg", ".jpeg")))
                 kept.append(name)
             except ValueError as exc:
                 skipped.append({"file": name, "reason": str(exc)})
-            except (OSError, zipfile.BadZipFile) as exc:
-                skipped.append({"file": name, "reason": f"unreadable ({exc})"})
+            except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                skipped.append({"file": name, "reason": f"unreadable ({type(exc).__name__}: {exc})"})
             except (RuntimeError, NotImplementedError) as exc:  # zipfile: encrypted, unknown compression
                 reason = "encrypted" if "encrypted" in str(exc) else f"unreadable ({exc})"
                 skipped.append({"file": name, "reason": reason})
@@ -227,6 +230,24 @@ def _process_chunk(args: tuple[str, list[str], int, str, str]) -> tuple[dict | N
             archive.close()
     record = write_shard(open_store(out_uri), shard_name, np.stack(images)) if images else None
     return record, skipped, kept
+
+
+def _read_entry(archive: zipfile.ZipFile | None, source: str, name: str) -> bytes:
+    """The bytes of one input file: only a regular file (a FIFO, a device or a link to one is
+    refused without blocking) of at most MAX_FILE_BYTES; ValueError says why not."""
+    if archive:
+        size = archive.getinfo(name).file_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"too large: {size} bytes unpacked, over {MAX_FILE_BYTES >> 20} MiB")
+        return archive.read(name)
+    fd = os.open(os.path.join(source, name), os.O_RDONLY | os.O_NONBLOCK)  # a FIFO would block open()
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file (a FIFO, device or socket)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"too large: {info.st_size} bytes, over {MAX_FILE_BYTES >> 20} MiB")
+        return f.read(MAX_FILE_BYTES + 1)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -292,7 +313,10 @@ def write_attributes(store: Store, build: str, table: attrs.AttributeTable, file
     name = f"{ATTRIBUTES_NAME}-{build}.npy"
     data = _npy_bytes(np.stack([table.rows[os.path.basename(f)] for f in files]).astype(bool))
     store.put_bytes(name, data)
-    return {"names": list(table.names), "file": name, "sha256": hashlib.sha256(data).hexdigest(), "table": uri}
+    record = {"names": list(table.names), "file": name, "sha256": hashlib.sha256(data).hexdigest(), "table": uri}
+    if table.partial:
+        record["table_rows"] = {"held": len(table.rows), "declared": table.declared}
+    return record
 
 
 @dataclass(frozen=True)
@@ -338,8 +362,15 @@ def prepare(
     for name, value in (("limit", limit), ("workers", workers), ("shard_size", shard_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise DatasetError(f"{name}={value!r} must be a positive integer")
+    if not str(source).strip():
+        raise DatasetError("source is empty; give the img_align_celeba/ folder, its .zip, or a folder of faces")
     source = Path(source).expanduser()
+    if not is_remote(out_uri) and canonical(out_uri) == str(source.resolve()):
+        raise DatasetError(f"{out_uri}: the output is the source folder; prepare into another folder")
     table = read_attribute_table(attributes) if attributes else None  # a bad table fails before any work
+    if table is not None and table.partial:
+        log(f"prepare: {attributes} is a partial table: {len(table.rows)} of the {table.declared} rows its line 1 "
+            "names; images without a row are skipped and listed")
     names, unlisted = _list_source(source)
     if limit is not None:
         names = names[:limit]
@@ -349,9 +380,18 @@ def prepare(
         unlisted += [{"file": n, "reason": f"no row in the attribute table {attributes}"}
                      for n in names if not has_row(n)]
         names = [n for n in names if has_row(n)]
+    if table is not None and names == [] and unlisted and all("no row in the attribute table" in u["reason"]
+                                                             for u in unlisted):
+        rows = sorted(table.rows)
+        raise DatasetError(f"{source}: none of its {len(unlisted)} images has a row in the attribute table "
+                           f"{attributes} (its rows name {rows[0] if rows else 'no file'} .. "
+                           f"{rows[-1] if rows else ''}; the images {unlisted[0]['file']} .. {unlisted[-1]['file']})")
     if not names:
-        raise DatasetError(f"{source}: empty input, no files found"
-                           + (f" ({len(unlisted)} unreadable: {unlisted[0]['file']})" if unlisted else ""))
+        if not unlisted:
+            raise DatasetError(f"{source}: empty input, no files found")
+        first = unlisted[0]
+        raise DatasetError(f"{source}: no file to prepare: all {len(unlisted)} were skipped (the first, "
+                           f"{first['file']}: {first['reason']})")
     store = open_store(out_uri)
     with Lease(store, what="dataset", doing="prepared", instead="prepare into another folder") as lease:
         build = uuid.uuid4().hex[:8]  # this build's shard names: the current dataset's stay untouched

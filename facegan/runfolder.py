@@ -54,8 +54,14 @@ def name(uri: str) -> str:
 
 
 def read_config(run: Store) -> dict | None:
-    """The run's saved config (a dict), or None for a new run."""
-    return run.get_json(CONFIG) if run.exists(CONFIG) else None
+    """The run's saved config (a dict), or None for a new run; one that is not a JSON object is a
+    StorageError naming it."""
+    if not run.exists(CONFIG):
+        return None
+    saved = run.get_json(CONFIG)
+    if not isinstance(saved, dict):
+        raise StorageError(f"{run.uri(CONFIG)}: not a run config (a JSON object); repair or remove it")
+    return saved
 
 
 def _read_jsonl(run: Store, key: str) -> list[dict]:
@@ -69,7 +75,7 @@ def _read_jsonl(run: Store, key: str) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             row = None
         if not isinstance(row, dict) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
             raise StorageError(f"{run.uri(key)}: line {number} is not a metrics row (JSON with an integer step); "

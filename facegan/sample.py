@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import families
+from facegan import families, memory
 from facegan.config import ConfigError, RunConfig
 from facegan.images import to_png
 from facegan.runtime import use_device
@@ -65,11 +65,23 @@ def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
+BATCH = 64  # faces generated at once: memory stays bounded by the output, whatever the count
+
+
 @torch.no_grad()
 def generate(gen: LoadedGenerator, seeds: list[int]) -> torch.Tensor:
-    """Images (N, 3, R, R) in [-1, 1] for the given seeds."""
+    """Images (N, 3, R, R) in [-1, 1] for the given seeds, generated BATCH at a time."""
     device = next(gen.net.parameters()).device
-    return gen.net(latents(seeds, gen.z_dim).to(device)).float().cpu()
+    check_output(gen, len(seeds), "faces")
+    return torch.cat([gen.net(latents(seeds[i:i + BATCH], gen.z_dim).to(device)).float().cpu()
+                      for i in range(0, len(seeds), BATCH)])
+
+
+def check_output(gen: LoadedGenerator, count: int, what: str) -> None:
+    """`count` images of the generator fit in host memory (as floats, their 8-bit copies and a
+    grid PNG's rows), or a ConfigError names both figures."""
+    side = gen.config.model.resolution
+    memory.check(count * 3 * side * side * (4 + 2), f"{count} {what} at {side} px", "cpu")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -84,10 +96,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
     """Images (steps, 3, R, R) walking the latent sphere from seed_a's face to seed_b's."""
+    check_output(gen, steps, "interpolation steps")
     za, zb = latents([seed_a, seed_b], gen.z_dim)
     z = slerp(za, zb, torch.linspace(0, 1, steps))
     device = next(gen.net.parameters()).device
-    return gen.net(z.to(device)).float().cpu()
+    return torch.cat([gen.net(z[i:i + BATCH].to(device)).float().cpu() for i in range(0, steps, BATCH)])
 
 
 def face_pngs(images: torch.Tensor, first: int = 0) -> dict[str, bytes]:
@@ -103,6 +116,8 @@ def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
                  interpolation_steps: int = 8) -> list[str]:
     """Write grid.png, faces/NNN.png and interpolation.png under `out_uri`; returns their keys."""
+    check_output(gen, count, "faces")  # before the seeds' list: a billion of them would not fit either
+    check_output(gen, interpolation_steps, "interpolation steps")
     store = open_store(out_uri)
     images = generate(gen, list(range(seed, seed + count)))
     files = {"grid.png": to_png(images), **face_pngs(images),

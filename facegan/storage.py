@@ -106,6 +106,8 @@ class Store(ABC):
             return json.loads(data)
         except ValueError as exc:
             raise StorageError(f"{self.uri(key)}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise StorageError(f"{self.uri(key)}: not a facegan document (JSON nested too deep)") from None
 
 
 def _umask() -> int:
@@ -185,18 +187,24 @@ class LocalStore(Store):
             raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc})") from None
 
     def exists(self, key: str) -> bool:
-        return self._p(key).is_file()
+        try:
+            return self._p(key).is_file()
+        except OSError as exc:  # a name too long, a loop of links, ...
+            raise StorageError(f"{self.uri(key)}: cannot read ({exc.strerror or exc})") from None
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._p(prefix)
-        if base.is_file():
-            return [prefix.strip("/")]
-        if not base.is_dir():
-            return []
-        keys = []
-        for p in base.rglob("*"):
-            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
-                keys.append(p.relative_to(self.path).as_posix())
+        try:
+            if base.is_file():
+                return [prefix.strip("/")]
+            if not base.is_dir():
+                return []
+            keys = []
+            for p in base.rglob("*"):
+                if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+                    keys.append(p.relative_to(self.path).as_posix())
+        except OSError as exc:
+            raise StorageError(f"{self.uri(prefix)}: cannot list ({exc.strerror or exc})") from None
         return sorted(keys)
 
     def delete(self, key: str) -> None:
@@ -490,6 +498,21 @@ def open_store(uri: str | Path) -> Store:
             raise StorageError(f"{uri}: a file:// URI needs an absolute path, e.g. file:///{parsed.netloc}{parsed.path}")
         return LocalStore(parsed.path)
     return LocalStore(uri)
+
+
+def canonical(uri: str | Path) -> str:
+    """`uri` in one spelling per place (no I/O): `s3://bucket/prefix` without trailing slashes, a
+    local folder as its absolute, resolved path."""
+    uri = str(uri)
+    if store_class(uri) is S3Store:
+        return uri.rstrip("/")
+    return str(open_store(uri).path)
+
+
+def overlap(a: str | Path, b: str | Path) -> bool:
+    """Whether two URIs name the same place or one lies inside the other."""
+    a, b = canonical(a), canonical(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 def split_uri(uri: str) -> tuple[Store, str]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from facegan.attributes import CELEBA_ATTRIBUTES, TABLE_NAME, format_table
+from facegan.errors import StorageError
 
 SKIN = [(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36)]
 HAIR = [(20, 20, 20), (90, 56, 37), (165, 107, 70), (230, 200, 140), (120, 120, 120)]
@@ -66,18 +67,23 @@ def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | No
     `makeup` (a fraction in [0, 1]): that share of faces wears eye shadow and lipstick, and
     `list_attr_celeba.txt` is written beside the folder in CelebA's format, Heavy_Makeup and
     Wearing_Lipstick labelling it (the other 38 attributes are random)."""
+    if not str(folder).strip():
+        raise StorageError("the output folder is empty; name a folder to write the faces into")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    labels = random.Random(seed + 1)
-    rows = {}
-    for i in range(1, count + 1):
-        on = None if makeup is None else labels.random() < makeup
-        draw_face(rng, makeup=on).save(folder / f"{i:06d}.jpg", quality=90)
-        if on is not None:
-            row = np.array([labels.random() < 0.5 for _ in CELEBA_ATTRIBUTES])
-            row[[CELEBA_ATTRIBUTES.index(a) for a in MAKEUP_ATTRIBUTES]] = on
-            rows[f"{i:06d}.jpg"] = row
-    if makeup is not None:
-        (folder.parent / TABLE_NAME).write_text(format_table(CELEBA_ATTRIBUTES, rows))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(seed)
+        labels = random.Random(seed + 1)
+        rows = {}
+        for i in range(1, count + 1):
+            on = None if makeup is None else labels.random() < makeup
+            draw_face(rng, makeup=on).save(folder / f"{i:06d}.jpg", quality=90)
+            if on is not None:
+                row = np.array([labels.random() < 0.5 for _ in CELEBA_ATTRIBUTES])
+                row[[CELEBA_ATTRIBUTES.index(a) for a in MAKEUP_ATTRIBUTES]] = on
+                rows[f"{i:06d}.jpg"] = row
+        if makeup is not None:
+            (folder.parent / TABLE_NAME).write_text(format_table(CELEBA_ATTRIBUTES, rows))
+    except OSError as exc:  # a file in the way, /proc, a read-only or full disk, a name too long
+        raise StorageError(f"{exc.filename or folder}: cannot write ({exc.strerror or exc})") from None
     return folder

@@ -65,11 +65,18 @@ def test_parses_celebas_format():
     ("2\nA B\na.jpg 1 -1\nb.jpg 1\n", "line 4: 1 values for 2 attributes"),
     ("1\nA B\na.jpg 1 0\n", "line 3: value '0' is not -1 or 1"),
     ("2\nA B\na.jpg 1 -1\na.jpg -1 -1\n", "line 4: a.jpg appears twice"),
-    ("3\nA B\na.jpg 1 -1\n", "line 1 says 3 rows but the table has 1"),
+    ("1\nA B\na.jpg 1 -1\nb.jpg 1 1\n", "line 1 says 1 rows but the table has 2"),
+    ("²\nA B\na.jpg 1 -1\n", "line 1: '²' is not the row count"),
 ])
 def test_a_malformed_table_names_the_line(text, message):
     with pytest.raises(DatasetError, match="^t.txt: " + message.replace("(", r"\(")):
         attributes.parse(text, "t.txt")
+
+
+def test_a_partial_table_is_taken_and_marked_partial():
+    table = attributes.parse("202599\nA B\na.jpg 1 -1\n", "t.txt")  # the real file's first rows
+    assert table.partial and table.declared == 202599 and list(table.rows) == ["a.jpg"]
+    assert not attributes.parse("1\nA B\na.jpg 1 -1\n", "t.txt").partial
 
 
 def test_prepare_stores_labels_in_row_order_and_reports_mismatches(makeup_raw, tmp_path, capsys):

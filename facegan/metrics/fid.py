@@ -268,11 +268,9 @@ class FIDTracker:
         n = min(samples, manifest["count"])
         key = f"fid-stats-{weights['sha256'][:8]}-{n}{'' if resize == RESIZE else f'-r{resize}'}.npz"
         net.resize = resize
-        if store.exists(key):
-            with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as z:
-                mu, sigma, ref_id = z["mu"], z["sigma"], str(z["dataset_id"])
-            if ref_id != manifest["id"]:
-                raise FIDError(f"{store.uri(key)}: statistics of dataset {ref_id}, not {manifest['id']}")
+        cached = read_cached_stats(store, key, manifest["id"], log) if store.exists(key) else None
+        if cached is not None:
+            mu, sigma = cached
             log(f"FID: real statistics from {store.uri(key)}")
         else:
             if images is None:
@@ -293,6 +291,28 @@ class FIDTracker:
         """FID of the images `sampler(n, batch)` makes (n = the protocol's samples)."""
         mu, sigma = sampled_stats(self.net, sampler, self.protocol["samples"], self.batch)
         return frechet_distance(mu, sigma, self.mu, self.sigma)
+
+
+def read_cached_stats(store, key: str, dataset_id: str, log) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached real statistics (mu, sigma) of dataset `dataset_id`, or None (logged) when the
+    cache file is damaged, malformed or belongs to another build of the dataset: it is then
+    computed again and replaced."""
+    where = store.uri(key)
+    try:
+        with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as z:
+            mu, sigma, ref_id = z["mu"], z["sigma"], str(z["dataset_id"])
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+        log(f"FID: {where} is damaged ({type(exc).__name__}); computing the statistics again")
+        return None
+    if ref_id != dataset_id:
+        log(f"FID: {where} holds statistics of an older build of the dataset ({ref_id}, now {dataset_id}); "
+            "computing them again")
+        return None
+    if (mu.shape != (FEATURES,) or sigma.shape != (FEATURES, FEATURES) or mu.dtype.kind != "f"
+            or sigma.dtype.kind != "f" or not (np.isfinite(mu).all() and np.isfinite(sigma).all())):
+        log(f"FID: {where} does not hold {FEATURES}-feature statistics; computing them again")
+        return None
+    return mu, sigma
 
 
 def scorer(cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
