@@ -102,6 +102,12 @@ class ModelConfig:
         if self.norm not in NORMS:
             raise ConfigError(f"model.norm={self.norm!r} must be one of {NORMS}")
 
+    @property
+    def min_parameters(self) -> int:
+        """A lower bound on G's and D's parameters (G's first and D's last layer), from the
+        settings alone: sized before anything is built (see facegan.memory)."""
+        return 16 * (self.z_dim * self.ngf + self.ndf) * (self.resolution // 8)
+
 
 # options renamed since dd87acf (old name -> new): stored configs with the old names still load,
 # and the CLI answers the old flags with the new name
@@ -367,6 +373,11 @@ class ResNetModelConfig:
                                   "(four blocks halve it)")
 
     @property
+    def min_parameters(self) -> int:
+        """A lower bound on G's and D's parameters (G's linear layer and one 3x3 conv at full width each)."""
+        return 16 * self.z_dim * self.ngf + 9 * (self.ngf ** 2 + self.ndf ** 2)
+
+    @property
     def g_widths(self) -> list[int]:
         """Channels of G's 4x4 map, then after each up-block (the last four halve)."""
         k = int(math.log2(self.resolution // 4))
@@ -421,6 +432,11 @@ class CycleModelConfig:
         _check_positive_ints(self, ("ngf", "ndf", "blocks"), "model.")
         if isinstance(self.d_layers, bool) or not isinstance(self.d_layers, int) or not 0 <= self.d_layers <= 4:
             raise ConfigError(f"model.d_layers={self.d_layers!r} must be 0 (by resolution) or 1..4")
+
+    @property
+    def min_parameters(self) -> int:
+        """A lower bound on the four networks' parameters: both generators' residual blocks."""
+        return 2 * self.blocks * 2 * 9 * (4 * self.ngf) ** 2
 
     @property
     def patch_layers(self) -> int:

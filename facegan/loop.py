@@ -199,6 +199,9 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         # --- the family's networks, optimizers and step (the same initial weights on every rank) ---
         seed_everything(cfg.seed)
         sizes = f"the model ({', '.join(f'{k}={v}' for k, v in cfg.to_dict()['model'].items())})"
+        least = getattr(cfg.model, "min_parameters", 0)  # a model config may bound its size (facegan.memory)
+        memory.check(4 * 4 * least, f"{sizes}, with {least} parameters or more (weights, gradients, Adam's moments)",
+                     device)
         try:
             recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
         except (RuntimeError, MemoryError) as exc:

@@ -142,6 +142,296 @@ CASES = {
 }
 
 
+# ------------------------------------------------------------------ the table, class by class
+# Each class is generated over every command or option it applies to: the same hostile pass is run
+# again with other inputs, so a class is covered, not an example.
+
+
+def _add(name: str, build, expected: str) -> None:
+    assert name not in CASES, name
+    CASES[name] = (build, expected)
+
+
+def _train(t, d, *extra, command=("train",)):
+    return [*command, "--dataset", d, "--run", str(t / "run"), *extra]
+
+
+# numbers must be plain ASCII: int() and float() would also take "2_0", " 7", "٣" and "１"
+INT_FLAGS = ["--steps", "--batch-size", "--ckpt-every", "--log-every", "--keep-last", "--sample-count", "--z-dim",
+             "--ngf", "--ndf", "--seed", "--metric-every", "--metric-samples"]
+BAD_INTS = ["2_0", "\u0663", "\uff11", "1e3", "0x10", ""]
+for flag in INT_FLAGS:
+    for value in BAD_INTS:
+        _add(f"train: {flag} {value!r}", lambda t, d, r, raw, f=flag, v=value: (_train(t, d, f, v), []),
+             f"argument {flag}: {value!r} is not an integer")
+for flag in ["--lr-g", "--lr-d", "--beta1", "--ema-decay", "--r1-gamma"]:
+    for value in ["1_0", "\u0663", "abc"]:
+        _add(f"train: {flag} {value!r}", lambda t, d, r, raw, f=flag, v=value: (_train(t, d, f, v), []),
+             f"argument {flag}: {value!r} is not a number")
+for command, flag in [("sample", "--count"), ("sample", "--seed"), ("sample", "--interpolation-steps"),
+                      ("fid", "--samples"), ("fid", "--batch"), ("synth", "--count"), ("prepare", "--workers"),
+                      ("prepare", "--limit"), ("prepare", "--resolution")]:
+    for value in ["2_0", "\u0663"]:
+        def build(t, d, r, raw, c=command, f=flag, v=value):
+            head = {"sample": ["sample", r, str(t / "o")], "fid": ["fid", r, "--dataset", d],
+                    "synth": ["synth", str(t / "o")], "prepare": ["prepare", str(raw), str(t / "o")]}[c]
+            return [*head, f, v], [t / "o"]
+        _add(f"{command}: {flag} {value!r}", build, f"argument {flag}: {value!r} is not an integer")
+
+# choices and lists that parse but mean nothing
+for name, extra, expected in [
+    ("--preset ''", ["--preset", ""], "argument --preset: invalid choice: ''"),
+    ("--preset unknown", ["--preset", "dcgan65"], "argument --preset: invalid choice: 'dcgan65'"),
+    ("--augment ,,,", ["--augment", ",,,"], "augment=',,,' has an empty entry"),
+    ("--augment color,,", ["--augment", "color,,"], "augment='color,,' has an empty entry"),
+    ("--augment blur", ["--augment", "blur"], "augment='blur': unknown ['blur']"),
+    ("--metrics ''", ["--metrics", "", "--metric-every", "4", "--ckpt-every", "4"], "metrics is empty"),
+    ("--lr-schedule cosine", ["--lr-schedule", "cosine"], "lr_schedule='cosine' must be one of"),
+    ("--device tpu", ["--device", "tpu"], "device='tpu' must be 'auto', 'cpu' or 'cuda[:N]'"),
+    ("--precision fp8", ["--precision", "fp8"], "precision='fp8' must be one of"),
+]:
+    _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, *e), [t / "run"]), expected)
+_add("train: --family ''", lambda t, d, r, raw: (["train", "--family", "", "--dataset", d, "--run", str(t / "r")], []),
+     "argument --family: invalid choice: ''")
+
+# empty strings as paths: '' must never mean the current folder
+EMPTY = {
+    "prepare source": lambda t, d, r, raw: ["prepare", "", str(t / "o")],
+    "prepare out": lambda t, d, r, raw: ["prepare", str(raw), ""],
+    "train --dataset": lambda t, d, r, raw: ["train", "--dataset", "", "--run", str(t / "o")],
+    "train --run": lambda t, d, r, raw: ["train", "--dataset", d, "--run", ""],
+    "translate train --run": lambda t, d, r, raw: ["translate", "train", "--dataset", d, "--run", ""],
+    "sample checkpoint": lambda t, d, r, raw: ["sample", "", str(t / "o")],
+    "sample out": lambda t, d, r, raw: ["sample", r, ""],
+    "fid checkpoint": lambda t, d, r, raw: ["fid", "", "--dataset", d],
+    "fid --dataset": lambda t, d, r, raw: ["fid", r, "--dataset", ""],
+    "synth out": lambda t, d, r, raw: ["synth", ""],
+    "translate apply run": lambda t, d, r, raw: ["translate", "apply", "", str(raw), str(t / "o"),
+                                                 "--direction", "add"],
+}
+for name, argv in EMPTY.items():
+    _add(f"empty path: {name}", lambda t, d, r, raw, a=argv: (a(t, d, r, raw), [t / "o"]), "empty")
+
+# a run and a dataset in one place, a dataset prepared over its own source
+for command in (("train",), ("translate", "train")):
+    for name, where in [("the dataset", lambda d: d), ("inside the dataset", lambda d: d + "/run"),
+                        ("around the dataset", lambda d: str(Path(d).parent))]:
+        _add(f"{' '.join(command)}: --run {name}",
+             lambda t, d, r, raw, c=command, w=where: ([*c, "--dataset", d, "--run", w(d)], []), "overlap")
+_add("prepare: output is the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw)], []),
+     "the output is the source folder")
+
+# destinations that cannot be written
+for name, where in [("an existing file", lambda t, raw: str(sorted(raw.iterdir())[0])),
+                    ("/proc", lambda t, raw: "/proc/facegan-x"),
+                    ("a 300-character name", lambda t, raw: str(t / ("x" * 300)))]:
+    for command in ("synth", "prepare", "train", "sample"):
+        def build(t, d, r, raw, c=command, w=where):
+            out = w(t, raw)
+            return {"synth": ["synth", out, "--count", "2"], "prepare": ["prepare", str(raw), out],
+                    "train": ["train", "--dataset", d, "--run", out, "--steps", "1"],
+                    "sample": ["sample", r, out, "--count", "2"]}[c], []
+        _add(f"{command}: destination {name}", build, "cannot ")
+
+# stored documents of the wrong shape: config.json, the manifest, pointers, a checkpoint's fields
+DEEP = "[" * 100_000 + "]" * 100_000
+for name, text, expected in [
+    ("a list", "[]", "config.json: not a run config"),
+    ("a string", '"x"', "config.json: not a run config"),
+    ("nested too deep", DEEP, "config.json: not a facegan document (JSON nested too deep)"),
+    ("steps a string", json.dumps({"steps": "many"}), "damaged run config: steps='many' must be an integer"),
+    ("batch_size a float", json.dumps({"batch_size": 8.5}), "damaged run config: batch_size=8.5 must be an integer"),
+    ("lr_g a string", json.dumps({"lr_g": "fast"}), "damaged run config: lr_g='fast' must be a number"),
+    ("compile a string", json.dumps({"compile": "yes"}), "damaged run config: compile='yes' must be true or false"),
+    ("model a list", json.dumps({"model": [1]}), "damaged run config: model=[1] must be the model's settings"),
+    ("model.ngf a string", json.dumps({"model": {"ngf": "8"}}), "damaged run config: model.ngf='8' must be an integer"),
+    ("model.z_dim true", json.dumps({"model": {"z_dim": True}}), "model.z_dim=True must be an integer"),
+    ("not JSON", "{", "config.json: not valid JSON"),
+]:
+    _add(f"train: config.json {name}",
+         lambda t, d, r, raw, x=text: (_train_on(t, d, _run_copy(r, t, lambda p: (p / "config.json").write_text(x))),
+                                       []),
+         expected)
+for name, change, expected in [
+    ("count true", lambda m: m.update(count=True), "field 'count' missing or not int"),
+    ("count a string", lambda m: m.update(count="12"), "field 'count' missing or not int"),
+    ("count 1e12", lambda m: m.update(count=10**12), "shard counts do not add up"),
+    ("shards a dict", lambda m: m.update(shards={}), "field 'shards' missing or not list"),
+    ("resolution a string", lambda m: m.update(resolution="32"), "field 'resolution' missing or not int"),
+    ("shard count true", lambda m: m["shards"][0].update(count=True), "shards[0] is not a shard record"),
+    ("version true", lambda m: m.update(version=True), "is not a format version"),
+    ("a list", lambda m: m.clear(), "not a facegan dataset manifest"),
+    ("id changed", lambda m: m.update(id="0" * 16), "id does not match"),
+]:
+    _add(f"train: manifest {name}",
+         lambda t, d, r, raw, c=change: (["train", "--dataset", _dataset_copy(d, t, c), "--run", str(t / "run")],
+                                         [t / "run"]),
+         expected)
+_add("train: manifest nested too deep",
+     lambda t, d, r, raw: (["train", "--dataset", _dataset_text(d, t, DEEP), "--run", str(t / "run")], [t / "run"]),
+     "JSON nested too deep")
+for name, pointer, expected in [
+    ("a list", [1], "damaged pointer"),
+    ("step -5", {"step": -5, "key": "checkpoints/step-0000004.pt"}, "damaged pointer"),
+    ("a key outside the run", {"step": 4, "key": "../../x.pt"}, "damaged pointer"),
+    ("a malformed sha256", {"step": 4, "key": "checkpoints/step-0000004.pt", "sha256": "abc"}, "damaged pointer"),
+    ("a wrong sha256", {"step": 4, "key": "checkpoints/step-0000004.pt", "sha256": "0" * 64}, "damaged: its sha256"),
+]:
+    for command in ("sample", "fid"):
+        def build(t, d, r, raw, c=command, p=pointer):
+            run = _run_copy(r, t, lambda f: (f / "latest.json").write_text(json.dumps(p)))
+            return (["sample", run, str(t / "o")] if c == "sample" else ["fid", run, "--dataset", d]), [t / "o"]
+        _add(f"{command}: latest.json {name}", build, expected)
+for value in (-5, True, 1e30, 10**12, "4"):
+    _add(f"sample: checkpoint step {value!r}",
+         lambda t, d, r, raw, v=value: (["sample", _checkpoint_copy(r, t, lambda s: s.update(step=v)), str(t / "o")],
+                                        [t / "o"]),
+         "damaged checkpoint, step")
+_add("sample: a flipped byte in the checkpoint",
+     lambda t, d, r, raw: (["sample", _run_copy(r, t, _flip_latest), str(t / "o")], [t / "o"]), "damaged: its sha256")
+_add("fid: a flipped byte in the checkpoint",
+     lambda t, d, r, raw: (["fid", _run_copy(r, t, _flip_latest), "--dataset", d], []), "damaged: its sha256")
+
+# stored arrays that pass their sha256 but are wrong (the manifest re-hashed to match)
+for name, payload, expected in [  # payload(shape the manifest gives the first shard)
+    ("object dtype", lambda n: _npy_header("|O", n) + b"\0" * 64, "the manifest says"),
+    ("float dtype", lambda n: _npy_of(__import__("numpy").zeros(n, "float32")), "the manifest says"),
+    ("short data", lambda n: _npy_of(__import__("numpy").zeros(n, "uint8"))[:-100], "bytes of data"),
+    ("a header claiming 1e11 elements", lambda n: _npy_header("|u1", (10**11, *n[1:])), "the manifest says"),
+    ("not an array", lambda n: b"hello", "not a .npy array"),
+    ("Fortran order", lambda n: _npy_header("|u1", n, True) + bytes(__import__("math").prod(n)), "Fortran order"),
+]:
+    _add(f"train: shard {name}",
+         lambda t, d, r, raw, p=payload: (["train", "--dataset", _shard_replaced(d, t, p), "--run", str(t / "run")],
+                                          [t / "run"]),
+         expected)
+
+# sizes that cannot fit: refused before anything is allocated (and nothing, not config.json, written)
+for name, extra, expected in [
+    ("--batch-size 1e9", ["--batch-size", "1000000000"], "batch_size=1000000000 at 32 px"),
+    ("--z-dim 1e9", ["--z-dim", "1000000000"], "Adam's moments) needs at least"),
+    ("--ngf 1e9", ["--ngf", "1000000000"], "Adam's moments) needs at least"),
+    ("--ndf 1e9", ["--ndf", "1000000000"], "Adam's moments) needs at least"),
+]:
+    _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, "--steps", "1", *e), [t / "run"]), expected)
+for name, extra in [("--ngf 1e9", ["--ngf", "1000000000"]), ("--blocks 1e9", ["--blocks", "1000000000"]),
+                    ("--batch-size 1e9", ["--batch-size", "1000000000"])]:
+    _add(f"translate train: {name}",
+         lambda t, d, r, raw, e=extra: (["translate", "train", "--dataset", _labelled(t, raw), "--run", str(t / "run"),
+                                         "--steps", "1", "--attribute", "Heavy_Makeup", *e], [t / "run"]),
+         "needs at least")
+_add("sample: --count 1e9", lambda t, d, r, raw: (["sample", r, str(t / "o"), "--count", "1000000000"], [t / "o"]),
+     "1000000000 faces at 32 px needs at least")
+_add("sample: --interpolation-steps 1e9",
+     lambda t, d, r, raw: (["sample", r, str(t / "o"), "--interpolation-steps", "1000000000"], [t / "o"]),
+     "1000000000 interpolation steps at 32 px needs at least")
+
+# raw input
+_add("prepare: an attribute table whose row count is not a plain decimal",
+     lambda t, d, r, raw: (["prepare", str(raw), str(t / "o"), "--attributes",
+                            str(_write(t / "attrs.txt", "\u00b2\nA B\n000001.jpg 1 -1\n".encode()))], [t / "o"]),
+     "line 1: '\u00b2' is not the row count")
+_add("prepare: no image has a row in the attribute table",
+     lambda t, d, r, raw: (["prepare", str(raw), str(t / "o"), "--attributes",
+                            str(_write(t / "attrs.txt", b"202599\nA B\nother.jpg 1 -1\n"))], [t / "o"]),
+     "has a row in the attribute table")
+_add("prepare: a zip whose only entry name is there twice",
+     lambda t, d, r, raw: (["prepare", str(_zip_twice(t / "twice.zip", raw)), str(t / "o")], [t / "o"]),
+     "duplicate entry name in the archive")
+_add("prepare: a folder of one FIFO", lambda t, d, r, raw: (["prepare", str(_fifo_folder(t)), str(t / "o")], [t / "o"]),
+     "not a regular file")
+
+
+def _train_on(t: Path, d: str, run: str) -> list[str]:
+    return ["train", "--dataset", d, "--run", run]
+
+
+def _run_copy(run_dir: str, tmp: Path, change) -> str:
+    import shutil
+
+    copy = tmp / "run-copy"
+    shutil.copytree(run_dir, copy)
+    change(copy)
+    return str(copy)
+
+
+def _flip_latest(run: Path) -> None:
+    pointer = json.loads((run / "latest.json").read_text())
+    path = run / pointer["key"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _dataset_text(dataset32: str, tmp: Path, text: str) -> str:
+    import shutil
+
+    out = tmp / "ds"
+    shutil.copytree(dataset32, out)
+    (out / "manifest.json").write_text(text)
+    return str(out)
+
+
+def _npy_header(descr: str, shape: tuple, fortran: bool = False) -> bytes:
+    header = repr({"descr": descr, "fortran_order": fortran, "shape": shape}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def _npy_of(arr) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _shard_replaced(dataset32: str, tmp: Path, payload) -> str:
+    """A copy of the dataset whose first shard is `payload(its shape)`, its sha256 and the id
+    updated to match."""
+    import hashlib
+
+    from facegan.data import manifest_id
+
+    def change(m: dict) -> None:
+        payload_bytes = payload((m["shards"][0]["count"], m["resolution"], m["resolution"], 3))
+        (tmp / "ds" / m["shards"][0]["name"]).write_bytes(payload_bytes)
+        m["shards"][0]["sha256"] = hashlib.sha256(payload_bytes).hexdigest()
+        m["id"] = manifest_id(m)
+
+    return _dataset_copy(dataset32, tmp, change)
+
+
+def _labelled(tmp: Path, raw: Path) -> str:
+    from facegan.prepare import prepare
+    from facegan.synthetic import make_faces
+
+    src = make_faces(tmp / "mraw" / "img_align_celeba", 6, seed=2, makeup=0.5)
+    out = str(tmp / "mds")
+    prepare(src, out, resolution=32, workers=1, attributes=str(src.parent / "list_attr_celeba.txt"),
+            log=lambda *_: None)
+    return out
+
+
+def _zip_twice(path: Path, raw: Path) -> Path:
+    import warnings
+
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate it writes
+        for p in sorted(raw.iterdir())[:2]:
+            z.write(p, "face.jpg")
+    return path
+
+
+def _fifo_folder(tmp: Path) -> Path:
+    import os
+
+    folder = tmp / "fifo"
+    folder.mkdir()
+    os.mkfifo(folder / "face.jpg")
+    return folder
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -162,23 +452,36 @@ def _damaged_metrics(run_dir: str, tmp: Path) -> str:
     return str(copy)
 
 
+def _snapshot(*roots: Path) -> dict:
+    """Every file (its sha256) and folder under `roots`: what a bad input must leave as it was."""
+    import hashlib
+
+    seen = {}
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")) if Path(root).exists() else []:
+            seen[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_fifo() else "dir"
+    return seen
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_exit_2(case, tmp_path, dataset32, run_dir, raw_faces, capsys):
     build, expected = CASES[case]
     argv, untouched = build(tmp_path, dataset32, run_dir, raw_faces)
+    before = _snapshot(tmp_path, Path(dataset32), Path(run_dir), raw_faces)
     assert main(argv) == 2, case
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], (case, err)
-    assert lines[0].startswith(f"facegan {argv[0]}: error: ")
+    assert lines[0].startswith(f"facegan {argv[0]}")
     assert "Traceback" not in out + err
     for path in untouched:
         assert not Path(path).exists(), f"{case}: {path} was written"
+    assert _snapshot(tmp_path, Path(dataset32), Path(run_dir), raw_faces) == before, f"{case}: something changed"
 
 
 def test_bad_input_table_size():
     """The figure README states: how many bad inputs the table tries."""
-    assert len(CASES) >= 22
+    assert len(CASES) >= 150
 
 
 def _png_claiming(width: int, height: int) -> bytes:

@@ -135,7 +135,7 @@ def _read_uri(uri: str, cache: Path) -> bytes:
             except OSError as exc:
                 raise FIDError(
                     f"FID weights: cannot download {uri} ({exc}); download {WEIGHTS_NAME} yourself and set "
-                    f"{WEIGHTS_ENV} (or --fid-weights) to its path or s3:// URI"
+                    f"{WEIGHTS_ENV} (or --weights, --metric-weights) to its path or s3:// URI"
                 ) from None
             open_store(cache).put_bytes(local.name, data)
         return local.read_bytes()
@@ -144,7 +144,7 @@ def _read_uri(uri: str, cache: Path) -> bytes:
         return store.get_bytes(key)
     except StorageError as exc:
         raise FIDError(
-            f"FID weights: {exc}; put {WEIGHTS_NAME} there or set {WEIGHTS_ENV} (or --fid-weights) to it"
+            f"FID weights: {exc}; put {WEIGHTS_NAME} there or set {WEIGHTS_ENV} (or --weights, --metric-weights) to it"
         ) from None
 
 
@@ -259,12 +259,12 @@ class FIDTracker:
         checks); the protocol records it and the cached statistics are kept apart."""
         if not MIN_RESIZE <= resize <= RESIZE:
             raise FIDError(f"resize={resize}: the Inception input side must be {MIN_RESIZE}..{RESIZE}")
+        store = open_store(dataset_uri)  # the dataset first: a bad URI is named before any download
+        if manifest is None:
+            manifest = data.read_manifest(store)
         device = use_device(str(device))
         net, weights = load_weights(weights_uri)
         net = net.to(device)
-        store = open_store(dataset_uri)
-        if manifest is None:
-            manifest = data.read_manifest(store)
         n = min(samples, manifest["count"])
         key = f"fid-stats-{weights['sha256'][:8]}-{n}{'' if resize == RESIZE else f'-r{resize}'}.npz"
         net.resize = resize
