@@ -315,7 +315,7 @@ for name, extra, expected in [
 ]:
     _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, "--steps", "1", *e), [t / "run"]), expected)
 for name, extra in [("--ngf 1e9", ["--ngf", "1000000000"]), ("--blocks 1e9", ["--blocks", "1000000000"]),
-                    ("--batch-size 1e9", ["--batch-size", "1000000000"])]:
+                    ("--batch-size 1e9", ["--batch-size", "1000000000", "--pool-size", "1000000000"])]:
     _add(f"translate train: {name}",
          lambda t, d, r, raw, e=extra: (["translate", "train", "--dataset", _labelled(t, raw), "--run", str(t / "run"),
                                          "--steps", "1", "--attribute", "Heavy_Makeup", *e], [t / "run"]),
