@@ -152,3 +152,73 @@ def test_a_flipped_byte_in_the_latest_checkpoint_is_skipped_on_resume_and_refuse
     assert "resuming from checkpoints/step-0000004.pt, the newest intact checkpoint" in out
     assert ckpt.load(str(run))["step"] == 12  # trained on from step 4; the damaged file was replaced
     assert ckpt.load(str(path))["step"] == 8
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong keys", "an older build of the dataset"])
+def test_a_broken_or_stale_fid_cache_is_rebuilt(fid_weights, dataset32, tmp_path, damage):
+    import io
+    import shutil
+
+    import numpy as np
+
+    from facegan.metrics.fid import FIDTracker
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset32, ds)
+    make = lambda logs: FIDTracker.create(str(ds), samples=8, weights_uri=fid_weights, log=logs.append,  # noqa: E731
+                                          batch=4, resize=75)
+    fresh = make([])
+    cache = next(ds.glob("fid-stats-*.npz"))
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:100])
+    elif damage == "wrong keys":
+        buf = io.BytesIO()
+        np.savez(buf, mean=fresh.mu)
+        cache.write_bytes(buf.getvalue())
+    else:
+        buf = io.BytesIO()
+        np.savez(buf, mu=fresh.mu + 1, sigma=fresh.sigma, dataset_id=np.array("0123456789abcdef"))
+        cache.write_bytes(buf.getvalue())
+    logs = []
+    again = make(logs)
+    assert "computing the statistics again" in logs[0] or "computing them again" in logs[0], logs
+    assert np.array_equal(again.mu, fresh.mu) and np.array_equal(again.sigma, fresh.sigma)
+    make(logs)
+    assert "real statistics from" in logs[-1]  # the rebuilt cache is used from then on
+
+
+def test_a_run_resumes_on_the_same_dataset_at_another_path(dataset32, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved-ds"
+    shutil.copytree(dataset32, moved)
+    fit(tiny_config(dataset32, str(tmp_path / "run"), steps=4), quiet)
+    said = []
+    result = fit(tiny_config(str(moved), str(tmp_path / "run"), steps=8), Hooks(log=said.append))
+    assert result.step == 8
+    assert any(f"the dataset's path changed ({dataset32} -> {moved}); it is the same dataset" in s for s in said)
+
+
+def test_prepare_takes_a_partial_attribute_table_and_skips_a_damaged_zip_entry(makeup_raw, tmp_path):
+    import zipfile
+
+    from facegan.prepare import prepare
+
+    lines = (makeup_raw.parent / "list_attr_celeba.txt").read_text().splitlines()
+    partial = tmp_path / "partial.txt"
+    partial.write_text("\n".join(["202599", *lines[1:12]]) + "\n")  # line 1 as the real file's; 10 rows
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(makeup_raw.iterdir())[:10]:
+            z.write(p, p.name)
+    data = bytearray(archive.read_bytes())
+    first = data.find(b"PK\x03\x04")
+    data[first + 30 + len("000001.jpg") + 40] ^= 0xFF  # inside the first entry's compressed bytes
+    archive.write_bytes(bytes(data))
+    said = []
+    m = prepare(archive, str(tmp_path / "ds"), resolution=32, workers=1, attributes=str(partial),
+                log=said.append).manifest
+    assert any("is a partial table: 10 of the 202599 rows" in s for s in said)
+    assert m["attributes"]["table_rows"] == {"held": 10, "declared": 202599}
+    damaged = [s for s in m["skipped"] if s["file"] == "000001.jpg"]
+    assert m["count"] == 9 and len(damaged) == 1 and damaged[0]["reason"].startswith("unreadable ("), m["skipped"]
