@@ -24,6 +24,8 @@ A recipe (what `family.recipes().build(setup)` returns) provides:
     grid()             a checkpoint.Render of the run's fixed-input sample picture
     sampler            sampler(n, batch) -> batches of images in [-1, 1], what the metrics score
     describe_new()     the log line of a new run
+A family's model config may give `min_parameters` (a lower bound from its settings), so a model
+that cannot fit is refused before it is built (`facegan.memory`).
 """
 
 from __future__ import annotations
