@@ -112,10 +112,7 @@ class Runtime:
         return "nccl" if self.cuda else "gloo"
 
     def autocast(self):
-        """The step's autocast context (a no-op for fp32, and on the meta device, where
-        `facegan.memory` runs the step to size it)."""
-        if self.device.type == "meta":
-            return contextlib.nullcontext()
+        """The step's autocast context (a no-op for fp32)."""
         return torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None)
 
     def synchronize(self) -> None:
