@@ -123,12 +123,31 @@ def _umask() -> int:
     return mask
 
 
+def make_folders(folder: Path) -> list[Path]:
+    """`mkdir -p folder`; returns the folders it created, deepest first (for `remove_folders`)."""
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Remove the folders `make_folders` created, where they are still empty: a failed write
+    leaves nothing behind."""
+    for p in made:
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
 def _atomic_write(path: Path, write) -> None:
     """Temp file in the same folder, fsync, then rename over `path`: readers see the old or the
-    new file, never half of one. The file gets the mode a plain open() would (0666 & ~umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    new file, never half of one. The file gets the mode a plain open() would (0666 & ~umask). A
+    failed write leaves neither the temp file nor the folders it made."""
+    made = make_folders(path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -136,7 +155,9 @@ def _atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        remove_folders(made)
         raise
 
 
@@ -244,8 +265,9 @@ class LocalStore(Store):
         import fcntl
 
         path = self._p(key)
+        made = []
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            made = make_folders(path.parent)
             folder = os.open(path.parent, os.O_RDONLY)
             try:
                 fcntl.flock(folder, fcntl.LOCK_EX)  # one conditional writer at a time, any process
@@ -256,6 +278,7 @@ class LocalStore(Store):
             finally:
                 os.close(folder)  # and so unlocked
         except OSError as exc:
+            remove_folders(made)
             raise StorageError(f"{self.uri(key)}: cannot write ({exc.strerror or exc})") from None
         return hashlib.sha256(data).hexdigest()
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from facegan.attributes import CELEBA_ATTRIBUTES, TABLE_NAME, format_table
 from facegan.errors import StorageError
+from facegan.storage import make_folders, remove_folders
 
 SKIN = [(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36)]
 HAIR = [(20, 20, 20), (90, 56, 37), (165, 107, 70), (230, 200, 140), (120, 120, 120)]
@@ -70,8 +71,9 @@ def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | No
     if not str(folder).strip():
         raise StorageError("the output folder is empty; name a folder to write the faces into")
     folder = Path(folder)
+    made = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        made = make_folders(folder)
         rng = random.Random(seed)
         labels = random.Random(seed + 1)
         rows = {}
@@ -85,5 +87,8 @@ def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | No
         if makeup is not None:
             (folder.parent / TABLE_NAME).write_text(format_table(CELEBA_ATTRIBUTES, rows))
     except OSError as exc:  # a file in the way, /proc, a read-only or full disk, a name too long
+        for p in folder.glob("*.jpg") if made else []:  # what this call wrote into a folder it made
+            p.unlink(missing_ok=True)
+        remove_folders(made)
         raise StorageError(f"{exc.filename or folder}: cannot write ({exc.strerror or exc})") from None
     return folder

@@ -572,3 +572,48 @@ def test_unreadable_source_folders_are_listed_not_dropped(raw_faces, tmp_path, m
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(DatasetError, match=r"src: cannot read this folder \(permission denied\)"):
         prepare(src, str(tmp_path / "ds2"), resolution=32, workers=1, log=lambda *_: None)
+
+
+@pytest.fixture(params=["an immutable folder", "a full disk"])
+def unwritable(request, tmp_path):
+    """A destination folder no write can go into: `chattr +i`, or a 64 KiB tmpfs filled to the last
+    byte (skipped where this machine does not allow it)."""
+    import subprocess
+
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    if request.param == "an immutable folder":
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not permitted here")
+        yield folder, "Operation not permitted"
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                          capture_output=True).returncode:
+            pytest.skip("mounting a tmpfs is not permitted here")
+        try:
+            try:
+                with open(folder / "filler", "wb") as f:
+                    while True:
+                        f.write(b"\0" * 4096)
+                        f.flush()
+            except OSError:  # full: that is the point
+                pass
+            yield folder, "No space left on device"
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("command", ["synth", "prepare", "train", "sample"])
+def test_a_destination_that_takes_no_write_is_one_line_exit_2(command, unwritable, dataset32, run_dir, raw_faces,
+                                                              capsys):
+    folder, reason = unwritable
+    out = str(folder / "out")
+    argv = {"synth": ["synth", out, "--count", "2"], "prepare": ["prepare", str(raw_faces), out],
+            "train": ["train", "--dataset", dataset32, "--run", out, "--steps", "1"],
+            "sample": ["sample", run_dir, out, "--count", "2"]}[command]
+    before = _snapshot(folder, Path(dataset32), Path(run_dir))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot " in err[0] and reason in err[0], err
+    assert _snapshot(folder, Path(dataset32), Path(run_dir)) == before
