@@ -210,9 +210,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             if not memory.out_of_memory(exc):
                 raise
             raise ConfigError(f"{sizes} does not fit in memory: {memory.failure(exc, device)}") from None
-        weights = sum(memory.tensor_bytes(obj.state_dict()) for obj in recipe.parts.values())
         trained = sum(p.numel() * p.element_size() for m in recipe.calls.values() for p in m.parameters())
-        memory.check(weights + 3 * trained, f"{sizes}, with its gradients and Adam's moments", device)
+        memory.check(3 * trained, f"{sizes}: the gradients and Adam's moments of its built networks", device)
         keys = [s.key for s in family.scalars]
 
         # --- resume from latest.json (parts restored as they are saved), or start anew ---------

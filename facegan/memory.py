@@ -88,14 +88,3 @@ def failure(exc: BaseException, device: torch.device | str) -> str:
         found = re.search(r"tried to allocate ([\d.]+ [KMGT]iB)", text, re.IGNORECASE)
         need = f"it asked for {found.group(1)}" if found else "an allocation failed"
     return f"{need}, {torch.device(device)} has {gib(free_bytes(device))} free"
-
-
-def tensor_bytes(tree) -> int:
-    """Bytes of every tensor in nested dicts/lists (a state dict, an optimizer's state)."""
-    if isinstance(tree, torch.Tensor):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, dict):
-        return sum(tensor_bytes(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return sum(tensor_bytes(v) for v in tree)
-    return 0
