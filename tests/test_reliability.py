@@ -187,11 +187,19 @@ def test_a_broken_or_stale_fid_cache_is_rebuilt(fid_weights, dataset32, tmp_path
     assert "real statistics from" in logs[-1]  # the rebuilt cache is used from then on
 
 
-def test_a_run_resumes_on_the_same_dataset_at_another_path(dataset32, tmp_path):
+@pytest.mark.parametrize("where", ["a moved copy", "a copy on S3"])
+def test_a_run_resumes_on_the_same_dataset_at_another_path(dataset32, tmp_path, where, request):
     import shutil
+    from pathlib import Path
 
-    moved = tmp_path / "moved-ds"
-    shutil.copytree(dataset32, moved)
+    if where == "a moved copy":
+        moved = tmp_path / "moved-ds"
+        shutil.copytree(dataset32, moved)
+    else:
+        moved = request.getfixturevalue("bucket") + "/datasets/faces-32"
+        store = open_store(moved)
+        for p in Path(dataset32).iterdir():
+            store.put_file(p.name, p)
     fit(tiny_config(dataset32, str(tmp_path / "run"), steps=4), quiet)
     said = []
     result = fit(tiny_config(str(moved), str(tmp_path / "run"), steps=8), Hooks(log=said.append))
