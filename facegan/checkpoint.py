@@ -193,14 +193,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def verified(data: bytes, record: dict, where: str, by: str) -> bytes:
-    """`data`, after checking it against the sha256 (and size) in `record` (a pointer or a checkpoint
-    list entry, read from `by`); a mismatch is a CheckpointError naming the file."""
+def verify(data: bytes, record: dict, where: str, by: str) -> None:
+    """Check `data` against the sha256 in `record` (a pointer or a checkpoint list entry, read from
+    `by`); a mismatch is a CheckpointError naming the file (and both sizes)."""
     digest = sha256(data)
     if digest != record["sha256"]:
         raise CheckpointError(f"{where}: damaged: its sha256 is {digest[:12]}..., {by} recorded "
                               f"{str(record['sha256'])[:12]}... ({len(data)} bytes, recorded {record.get('bytes')})")
-    return data
 
 
 def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
@@ -266,7 +265,7 @@ def _load_record(run: Store, record: dict, by: str) -> dict[str, Any]:
     except StorageError as exc:
         raise CheckpointError(f"{run.uri(by)} points at a missing checkpoint: {exc}") from None
     if record.get("sha256"):
-        verified(data, record, where, by)
+        verify(data, record, where, by)
     state = from_bytes(data, where)
     if state["step"] != record["step"]:
         raise CheckpointError(f"{where}: damaged: it holds step {state['step']}, {by} says {record['step']}")

@@ -95,10 +95,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_model(self)
-        for name in ("z_dim", "ngf", "ndf"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.{name}={value!r} must be a positive integer")
+        _check_positive_ints(self, ("z_dim", "ngf", "ndf"), "model.")
         if self.norm not in NORMS:
             raise ConfigError(f"model.norm={self.norm!r} must be one of {NORMS}")
 
@@ -132,14 +129,18 @@ def check_types(cfg: Any, prefix: str = "") -> None:
         value, kind = getattr(cfg, f.name), option_type(f)
         if value is None and f.type.endswith("| None"):
             continue
-        ok = (isinstance(value, bool) if kind is bool else
-              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-              isinstance(value, kind) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
-        if not ok:
-            raise ConfigError(f"{prefix}{f.name}={value!r} must be {_TYPE_WORDS[kind]}")
+        words, fits = _TYPES[kind]
+        if not fits(value):
+            raise ConfigError(f"{prefix}{f.name}={value!r} must be {words}")
 
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# per option type: how an error names it, and which stored values are of it (a bool is not a number)
+_TYPES = {
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+}
 
 
 def check_model(model: Any) -> None:

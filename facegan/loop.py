@@ -204,12 +204,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         least = getattr(cfg.model, "min_parameters", 0)  # a model config may bound its size (facegan.memory)
         memory.check(4 * 4 * least, f"{sizes}, with {least} parameters or more (weights, gradients, Adam's moments)",
                      device)
-        try:
+        with memory.refused_if_out_of_memory(sizes, device):
             recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
-        except (RuntimeError, MemoryError) as exc:
-            if not memory.out_of_memory(exc):
-                raise
-            raise ConfigError(f"{sizes} does not fit in memory: {memory.failure(exc, device)}") from None
         trained = sum(p.numel() * p.element_size() for m in recipe.calls.values() for p in m.parameters())
         memory.check(3 * trained, f"{sizes}: the gradients and Adam's moments of its built networks", device)
         keys = [s.key for s in family.scalars]
@@ -294,13 +290,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                         log(f"first step (torch.compile) took {result.compile_seconds:.1f}s")
                         window_start, timed = time.perf_counter(), -1  # compile time reported, not averaged
                     elif step == start + 1:  # the first step shows whether the settings fit the device
-                        try:
+                        with memory.refused_if_out_of_memory(f"batch_size={cfg.batch_size} with {sizes}", device):
                             sums += recipe.step(step, calls)
-                        except (RuntimeError, MemoryError) as exc:
-                            if not memory.out_of_memory(exc):
-                                raise
-                            raise ConfigError(f"batch_size={cfg.batch_size} with {sizes} does not fit in memory: "
-                                              f"{memory.failure(exc, device)}") from None
                     else:
                         sums += recipe.step(step, calls)
                     if step == start + 1 and world.is_main:  # every setting has run: it is the run's now

@@ -11,6 +11,7 @@ allocation that still fails is recognised by `out_of_memory` and reported the sa
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -67,6 +68,18 @@ def check(need: int, what: str, device: torch.device | str, error: type[Exceptio
     if need > free:
         raise error(f"{what} needs at least {gib(need)} of memory, but {torch.device(device)} has {gib(free)} free; "
                     "use a smaller setting")
+
+
+@contextlib.contextmanager
+def refused_if_out_of_memory(what: str, device: torch.device | str):
+    """Run the block; an allocation in it that fails (CUDA out of memory, or the CPU allocator's)
+    becomes a one-line ConfigError: "<what> does not fit in memory: it asked for X, D has Y free"."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise ConfigError(f"{what} does not fit in memory: {failure(exc, device)}") from None
 
 
 def out_of_memory(exc: BaseException) -> bool:
