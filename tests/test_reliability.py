@@ -182,7 +182,11 @@ def test_a_broken_or_stale_fid_cache_is_rebuilt(fid_weights, dataset32, tmp_path
     logs = []
     again = make(logs)
     assert "computing the statistics again" in logs[0] or "computing them again" in logs[0], logs
-    assert np.array_equal(again.mu, fresh.mu) and np.array_equal(again.sigma, fresh.sigma)
+    # The same features give the same statistics up to BLAS round-off: OpenBLAS's f.T @ f may take
+    # another kernel path for another buffer alignment (CI's CPU did), so the covariance is compared
+    # to 1e-9 of its scale; the mean, which no BLAS call touches, is compared to the bit.
+    assert np.array_equal(again.mu, fresh.mu)
+    assert np.abs(again.sigma - fresh.sigma).max() <= 1e-9 * np.abs(fresh.sigma).max()
     make(logs)
     assert "real statistics from" in logs[-1]  # the rebuilt cache is used from then on
 
