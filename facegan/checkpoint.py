@@ -211,9 +211,10 @@ def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
         raise CheckpointError(f"{where}: {key} does not fit this model ({first})") from None
 
 
-def make_state(step: int, config: dict, dataset_id: str, family: str, **parts: Any) -> dict[str, Any]:
+def make_state(step: int, config: dict, dataset_id: str, family: str, training: dict | None = None,
+               **parts: Any) -> dict[str, Any]:
     """Assemble a checkpoint dict: the given parts (state dicts: the family's `parts`) plus
-    step, config, RNG, tags."""
+    step, config, RNG, tags, and `training` (how it was trained: see `training_record`)."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -223,8 +224,30 @@ def make_state(step: int, config: dict, dataset_id: str, family: str, **parts: A
         "dataset_id": dataset_id,
         "rng": rng_state(),
         "saved_at": time.time(),
+        **({"training": training} if training is not None else {}),
         **parts,
     }
+
+
+def training_record(state: dict[str, Any]) -> dict[str, Any]:
+    """How a checkpoint was trained, as `facegan.loop.fit` records it: {"seconds": wall-clock
+    seconds of training up to its step, over every session, "device": what trained it,
+    "processes": data-parallel processes, "dataset_images": images in the dataset}; {} for a
+    checkpoint written before facegan kept the record, or one whose record is damaged."""
+    record = state.get("training")
+    if not isinstance(record, dict):
+        return {}
+    kinds = {"seconds": (int, float), "device": str, "processes": int, "dataset_images": int}
+    if any(not isinstance(record.get(k), t) or isinstance(record.get(k), bool) for k, t in kinds.items()):
+        return {}
+    return {k: record[k] for k in kinds}
+
+
+def run_of(uri: str) -> tuple[str, str] | None:
+    """(run folder URI, key) of a checkpoint URI inside a run folder (`<run>/checkpoints/step-N.pt`),
+    else None."""
+    in_run = re.fullmatch(rf"(.+)/({CKPT_DIR}/step-\d{{7,}}\.pt)", str(uri))
+    return (in_run.group(1), in_run.group(2)) if in_run else None
 
 
 # ------------------------------------------------------------------ run folder
@@ -340,10 +363,10 @@ def load(uri: str) -> dict[str, Any]:
     uri = str(uri)
     if uri.endswith(".pt"):
         store, key = split_uri(uri)
-        in_run = re.fullmatch(rf"(.+)/({CKPT_DIR}/step-\d{{7,}}\.pt)", uri)  # a run folder's checkpoint
+        in_run = run_of(uri)  # a run folder's checkpoint
         if in_run:
-            run = open_store(in_run.group(1))
-            entry = next((e for e in read_index(run) if e["key"] == in_run.group(2)), None)
+            run = open_store(in_run[0])
+            entry = next((e for e in read_index(run) if e["key"] == in_run[1]), None)
             if entry is not None:
                 return _load_record(run, entry, CHECKPOINTS)
         try:

@@ -11,6 +11,7 @@ from facegan import families
 from facegan.config import (
     DEVICE_HELP,
     RENAMED,
+    TRUNCATION_MIN,
     RunConfig,
     all_options,
     nest_options,
@@ -177,9 +178,18 @@ def cmd_sample(a: argparse.Namespace) -> int:
     from facegan.sample import load_generator, save_samples
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
-    save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps)
+    save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps,
+                 truncation=a.truncation)
     print(f"wrote {a.count} faces (faces/000.png ...), grid.png and interpolation.png "
-          f"({a.interpolation_steps} steps) from {gen.which} at step {gen.step} to {a.out}")
+          f"({a.interpolation_steps} steps) from {gen.which} at step {gen.step} to {a.out}"
+          + (f" (truncation {a.truncation:g})" if a.truncation != 1 else ""))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from facegan.export import export
+
+    export(a.source, a.out, log=print)
     return 0
 
 
@@ -243,6 +253,15 @@ def fraction(text: str) -> float:
     return value
 
 
+def truncation(text: str) -> float:
+    """An argparse type: a truncation psi, a number from TRUNCATION_MIN to 1 (facegan.sample.latents)."""
+    value = number(text)
+    if not TRUNCATION_MIN <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range, must be from {TRUNCATION_MIN} to 1 "
+                                         "(1: no truncation)")
+    return value
+
+
 def family_in(argv: list[str]) -> str:
     """The value of `--family` in a `facegan train` command line (the default without one): the
     train options depend on it, so it is read before the parser is built."""
@@ -281,6 +300,9 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
     p.add_argument("--interpolation-steps", type=count(2), default=8, help="frames of the latent walk [default: 8]")
+    p.add_argument("--truncation", type=truncation, default=1.0, metavar="PSI",
+                   help="the truncation trick: keep latents within the central PSI of the normal's mass "
+                        "(values beyond are drawn again); fewer odd faces, less variety. 1 = off [default: 1]")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(fn=cmd_sample)
 
@@ -295,6 +317,12 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
                    help="Inception input side: 299 is the FID protocol; smaller only for smoke checks [default: 299]")
     p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
     p.set_defaults(fn=cmd_fid)
+
+    p = sub.add_parser("export", help="export a run's generator(s) for use without facegan: safetensors, "
+                                      "torch.export (.pt2), ONNX (checked with ONNX Runtime) and a model card")
+    p.add_argument("source", help="run URI (its best checkpoint, else its latest) or checkpoint .pt URI")
+    p.add_argument("out", help="output folder URI (a folder or s3://...): empty, or an earlier export")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
     p.add_argument("out")

@@ -24,6 +24,7 @@ SCHEDULES = ("constant", "linear")
 LOSSES = ("bce", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
 PRECISIONS = ("auto", "bf16", "fp32")
+TRUNCATION_MIN = 0.05  # the smallest truncation psi (facegan.sample.latents): below it, redrawing takes too long
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
 

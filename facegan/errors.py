@@ -43,6 +43,11 @@ class LeaseError(RuntimeError):
     """Another process holds (or took over) the run's lease: one trainer per run."""
 
 
+class ExportError(RuntimeError):
+    """A generator could not be exported in a format (the other files were written), or the
+    destination is not an export's folder; one-line message naming what."""
+
+
 class DivergedError(RuntimeError):
     """Training losses became NaN or infinite; nothing from that point on was saved."""
 
@@ -51,4 +56,4 @@ class DivergedError(RuntimeError):
 # settings under which training blows up): a CLI prints the one line and exits 2, a flow ends
 # Failed with it (retrying would only repeat it).
 INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError, DivergedError,
-                LeaseError)
+                LeaseError, ExportError)

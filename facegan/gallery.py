@@ -10,7 +10,10 @@ Layout under the store root::
     galleries/YYYY-MM-DD/loss.png          the run's loss curve (when it has one)
     galleries/YYYY-MM-DD/translations/RUN/*.png  per finished attribute-swap run: real faces of
                                            each domain, their translations, the cycle back
-    galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, images
+    galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, truncation, images
+
+A run's section links its model card and exported files (`runs/<run>/export/`, facegan.export)
+when it has been exported.
     galleries/index.html                   every night, newest first
     galleries/latest/...                   copy of the newest night
 
@@ -30,6 +33,7 @@ from facegan import checkpoint as ckpt
 from facegan import families, runfolder
 from facegan import metrics as metric_registry
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
+from facegan.export import CARD_JSON, CARD_MD
 from facegan.images import to_png
 from facegan.plots import metric_curve_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
@@ -84,6 +88,21 @@ def night_seeds(date: dt.date, count: int) -> list[int]:
     return list(range(base, base + count))
 
 
+def exported(run: Store, name: str) -> dict | None:
+    """The run's export as a night page links it ({"step", "card", "files"}: links relative to the
+    night's folder, galleries/DATE/), or None when it has none (or its card cannot be read)."""
+    folder = run.child(runfolder.EXPORT)
+    try:
+        card = folder.get_json(CARD_JSON) if folder.exists(CARD_JSON) else None
+        files = sorted(k for k in folder.list() if k != CARD_JSON)
+    except INPUT_ERRORS:
+        return None
+    if not isinstance(card, dict) or not isinstance(card.get("step"), int):
+        return None
+    base = f"../../runs/{name}/{runfolder.EXPORT}/"
+    return {"step": card["step"], "card": base + CARD_MD, "files": [base + k for k in files if k != CARD_MD]}
+
+
 def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict], dict[str, bytes]]:
     """A section per finished run of a family that does not draw from noise (an attribute swap:
     the run's fixed real faces of each domain beside their translations and cycle
@@ -101,7 +120,7 @@ def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict],
             continue  # runs that draw from noise have the page's main sections; unfinished runs wait
         section = {"run": run.root, "name": name, "family": family.name, "preset": config.get("preset", ""),
                    "title": family.what,
-                   "step": latest["step"], "checkpoint": run.uri(latest["key"])}
+                   "step": latest["step"], "checkpoint": run.uri(latest["key"]), "export": exported(run, name)}
         try:
             made = family.recipes().gallery_section(ckpt.load_run(run), device)
         except INPUT_ERRORS as exc:
@@ -117,9 +136,11 @@ def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict],
 
 
 def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
-            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu") -> dict:
+            fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu",
+            truncation: float | None = None) -> dict:
     """Sample the newest (or named run's) generator on `device` and publish the night's gallery,
-    with a section per finished attribute-swap run.
+    with a section per finished attribute-swap run; latents truncated at psi `truncation`
+    (facegan.sample.latents; None or 1: untruncated), which the page states.
 
     Returns the night's manifest (with `index_uri`, the page's URI).
     """
@@ -132,15 +153,15 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     fresh_seeds = night_seeds(date, fresh)
     night = f"{GALLERIES}/{date.isoformat()}"
     files: dict[str, bytes] = {}
-    fixed_imgs = generate(gen, fixed_seeds)
-    fresh_imgs = generate(gen, fresh_seeds)
+    fixed_imgs = generate(gen, fixed_seeds, truncation)
+    fresh_imgs = generate(gen, fresh_seeds, truncation)
     files["grid.png"] = to_png(fixed_imgs)
     files["fresh.png"] = to_png(fresh_imgs)
     singles = {**face_pngs(fixed_imgs), **face_pngs(fresh_imgs, first=fixed)}
     files.update(singles)
     faces = [{"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"}
              for i, (name, seed) in enumerate(zip(singles, fixed_seeds + fresh_seeds, strict=True))]
-    files["interpolation.png"] = interpolation_png(gen, 0, 1, interpolation_steps)
+    files["interpolation.png"] = interpolation_png(gen, 0, 1, interpolation_steps, truncation)
     run = open_store(source.run_uri)
     if run.exists(runfolder.LOSS_PLOT):
         files["loss.png"] = run.get_bytes(runfolder.LOSS_PLOT)
@@ -163,6 +184,8 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "resolution": gen.config.model.resolution,
         "fixed_seeds": fixed_seeds,
         "fresh_seeds": fresh_seeds,
+        "truncation": 1.0 if truncation is None else float(truncation),
+        "export": exported(run, runfolder.name(source.run_uri)),
         "faces": faces,
         "metrics": summary,
         "published_at": time.time(),
@@ -263,7 +286,7 @@ def night_page(m: dict) -> str:
         f"<h1>Faces of {e(m['date'])}</h1>"
         f'<p class="meta">Generator {e(m["generator"])} at step {m["step"]} of run '
         f"<code>{e(m['run'])}</code> ({e(label(m))})<br>checkpoint <code>{e(m['checkpoint'])}</code> "
-        f"(from {e(m['pointer'])})</p>"
+        f"(from {e(m['pointer'])})<br>{e(truncation_note(m))}</p>{export_links(m.get('export'))}"
         '<h2>Fixed seeds</h2><p class="meta">The same latents every night, to compare nights.</p>'
         '<img class="wide" src="grid.png" alt="grid of faces from fixed seeds">'
         "<h2>Tonight's seeds</h2>"
@@ -276,6 +299,25 @@ def night_page(m: dict) -> str:
     return _page(f"facegan gallery {m['date']}", body)
 
 
+def truncation_note(m: dict) -> str:
+    """What the page says of the night's latents."""
+    psi = m.get("truncation", 1.0)  # nights published before the setting: untruncated
+    if psi == 1:
+        return "latents: N(0, I), untruncated (truncation psi 1)"
+    return (f"latents: truncated normal, truncation psi {psi:g} "
+            f"(values beyond the central {psi:g} of the mass drawn again)")
+
+
+def export_links(export: dict | None) -> str:
+    """A run's links to its model card and exported files, or nothing when it has no export."""
+    if not export:
+        return ""
+    e = html.escape
+    links = "".join(f' · <a href="{e(f)}">{e(f.rsplit("/", 1)[-1])}</a>' for f in export["files"])
+    return (f'<p class="meta export">exported at step {export["step"]}: '
+            f'<a href="{e(export["card"])}">model card</a>{links}</p>')
+
+
 def translation_html(sections: list[dict]) -> str:
     """The attribute-swap sections of a night page: per run, a labelled row of faces per strip."""
     e = html.escape
@@ -283,7 +325,7 @@ def translation_html(sections: list[dict]) -> str:
     for t in sections:
         out += (f'<section class="translation" id="swap-{e(t["name"])}"><h2>{e(t["title"])}</h2>'
                 f'<p class="meta">run <code>{e(t["run"])}</code> ({e(label(t))}) at step {t["step"]}, checkpoint '
-                f'<code>{e(t["checkpoint"])}</code></p>')
+                f'<code>{e(t["checkpoint"])}</code></p>{export_links(t.get("export"))}')
         if "error" in t:
             out += f'<p class="meta">not shown: {e(t["error"])}</p></section>'
             continue

@@ -13,6 +13,16 @@ import torch
 from PIL import Image
 
 
+def quantize(x01: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] as 8-bit levels, rounded to nearest (torchvision's save_image)."""
+    return x01.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1] as the 8-bit pixels (N, H, W, 3) their PNGs hold."""
+    return quantize(images.detach().float().cpu().clamp(-1, 1).add(1).div(2)).permute(0, 2, 3, 1)
+
+
 def to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     """A grid PNG of images (N, 3, H, W) in [-1, 1]; a single image when N == 1.
 
@@ -30,7 +40,7 @@ def to_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
             row, col = divmod(i, cols)
             top, left = pad + row * (h + pad), pad + col * (w + pad)
             grid[:, top:top + h, left:left + w] = image
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    pixels = quantize(grid).permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="png")
     return buf.getvalue()

@@ -127,14 +127,16 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     return cfg
 
 
-def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> int:
+def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict,
+           log: Callable[[str], None]) -> tuple[int, dict]:
     """Restore `parts` (state dicts by checkpoint key) and the RNG from the run's latest.json (or
-    its newest intact checkpoint, `checkpoint.load_for_resume`) and return its step; 0 for a new
-    run. The checkpoint must be of the config's model family, trained with the same settings
-    (`RunConfig.differences`) on the same dataset, or a ConfigError names what differs."""
+    its newest intact checkpoint, `checkpoint.load_for_resume`) and return its step and training
+    record (`checkpoint.training_record`); (0, {}) for a new run. The checkpoint must be of the
+    config's model family, trained with the same settings (`RunConfig.differences`) on the same
+    dataset, or a ConfigError names what differs."""
     state = ckpt.load_for_resume(run, log)
     if state is None:
-        return 0
+        return 0, {}
     held = families.name_of_state(state)
     if held != cfg.family:
         raise ConfigError(f"{cfg.run} holds a {held} run, not a {cfg.family} one; use a new run name")
@@ -156,7 +158,7 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
         ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
     ckpt.set_rng_state(state["rng"])
     log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-    return state["step"]
+    return state["step"], ckpt.training_record(state)
 
 
 def wrap_calls(calls: dict, wrap: Callable) -> dict:
@@ -206,12 +208,12 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                      device)
         with memory.refused_if_out_of_memory(sizes, device):
             recipe = family.recipes().build(Setup(cfg, rt, world, images, manifest, log))
-        trained = sum(p.numel() * p.element_size() for m in recipe.calls.values() for p in m.parameters())
-        memory.check(3 * trained, f"{sizes}: the gradients and Adam's moments of its built networks", device)
+        weights = sum(p.numel() * p.element_size() for m in recipe.calls.values() for p in m.parameters())
+        memory.check(3 * weights, f"{sizes}: the gradients and Adam's moments of its built networks", device)
         keys = [s.key for s in family.scalars]
 
         # --- resume from latest.json (parts restored as they are saved), or start anew ---------
-        start = resume(cfg, run, manifest, recipe.parts, log)
+        start, trained = resume(cfg, run, manifest, recipe.parts, log)
         if start == 0:
             log(f"new run {cfg.run}: {recipe.describe_new()}; {runfolder.CONFIG} is saved after its first step")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
@@ -254,7 +256,9 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             if rows:
                 files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
                                                          family.plot_series(), separate_process=rt.plots_apart)
-            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family,
+            training = {"seconds": trained.get("seconds", 0.0) + time.monotonic() - wall_start,
+                        "device": rt.hardware(), "processes": world.size, "dataset_images": manifest["count"]}
+            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training,
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True
             writer.save(state, files, metric=best, lower_is_better=lower)

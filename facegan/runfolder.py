@@ -30,6 +30,7 @@ CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples"
+EXPORT = "export"  # the folder the train flows export the generator(s) into (facegan.export)
 LEASE = KEY  # who trains the run now (facegan.lease)
 
 

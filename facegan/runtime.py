@@ -115,6 +115,12 @@ class Runtime:
         """The step's autocast context (a no-op for fp32)."""
         return torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None)
 
+    def hardware(self) -> str:
+        """What trains, for the record (a model card): the GPU's name, or the CPU with its threads."""
+        if self.cuda:
+            return f"{torch.cuda.get_device_name(self.device)} ({self.device}, {'bf16' if self.amp else 'fp32'})"
+        return f"cpu ({torch.get_num_threads()} threads, {'bf16' if self.amp else 'fp32'})"
+
     def synchronize(self) -> None:
         """Wait for the device's queued work (for timing); a no-op on the CPU."""
         synchronize(self.device)

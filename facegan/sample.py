@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import families, memory
-from facegan.config import ConfigError, RunConfig
+from facegan import export, families, memory
+from facegan.config import TRUNCATION_MIN, ConfigError, RunConfig
 from facegan.images import to_png
 from facegan.runtime import use_device
 from facegan.storage import open_store
@@ -29,11 +29,19 @@ class LoadedGenerator:
 
 
 def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Build the generator of a checkpoint (a loaded dict, a run URI or a .pt URI) of a family that
-    draws faces from noise, in eval mode, on `device` ("auto", "cpu", "cuda", "cuda:N"; see
-    `facegan.runtime.use_device`); the EMA generator unless `ema` is False."""
+    """Build the generator of a checkpoint (a loaded dict, a run URI, a .pt URI, or a folder that
+    `facegan export` wrote) of a family that draws faces from noise, in eval mode, on `device`
+    ("auto", "cpu", "cuda", "cuda:N"; see `facegan.runtime.use_device`); the EMA generator unless
+    `ema` is False."""
     device = use_device(str(device))
-    state = state_or_uri if isinstance(state_or_uri, dict) else ckpt.load(state_or_uri)
+    if isinstance(state_or_uri, dict):
+        state = state_or_uri
+    elif export.is_export(state_or_uri):
+        if not ema:
+            raise ConfigError(f"{state_or_uri} is an export: it holds the EMA generator only (leave out --no-ema)")
+        state = export.load_state(state_or_uri)
+    else:
+        state = ckpt.load(state_or_uri)
     family = families.get(families.name_of_state(state))
     if not family.noise:
         where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)
@@ -60,20 +68,45 @@ def noise_sampler(net: torch.nn.Module, z_dim: int, device: torch.device, seed: 
     return sample
 
 
-def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """One latent per seed, each from its own generator: a seed means the same face everywhere."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+def truncation_threshold(psi: float | None) -> float | None:
+    """The |z| bound of the truncation trick at `psi`, the share of a standard normal's mass kept:
+    t with P(|z| <= t) = psi, i.e. sqrt(2) erfinv(psi) (psi 0.5 -> 0.674, 0.7 -> 1.036, 0.9 ->
+    1.645); None for no truncation (psi None or 1). A psi outside [TRUNCATION_MIN, 1] is a ConfigError."""
+    if psi is None or (psi == 1 and not isinstance(psi, bool)):
+        return None
+    if isinstance(psi, bool) or not isinstance(psi, int | float) or not TRUNCATION_MIN <= psi <= 1:
+        raise ConfigError(f"truncation={psi!r} must be a number from {TRUNCATION_MIN} to 1 (1: no truncation)")
+    return float(2 ** 0.5 * torch.erfinv(torch.tensor(float(psi), dtype=torch.float64)))
+
+
+def latents(seeds: list[int] | range, z_dim: int, truncation: float | None = None) -> torch.Tensor:
+    """One latent per seed, each from its own generator: a seed means the same face everywhere.
+    With `truncation` (psi, see `truncation_threshold`) each value beyond the threshold is drawn
+    again from the seed's generator until it falls within (a truncated normal; BigGAN's truncation
+    trick): fewer odd faces, less variety. psi None or 1: untruncated, as without it."""
+    bound = truncation_threshold(truncation)
+    out = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(s)
+        z = torch.randn(z_dim, generator=gen)
+        if bound is not None:
+            while (far := z.abs() > bound).any():
+                z[far] = torch.randn(int(far.sum()), generator=gen)
+        out.append(z)
+    return torch.stack(out)
 
 
 BATCH = 64  # faces generated at once: memory stays bounded by the output, whatever the count
 
 
 @torch.no_grad()
-def generate(gen: LoadedGenerator, seeds: list[int] | range) -> torch.Tensor:
-    """Images (N, 3, R, R) in [-1, 1] for the given seeds, generated BATCH at a time."""
+def generate(gen: LoadedGenerator, seeds: list[int] | range, truncation: float | None = None) -> torch.Tensor:
+    """Images (N, 3, R, R) in [-1, 1] for the given seeds (latents truncated at psi `truncation`,
+    see `latents`), generated BATCH at a time."""
     device = next(gen.net.parameters()).device
     check_output(gen, len(seeds), "faces")
-    return torch.cat([gen.net(latents(seeds[i:i + BATCH], gen.z_dim).to(device)).float().cpu()
+    truncation_threshold(truncation)  # a bad psi is refused before any face is made
+    return torch.cat([gen.net(latents(seeds[i:i + BATCH], gen.z_dim, truncation).to(device)).float().cpu()
                       for i in range(0, len(seeds), BATCH)])
 
 
@@ -94,10 +127,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8) -> torch.Tensor:
-    """Images (steps, 3, R, R) walking the latent sphere from seed_a's face to seed_b's."""
+def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8,
+                truncation: float | None = None) -> torch.Tensor:
+    """Images (steps, 3, R, R) walking the latent sphere from seed_a's face to seed_b's (their
+    latents truncated at psi `truncation`)."""
     check_output(gen, steps, "interpolation steps")
-    za, zb = latents([seed_a, seed_b], gen.z_dim)
+    za, zb = latents([seed_a, seed_b], gen.z_dim, truncation)
     z = slerp(za, zb, torch.linspace(0, 1, steps))
     device = next(gen.net.parameters()).device
     return torch.cat([gen.net(z[i:i + BATCH].to(device)).float().cpu() for i in range(0, steps, BATCH)])
@@ -108,18 +143,20 @@ def face_pngs(images: torch.Tensor, first: int = 0) -> dict[str, bytes]:
     return {f"faces/{first + i:03d}.png": to_png(img[None]) for i, img in enumerate(images)}
 
 
-def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int) -> bytes:
+def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int,
+                      truncation: float | None = None) -> bytes:
     """One strip of `steps` faces walking from seed_a's face to seed_b's."""
-    return to_png(interpolate(gen, seed_a, seed_b, steps), nrow=steps)
+    return to_png(interpolate(gen, seed_a, seed_b, steps, truncation), nrow=steps)
 
 
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
-                 interpolation_steps: int = 8) -> list[str]:
-    """Write grid.png, faces/NNN.png and interpolation.png under `out_uri`; returns their keys."""
+                 interpolation_steps: int = 8, truncation: float | None = None) -> list[str]:
+    """Write grid.png, faces/NNN.png and interpolation.png under `out_uri` (latents truncated at
+    psi `truncation`, see `latents`); returns their keys."""
     store = open_store(out_uri)
-    images = generate(gen, range(seed, seed + count))  # a range: a billion seeds are refused, not listed
+    images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused, not listed
     files = {"grid.png": to_png(images), **face_pngs(images),
-             "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps)}
+             "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
     for key, data in files.items():
         store.put_bytes(key, data)
     return list(files)

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from facegan import gallery
 from facegan.config import ConfigError
+from facegan.sample import truncation_threshold
 from facegan.storage import open_store
 from flows.common import INPUT_ERRORS, fail, retry_transient, store_root
 
@@ -28,21 +29,23 @@ def night_of(date: str | None, timezone: str) -> dt.date:
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient)
-def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: int) -> dict:
-    return gallery.publish(root, night, run_name=run_name, fixed=fixed, fresh=fresh)
+def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: int, truncation: float) -> dict:
+    return gallery.publish(root, night, run_name=run_name, fixed=fixed, fresh=fresh, truncation=truncation)
 
 
 @flow(name="nightly-gallery", log_prints=True)
 def nightly_gallery(store: str | None = None, run_name: str | None = None, date: str | None = None,
-                    timezone: str = "UTC", fixed: int = 16, fresh: int = 16):
-    """Publish `galleries/YYYY-MM-DD/` from the newest (or the named run's) best/latest checkpoint."""
+                    timezone: str = "UTC", fixed: int = 16, fresh: int = 16, truncation: float = 1.0):
+    """Publish `galleries/YYYY-MM-DD/` from the newest (or the named run's) best/latest checkpoint;
+    `truncation`: the truncation trick's psi for its faces (1: untruncated; facegan sample --truncation)."""
     try:
         root = store_root(store)
         night = night_of(date, timezone)
         for name, value in (("fixed", fixed), ("fresh", fresh)):
             if not 1 <= value <= 256:
                 raise ConfigError(f"{name}={value} must be between 1 and 256")
-        result = publish(root, night, run_name, fixed, fresh)
+        truncation_threshold(truncation)  # a bad psi is refused here, in one line
+        result = publish(root, night, run_name, fixed, fresh, truncation)
     except INPUT_ERRORS as exc:
         return fail(exc)
     print(f"gallery for {result['date']} from {result['checkpoint']} (step {result['step']}): "

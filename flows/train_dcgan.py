@@ -15,6 +15,8 @@ from prefect.artifacts import (
 from facegan import checkpoint as ckpt
 from facegan import data, families, runfolder
 from facegan.config import ConfigError, RunConfig, all_options, nest_options
+from facegan.errors import ExportError
+from facegan.export import CARD_MD, export
 from facegan.loop import Hooks, config_for_run, fit
 from facegan.runtime import GracefulStop
 from facegan.storage import open_store
@@ -80,7 +82,21 @@ def train_model(config: dict) -> dict:
             "metrics": result.metrics[-20:]}
 
 
-def report(cfg: RunConfig, outcome: dict) -> None:
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient)
+def export_model(run_uri: str) -> dict:
+    """Export the run's generator(s) into `<run>/export/` (facegan.export: from its best checkpoint
+    when a metric chose one, else its latest). A format that cannot be written is reported, not a
+    failure: the run trained, and the other files are there."""
+    out = f"{run_uri.rstrip('/')}/{runfolder.EXPORT}"
+    try:
+        done = export(run_uri, out, log=print)
+        return {"out": out, "files": done.files, "step": done.card["step"], "problems": []}
+    except ExportError as exc:
+        print(f"export incomplete: {exc}")
+        return {"out": out, "files": [], "step": None, "problems": [str(exc)]}
+
+
+def report(cfg: RunConfig, outcome: dict, exported: dict | None = None) -> None:
     """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
     run = open_store(cfg.run)
     step = outcome["step"]
@@ -109,12 +125,23 @@ def report(cfg: RunConfig, outcome: dict) -> None:
             f"![samples at step {step}]({run.url(runfolder.sample_key(step))})\n\n"
             f"![loss curve]({run.url(runfolder.LOSS_PLOT)})\n\n"
             f"{table}{scores_md}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
-            + f"\n\nlatest: `{outcome['checkpoint']}`\n"
+            + f"\n\nlatest: `{outcome['checkpoint']}`\n" + export_md(run, exported)
         ),
         description=f"training report for {name}",
     )
     create_table_artifact(key=artifact_key("train", name, "metrics"), table=rows[-20:],
                           description=f"last metrics of {name}")
+
+
+def export_md(run, exported: dict | None) -> str:
+    """The report's export section: the model card and files, or why the export is incomplete."""
+    if not exported:
+        return ""
+    if exported["problems"]:
+        return f"\n**Export incomplete:** {exported['problems'][0]}\n"
+    folder = run.child(runfolder.EXPORT)
+    return (f"\n**Exported** (step {exported['step']}): [model card]({folder.url(CARD_MD)}) · "
+            + " · ".join(f"`{folder.uri(k)}`" for k in exported["files"] if k != CARD_MD) + "\n")
 
 
 def family_options(family: families.Family, options: dict) -> dict:
@@ -128,9 +155,10 @@ def family_options(family: families.Family, options: dict) -> dict:
 
 
 def train_run(family: str, dataset_uri: str, run_name: str, store: str | None, preset: str | None,
-              options: dict):
+              options: dict, export: bool = True):
     """The train flows' body: check every parameter, pull the dataset, train (a retry resumes),
-    report. Returns the flow's result, or its Failed state for bad input."""
+    export the generator (unless `export` is False), report. Returns the flow's result, or its
+    Failed state for bad input."""
     try:
         # --- every parameter checked before any heavy work --------------------------------
         check_run_name(run_name)
@@ -142,21 +170,25 @@ def train_run(family: str, dataset_uri: str, run_name: str, store: str | None, p
     except INPUT_ERRORS as exc:
         return fail(exc)
     outcome = train_model(cfg.to_dict())
-    report(cfg, outcome)
-    return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"]}
+    exported = export_model(cfg.run) if export else None
+    report(cfg, outcome, exported)
+    return {"run": cfg.run, "step": outcome["step"], "checkpoint": outcome["checkpoint"],
+            **({"export": exported} if exported else {})}
 
 
 def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
-                   family: str = families.DEFAULT, **options):
+                   family: str = families.DEFAULT, export: bool = True, **options):
     """Train a run of any registered model family (`family`, facegan.families) on `dataset_uri`
     into `{store}/runs/{run_name}`; re-running resumes it.
 
     Every training option of every family is a parameter (see FLOW_SIGNATURE); giving one that is
     not the chosen family's is an error. Left empty, an option keeps the run's saved value when
     resuming, else the preset's (the family's presets: `facegan train --family F --help`), else
-    the library's default; the resolution defaults to the dataset's.
+    the library's default; the resolution defaults to the dataset's. With `export` (the default)
+    the trained generator is exported into `{run}/export/` (`facegan export`: safetensors,
+    torch.export, ONNX, a model card).
     """
-    return train_run(family, dataset_uri, run_name, store, preset, options)
+    return train_run(family, dataset_uri, run_name, store, preset, options, export)
 
 
 FLOW_SIGNATURE = with_option_parameters(train_dcgan_fn, *(f.config for f in families.REGISTRY.values()))

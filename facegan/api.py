@@ -1,0 +1,55 @@
+"""The Python API: load a trained face generator and make faces, in a few lines.
+
+    import facegan
+    gen = facegan.load("runs/demo")           # a run folder, a checkpoint .pt, or an export; s3:// too
+    faces = gen.faces(16, seed=0)             # numpy uint8 (16, R, R, 3): the pixels of its PNGs
+    pictures = gen.pictures(4, truncation=0.7)  # PIL images, latents truncated (facegan.sample.latents)
+
+A seed is a face: `gen.faces(1, seed=s)` is the face `facegan sample --seed s` writes first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facegan.images import to_uint8
+from facegan.sample import LoadedGenerator, generate, load_generator
+
+
+class Generator:
+    """A trained generator of faces from noise, on the device it was loaded to."""
+
+    def __init__(self, loaded: LoadedGenerator) -> None:
+        self.loaded = loaded
+
+    @property
+    def resolution(self) -> int:
+        """The side of its square faces, in pixels."""
+        return self.loaded.config.model.resolution
+
+    @property
+    def step(self) -> int:
+        """The training step its weights are from."""
+        return self.loaded.step
+
+    def tensor(self, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
+        """Faces of seeds seed .. seed+n-1 as floats (n, 3, R, R) in [-1, 1], on the CPU."""
+        return generate(self.loaded, range(seed, seed + n), truncation)
+
+    def faces(self, n: int, seed: int = 0, truncation: float | None = None) -> np.ndarray:
+        """Faces of seeds seed .. seed+n-1 as 8-bit RGB pixels, a numpy uint8 array (n, R, R, 3)."""
+        return to_uint8(self.tensor(n, seed, truncation)).numpy()
+
+    def pictures(self, n: int, seed: int = 0, truncation: float | None = None) -> list[Image.Image]:
+        """Faces of seeds seed .. seed+n-1 as PIL images (RGB, R x R)."""
+        return [Image.fromarray(face) for face in self.faces(n, seed, truncation)]
+
+
+def load(uri: str, device: str = "cpu", ema: bool = True) -> Generator:
+    """The generator of a run folder (its latest checkpoint), a checkpoint `.pt` or a folder that
+    `facegan export` wrote, local or s3://, on `device` ("cpu", "auto", "cuda[:N]"); the EMA
+    generator unless `ema` is False. A family that does not draw faces from noise (an attribute
+    swap) is a ConfigError: see `facegan.translate`."""
+    return Generator(load_generator(uri, ema=ema, device=device))

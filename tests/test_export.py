@@ -1,0 +1,286 @@
+"""Export (safetensors, torch.export, ONNX, model card), loaded by each file's own runtime in a
+process that never imports facegan; truncation; the Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, tiny_config
+
+from facegan import checkpoint as ckpt
+from facegan import export as exporting
+from facegan.cli import main
+from facegan.config import ConfigError, CycleModelConfig, TranslateConfig
+from facegan.errors import ExportError
+from facegan.loop import Hooks, fit
+from facegan.sample import generate, latents, load_generator, truncation_threshold
+
+quiet = Hooks(log=lambda *_: None)
+
+# Runs in a fresh interpreter, cwd = the export folder: loads every file with its own runtime,
+# runs the model card's own snippets, compares with what facegan's sampler made (expected.npy),
+# and proves facegan was never imported.
+FRESH = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import load_file
+
+    card = json.load(open("model_card.json"))
+    report = {}
+    for name, entry in card["generators"].items():
+        files = {fmt: f["key"] for fmt, f in entry["files"].items()}
+        x = torch.from_numpy(np.load(f"input-{name}.npy"))
+        want = np.load(f"expected-{name}.npy")
+        net = torch.export.load(files["pt2"]).module()
+        with torch.no_grad():
+            pt2 = net(x).numpy()
+        session = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+        onnx = session.run(None, {entry["input"]["name"]: x.numpy()})[0]
+        weights = load_file(files["safetensors"])
+        held = net.state_dict()
+        same = sorted(weights) == sorted(held) and all(torch.equal(weights[k], held[k]) for k in weights)
+        net.load_state_dict(weights)
+        with torch.no_grad():
+            reloaded = net(x).numpy()
+        report[name] = {"pt2": float(np.abs(pt2 - want).max()), "onnx": float(np.abs(onnx - want).max()),
+                        "safetensors_equal": same, "reloaded": float(np.abs(reloaded - want).max()),
+                        "batch": len(x)}
+    snippets = {}
+    for name in card["generators"]:
+        for fmt, code in card["how_to_load"][name].items():
+            side = card["resolution"]
+            scope = {"faces": torch.rand(3, 3, side, side) * 2 - 1}  # what an image family's snippet is given
+            exec(code, scope)
+            out = scope.get("images")
+            snippets[f"{name}/{fmt}"] = list(np.asarray(out.detach() if hasattr(out, "detach") else out).shape) \\
+                if out is not None else "loaded"
+    report["snippets"] = snippets
+    report["facegan_imported"] = sorted(m for m in sys.modules if m == "facegan" or m.startswith("facegan."))
+    print(json.dumps(report))
+''')
+
+
+def load_in_a_fresh_process(out: Path, inputs: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict:
+    for name in inputs:
+        np.save(out / f"input-{name}.npy", inputs[name].numpy())
+        np.save(out / f"expected-{name}.npy", expected[name].numpy())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", FRESH], cwd=out, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(dataset32, tmp_path_factory) -> str:
+    """A tiny DCGAN run of 8 steps (EMA on), its training record included."""
+    run = tmp_path_factory.mktemp("export") / "run"
+    fit(tiny_config(dataset32, str(run), steps=8, ema_decay=0.5), quiet)
+    return str(run)
+
+
+def test_an_export_loads_in_each_runtime_without_facegan_and_matches_its_sampler(trained, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", trained, str(out)]) == 0
+    assert "exported G_ema of dcgan at step 8 (latest)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", "generator.pt2", "generator.safetensors",
+                                                     "model_card.json", "model_card.md"]
+    card = json.loads((out / "model_card.json").read_text())
+    for f in card["generators"]["G_ema"]["files"].values():  # the card records what is there
+        assert ckpt.sha256((out / f["key"]).read_bytes()) == f["sha256"]
+    gen = load_generator(trained)
+    seeds = range(100, 105)  # 5: not the batch it was traced with (2) nor checked with (4)
+    z = latents(seeds, gen.z_dim)
+    report = load_in_a_fresh_process(out, {"G_ema": z}, {"G_ema": generate(gen, seeds)})
+    assert report["facegan_imported"] == []
+    got = report["G_ema"]
+    assert got["batch"] == 5 and got["pt2"] <= 1e-6 and got["onnx"] <= 1e-4, got
+    assert got["safetensors_equal"] and got["reloaded"] <= 1e-6, got
+    # the card's three-line snippets run as written, and make (16, 3, 32, 32) images
+    assert report["snippets"] == {"G_ema/pt2": [16, 3, 32, 32], "G_ema/onnx": [16, 3, 32, 32],
+                                  "G_ema/safetensors": "loaded"}
+
+    # the card: what a user needs to know of the model
+    assert card["family"] == "dcgan" and card["step"] == 8 and card["resolution"] == 32
+    assert card["generators"]["G_ema"]["parameters"] == sum(p.numel() for p in gen.net.parameters())
+    assert card["dataset"]["images"] == 96 and card["dataset"]["id"] == ckpt.load(trained)["dataset_id"]
+    assert card["training"]["device"].startswith("cpu") and card["training"]["seconds"] > 0
+    assert card["source"]["checkpoint"] == "latest"
+    assert card["source"]["checkpoint_sha256"] == ckpt.read_pointer(ckpt.open_store(trained))["sha256"]
+    md = (out / "model_card.md").read_text()
+    for needed in ("non-commercial research", "most faces are white", "## Intended use", "**Steps trained:** 8",
+                   f"{card['generators']['G_ema']['parameters']:,} parameters", *card["how_to_load"]["G_ema"].values()):
+        assert needed in md, needed
+
+    # facegan itself loads the export as it loads the run: the same faces, bit for bit
+    assert torch.equal(generate(load_generator(str(out)), seeds), generate(gen, seeds))
+
+
+def test_the_card_carries_the_metrics_at_the_exported_step_and_the_training_time_over_sessions(
+        dataset32, fid_weights, tmp_path):
+    cfg = tiny_config(dataset32, str(tmp_path / "run"), steps=8, metric_every=4, metric_samples=8,
+                      metric_weights=fid_weights, metric_resize=75)
+    assert fit(dataclasses.replace(cfg, steps=4), quiet).step == 4
+    before = ckpt.training_record(ckpt.load(cfg.run))["seconds"]
+    fit(cfg, quiet)  # resumed: the record adds this session's time
+    record = ckpt.training_record(ckpt.load(cfg.run))
+    assert record["seconds"] > before and record["dataset_images"] == 96 and record["processes"] == 1
+    done = exporting.export(cfg.run, str(tmp_path / "out"), log=lambda *_: None)
+    card = done.card
+    assert card["source"]["checkpoint"] == "best"  # a metric chose one
+    best = ckpt.read_pointer(ckpt.open_store(cfg.run), ckpt.BEST)
+    assert card["step"] == best["step"]
+    fid_rows = [json.loads(x) for x in (Path(cfg.run) / "metric-fid.jsonl").read_text().splitlines()]
+    row = next(r for r in fid_rows if r["step"] == card["step"])
+    assert card["metrics"]["fid"]["value"] == row["fid"]
+    assert card["metrics"]["fid"]["protocol"]["weights"]["sha256"] == row["fid_protocol"]["weights"]["sha256"]
+    assert "**FID**" in (tmp_path / "out" / "model_card.md").read_text()
+
+
+def test_both_generators_of_an_attribute_swap_are_exported(labelled32, tmp_path):
+    run = tmp_path / "swap"
+    fit(TranslateConfig(dataset=labelled32, run=str(run), steps=2, batch_size=4, ckpt_every=2, log_every=1,
+                        sample_count=2, device="cpu", seed=3, pool_size=4,
+                        model=CycleModelConfig(resolution=32, ngf=8, ndf=8, blocks=1)), quiet)
+    out = tmp_path / "out"
+    done = exporting.export(str(run), str(out), log=lambda *_: None)
+    names = ["G_AB", "G_BA"]
+    assert sorted(done.files) == sorted([*(f"generator-{n}.{x}" for n in names for x in ("safetensors", "pt2", "onnx")),
+                                         "model_card.md", "model_card.json"])
+    assert [done.card["generators"][n]["input"]["name"] for n in names] == ["faces", "faces"]
+    from facegan.families.cyclegan import load_generators
+
+    nets = load_generators(ckpt.load(str(run)))
+    faces = {n: torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(i)) * 2 - 1
+             for i, n in enumerate(names)}
+    with torch.no_grad():
+        expected = {n: nets[n](faces[n]) for n in names}
+    report = load_in_a_fresh_process(out, faces, expected)
+    assert report["facegan_imported"] == []
+    for n in names:
+        assert report[n]["pt2"] <= 1e-6 and report[n]["onnx"] <= 1e-4 and report[n]["safetensors_equal"], report
+        assert report["snippets"][f"{n}/pt2"] == [3, 3, 32, 32] and report["snippets"][f"{n}/onnx"] == [3, 3, 32, 32]
+
+
+def test_an_op_without_an_onnx_translation_is_named_and_the_rest_is_written(trained, tmp_path, monkeypatch):
+    """A generator with an op the ONNX exporter cannot translate (a custom op, as a user's own
+    layer would be): one line names the op; safetensors, pt2 and the card are written."""
+    @torch.library.custom_op("facegan_test::odd_tanh", mutates_args=())
+    def odd_tanh(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x)
+
+    odd_tanh.register_fake(lambda x: torch.empty_like(x))
+
+    class Odd(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.z_dim = net, net.z_dim
+
+        def forward(self, z):
+            return odd_tanh(self.net(z))
+
+    from facegan.families import dcgan
+
+    real = dcgan.generators
+    monkeypatch.setattr(dcgan, "generators", lambda *a, **k: {n: Odd(g) for n, g in real(*a, **k).items()})
+    out = tmp_path / "out"
+    with pytest.raises(ExportError) as err:
+        exporting.export(trained, str(out), log=lambda *_: None)
+    message = str(err.value)
+    assert "facegan_test.odd_tanh.default has no ONNX translation" in message and "\n" not in message
+    assert sorted(p.name for p in out.iterdir()) == ["generator.pt2", "generator.safetensors",
+                                                     "model_card.json", "model_card.md"]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["problems"] and "odd_tanh" in card["problems"][0]
+    assert "## Not exported" in (out / "model_card.md").read_text()
+
+
+def test_export_refuses_what_is_not_its_own_and_verifies_what_it_reads(trained, tmp_path, capsys):
+    # a folder holding other files (here: the run itself) is never written into
+    before = {p: p.read_bytes() for p in Path(trained).rglob("*") if p.is_file()}
+    assert main(["export", trained, trained]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not an earlier export" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in Path(trained).rglob("*") if p.is_file()} == before
+    # a run that never trained
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    # an export again into the same folder replaces it; a damaged weights file is named on load
+    out = tmp_path / "out"
+    assert main(["export", trained, str(out)]) == 0 and main(["export", trained, str(out)]) == 0
+    blob = bytearray((out / "generator.safetensors").read_bytes())
+    blob[-5] ^= 1
+    (out / "generator.safetensors").write_bytes(bytes(blob))
+    capsys.readouterr()
+    assert main(["sample", str(out), str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "generator.safetensors: damaged" in err and "\n" not in err
+    assert main(["sample", str(out), str(tmp_path / "s"), "--no-ema"]) == 2
+    assert "holds the EMA generator only" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ truncation
+
+
+def test_truncation_keeps_values_within_its_bound_and_psi_1_changes_nothing(trained, tmp_path):
+    seeds = range(0, 64)
+    plain = latents(seeds, 128)
+    assert torch.equal(latents(seeds, 128, 1.0), plain) and torch.equal(latents(seeds, 128, None), plain)
+    t = truncation_threshold(0.5)
+    assert abs(t - 0.6744897501960817) < 1e-12  # the normal's 75% quantile: half the mass within
+    cut = latents(seeds, 128, 0.5)
+    assert cut.abs().max() <= t
+    kept = plain.abs() <= t  # a value within the bound at the first draw is kept: the same seed, the same face
+    assert torch.equal(cut[kept], plain[kept]) and not torch.equal(cut, plain)
+    assert 0.45 < kept.float().mean() < 0.55
+    for bad in (0.0, 0.01, 1.5, float("nan"), True):
+        with pytest.raises(ConfigError, match="truncation="):
+            truncation_threshold(bad)
+    # through the CLI: psi 1 writes the same PNGs as no option at all
+    assert main(["sample", trained, str(tmp_path / "a"), "--count", "4"]) == 0
+    assert main(["sample", trained, str(tmp_path / "b"), "--count", "4", "--truncation", "1"]) == 0
+    assert main(["sample", trained, str(tmp_path / "c"), "--count", "4", "--truncation", "0.5"]) == 0
+    for name in ("grid.png", "interpolation.png", "faces/000.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "grid.png").read_bytes() != (tmp_path / "c" / "grid.png").read_bytes()
+    assert main(["sample", trained, str(tmp_path / "d"), "--truncation", "0"]) == 2
+
+
+# ------------------------------------------------------------------ the Python API, as the README shows it
+
+
+def readme_python_blocks() -> list[str]:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = re.split(r"\n#{2,3} ", text.split("### Python API\n", 1)[1])[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_readmes_python_api_blocks_run(trained, tmp_path):
+    """Every code block of the README's Python API section runs as written, in a folder holding
+    `runs/demo` (a trained run) and its export `runs/demo/export`."""
+    import shutil
+
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2
+    work = tmp_path / "work"
+    shutil.copytree(trained, work / "runs" / "demo")
+    exporting.export(str(work / "runs" / "demo"), str(work / "runs" / "demo" / "export"), log=lambda *_: None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, f"{block}\n---\n{done.stderr[-2000:]}"
+    assert (work / "faces.png").exists()  # the README's example saves one
