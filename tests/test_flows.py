@@ -162,7 +162,7 @@ def test_flow_cli_and_config_take_the_same_options():
     from facegan import families
 
     others = [f.name for fam in families.REGISTRY.values() for f in all_options(fam.config) if f.name not in table]
-    assert list(params) == ["dataset_uri", "run_name", "store", "preset", "family", *table,
+    assert list(params) == ["dataset_uri", "run_name", "store", "preset", "family", "export", *table,
                             *dict.fromkeys(others)]
     assert params["family"].default == families.DEFAULT
     for f in all_options():

@@ -131,6 +131,12 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     assert kinds["train-e2e-report"]["type"] == "markdown"
     assert "checkpoints/step-0000012.pt" in kinds["train-e2e-report"]["data"]
     assert kinds["train-e2e-metrics"]["type"] == "table"
+    # the flow's last step exported the generator to S3, through the worker
+    card = run_store.get_json("export/model_card.json")
+    assert card["step"] == 12 and card["family"] == "dcgan" and card["dataset"]["images"] == 48
+    assert {f["key"] for f in card["generators"]["G_ema"]["files"].values()} == {
+        "generator.safetensors", "generator.pt2", "generator.onnx"}
+    assert "**Exported** (step 12)" in kinds["train-e2e-report"]["data"]
 
     # train-cyclegan ran with its deployment's defaults for the attribute and preset
     swap_dep = server.api("GET", "/deployments/name/train-cyclegan/train-cyclegan")
@@ -140,6 +146,7 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     assert ckpt.load(swap_store.root)["family"] == "cyclegan" and ckpt.load(swap_store.root)["step"] == 4
     swap_artifacts = {a["key"]: a for a in server.artifacts(swap["id"])}
     assert swap_artifacts["train-e2e-makeup-progress"]["data"] == 100.0
+    assert set(swap_store.get_json("export/model_card.json")["generators"]) == {"G_AB", "G_BA"}
     assert "| cycle |" in swap_artifacts["train-e2e-makeup-report"]["data"]
 
     # --- nightly-gallery for a given night -------------------------------------------------
@@ -158,6 +165,8 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     assert section["family"] == "cyclegan" and section["title"] == "Attribute swap: Heavy_Makeup"
     assert [r["label"] for r in section["rows"]][:2] == ["with Heavy_Makeup (A, real)", "Heavy_Makeup removed (A → B)"]
     assert all(store.exists(f"galleries/2026-11-21/{r['file']}") for r in section["rows"])
+    assert gm["export"]["card"] == "../../runs/e2e/export/model_card.md" and gm["truncation"] == 1.0
+    assert section["export"]["card"] == "../../runs/e2e-makeup/export/model_card.md"
 
     # --- the published pages in headless Chromium ---------------------------------------------
     # the bucket is private: an unsigned GET is refused, so pages go through a signing gateway
@@ -198,6 +207,11 @@ def check_pages_in_chromium(base: str, night: str, artifacts: Path) -> None:
                                 "without Heavy_Makeup (B, real)", "Heavy_Makeup added (B → A)", "and back (B → A → B)"]
             strips = swap.locator("img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
             assert strips == [2 + 4 * 34] * 6, strips
+            # each run links its model card and exported files, and the links resolve
+            hrefs = page.eval_on_selector_all("p.export a", "links => links.map(a => a.href)")
+            assert sum(h.endswith("/export/model_card.md") for h in hrefs) == 2, hrefs
+            for href in hrefs:
+                assert page.request.get(href).status == 200, href
             # nothing overflows sideways on a phone
             scroll = page.evaluate("document.documentElement.scrollWidth")
             assert scroll <= viewport["width"], f"{name}: page is {scroll}px wide"

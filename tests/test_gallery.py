@@ -78,3 +78,28 @@ def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, t
     assert store.exists("galleries/2026-04-01/metric-fid.png")
     page = store.get_bytes("galleries/2026-04-01/index.html").decode()
     assert 'src="metric-fid.png"' in page and "best" in page and "weights sha256" in page
+
+
+def test_a_night_links_the_runs_export_and_says_which_truncation_it_used(trained_store):
+    from pathlib import Path
+
+    from facegan.export import export
+
+    root = Path(trained_store)
+    export(str(root / "runs" / "older"), str(root / "runs" / "older" / "export"), log=lambda *_: None)
+    plain = gallery.publish(trained_store, dt.date(2026, 4, 1), run_name="older", fixed=2, fresh=2)
+    cut = gallery.publish(trained_store, dt.date(2026, 4, 2), run_name="older", fixed=2, fresh=2, truncation=0.7)
+    assert plain["truncation"] == 1.0 and cut["truncation"] == 0.7
+    night = root / "galleries" / "2026-04-02"
+    page = (night / "index.html").read_text()
+    assert "truncation psi 0.7" in page
+    assert "untruncated" in (root / "galleries" / "2026-04-01" / "index.html").read_text()
+    assert (night / "grid.png").read_bytes() != (root / "galleries" / "2026-04-01" / "grid.png").read_bytes()
+    links = [cut["export"]["card"], *cut["export"]["files"]]
+    assert cut["export"]["step"] == 4 and len(links) == 4  # the card, safetensors, pt2, onnx
+    for link in links:  # relative to the night's folder, as the page has them, and each resolves
+        assert f'href="{link}"' in page and (night / link).resolve().is_file(), link
+    # a run without an export shows no links
+    newer = gallery.publish(trained_store, dt.date(2026, 4, 3), fixed=2, fresh=2)
+    assert newer["export"] is None
+    assert 'class="meta export"' not in (root / "galleries" / "2026-04-03" / "index.html").read_text()

@@ -375,7 +375,7 @@ def test_flow_cli_and_config_take_the_same_swap_options():
         f.name for f in dataclasses.fields(TranslateConfig) if f.name not in ("dataset", "run", "preset", "model")]
     assert table == fields
     params = inspect.signature(train_cyclegan.fn).parameters
-    assert list(params) == ["dataset_uri", "run_name", "store", "preset", *table]
+    assert list(params) == ["dataset_uri", "run_name", "store", "preset", "export", *table]
     assert all(params[f.name].annotation == (option_type(f) | None) for f in all_options(TranslateConfig))
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     actions = next(a for a in commands.choices["translate"]._actions if isinstance(a, argparse._SubParsersAction))
