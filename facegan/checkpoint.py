@@ -380,6 +380,27 @@ def load(uri: str) -> dict[str, Any]:
     return state
 
 
+def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
+    """The checkpoint a run's user means by `source`, verified: a run folder's best (best.json,
+    when a metric chose one), else its latest; or a `.pt` named directly. Returns (checkpoint,
+    its run folder or None, {"which": "best" / "latest" / "named", "uri", "sha256"}): what
+    `facegan export` exports and a fine-tuned run starts from (`init_from`)."""
+    source = str(source)
+    if source.endswith(".pt"):
+        state = load(source)  # verified against its run's list when it is in one
+        in_run = run_of(source)
+        store, key = split_uri(source)
+        return state, open_store(in_run[0]) if in_run else None, {
+            "which": "named", "uri": source, "sha256": sha256(store.get_bytes(key))}
+    run = open_store(source)
+    for which, name in ((BEST, "best"), (LATEST, "latest")):
+        state = load_run(run, which)  # verified against the pointer's sha256
+        if state is not None:
+            pointer = read_pointer(run, which)
+            return state, run, {"which": name, "uri": run.uri(pointer["key"]), "sha256": pointer.get("sha256")}
+    raise CheckpointError(f"{source}: no checkpoint ({LATEST} missing); has this run trained?")
+
+
 def list_checkpoints(run: Store) -> list[tuple[int, str]]:
     """(step, key) of every checkpoint in a run folder, oldest first."""
     found = []

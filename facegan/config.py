@@ -207,6 +207,11 @@ class RunConfig:
                                      "release)", resumable=True)
     metric_resize: int = option(299, "Inception input side: 299 is the FID protocol (comparable with published "
                                      "scores); 75-298 only for quick smoke checks", resumable=True)
+    init_from: str = option("", "start a new run from another run's weights (fine-tuning): a run URI (its best "
+                                "checkpoint, else its latest) or a checkpoint .pt; the optimizers start afresh")
+    # where a run started from, recorded by facegan.loop.fit when init_from is given: the checkpoint's
+    # {"uri", "step", "sha256"}
+    init_origin: dict | None = field(default=None, metadata={"resumable": True})
 
     def __post_init__(self) -> None:
         """Checks every run config makes (a family's config makes its own after these)."""
@@ -256,6 +261,14 @@ class RunConfig:
                               "(metrics are scored on checkpoints)")
         if self.metric_every and not self.metrics.strip():
             raise ConfigError(f"metric_every={self.metric_every} but metrics is empty; name them, e.g. --metrics fid")
+        origin = self.init_origin
+        if origin is not None and not (isinstance(origin, dict) and isinstance(origin.get("uri"), str)
+                                       and isinstance(origin.get("step"), int)
+                                       and isinstance(origin.get("sha256"), str | None)):
+            raise ConfigError(f"init_origin={origin!r} must be the checkpoint a run started from "
+                              "({\"uri\": ..., \"step\": ..., \"sha256\": ...})")
+        if self.init_from and storage.overlap(self.run, self.init_from.rsplit("/checkpoints/", 1)[0]):
+            raise ConfigError(f"init_from={self.init_from!r} is this run ({self.run}); start from another run")
 
     def check_dataset(self, manifest: dict) -> None:
         """The run fits the dataset of `manifest` (read by facegan.data): the model's resolution
@@ -333,9 +346,13 @@ class TrainConfig(RunConfig):
     augment: str = option("", "DiffAugment before D: a comma list of color, translation, cutout")
     r1_gamma: float = option(0.0, "lazy R1 penalty weight on real images (0: off)")
     r1_every: int = option(16, "lazy R1 interval in steps")
+    freeze_d: int = option(0, "freeze the discriminator's first N blocks (FreezeD, Mo et al. 2020: for "
+                              "fine-tuning with init_from on few images; 0: off)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.freeze_d, bool) or not isinstance(self.freeze_d, int) or self.freeze_d < 0:
+            raise ConfigError(f"freeze_d={self.freeze_d!r} must be 0 (off) or a positive integer")
         if not 0.5 < self.label_smoothing <= 1.0:
             raise ConfigError(
                 f"label_smoothing={self.label_smoothing!r} is the real-label target, in (0.5, 1]"

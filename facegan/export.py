@@ -38,7 +38,7 @@ import torch
 from facegan import checkpoint as ckpt
 from facegan import data, families, runfolder
 from facegan.errors import CheckpointError, ExportError, StorageError
-from facegan.storage import Store, open_store, split_uri
+from facegan.storage import Store, open_store
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
 FORMAT, VERSION = "facegan-export", 1
@@ -81,25 +81,6 @@ def example_inputs(family: families.Family, net: torch.nn.Module, resolution: in
         return latents(range(seed, seed + n), net.z_dim)
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, resolution, resolution, generator=gen) * 2 - 1
-
-
-def pick_checkpoint(source: str) -> tuple[dict, Store | None, dict]:
-    """(checkpoint, its run folder or None, {"which": "best" / "latest" / "named", "uri", "sha256"})
-    of a run folder (best.json's checkpoint when a metric chose one, else latest.json's) or a `.pt`."""
-    source = str(source)
-    if source.endswith(".pt"):
-        state = ckpt.load(source)  # verified against its run's list when it is in one
-        in_run = ckpt.run_of(source)
-        store, key = split_uri(source)
-        return state, open_store(in_run[0]) if in_run else None, {
-            "which": "named", "uri": source, "sha256": ckpt.sha256(store.get_bytes(key))}
-    run = open_store(source)
-    for which, name in ((ckpt.BEST, "best"), (ckpt.LATEST, "latest")):
-        state = ckpt.load_run(run, which)  # verified against the pointer's sha256
-        if state is not None:
-            pointer = ckpt.read_pointer(run, which)
-            return state, run, {"which": name, "uri": run.uri(pointer["key"]), "sha256": pointer.get("sha256")}
-    raise CheckpointError(f"{source}: no checkpoint ({ckpt.LATEST} missing); has this run trained?")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -165,7 +146,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     if existing and not target.exists(CARD_JSON):
         raise ExportError(f"{out}: holds {len(existing)} file(s) and no {CARD_JSON}: not an earlier export; "
                           "export into an empty folder")
-    state, run, origin = pick_checkpoint(source)
+    state, run, origin = ckpt.load_chosen(source)
     family = families.get(families.name_of_state(state))
     cfg = family.config.from_dict(state["config"])
     nets = family.recipes().generators(state, torch.device("cpu"), True)

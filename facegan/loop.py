@@ -127,16 +127,24 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     return cfg
 
 
-def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict,
-           log: Callable[[str], None]) -> tuple[int, dict]:
+@dataclass(frozen=True)
+class Resumed:
+    """Where a run resumes: its step (0 for a new run), its training record so far
+    (`checkpoint.training_record`) and the checkpoint it started from, if it was fine-tuned."""
+
+    step: int = 0
+    training: dict = field(default_factory=dict)
+    init_origin: dict | None = None
+
+
+def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> Resumed:
     """Restore `parts` (state dicts by checkpoint key) and the RNG from the run's latest.json (or
-    its newest intact checkpoint, `checkpoint.load_for_resume`) and return its step and training
-    record (`checkpoint.training_record`); (0, {}) for a new run. The checkpoint must be of the
-    config's model family, trained with the same settings (`RunConfig.differences`) on the same
-    dataset, or a ConfigError names what differs."""
+    its newest intact checkpoint, `checkpoint.load_for_resume`); a new run is `Resumed()`. The
+    checkpoint must be of the config's model family, trained with the same settings
+    (`RunConfig.differences`) on the same dataset, or a ConfigError names what differs."""
     state = ckpt.load_for_resume(run, log)
     if state is None:
-        return 0, {}
+        return Resumed()
     held = families.name_of_state(state)
     if held != cfg.family:
         raise ConfigError(f"{cfg.run} holds a {held} run, not a {cfg.family} one; use a new run name")
@@ -158,7 +166,34 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict,
         ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
     ckpt.set_rng_state(state["rng"])
     log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-    return state["step"], ckpt.training_record(state)
+    return Resumed(state["step"], ckpt.training_record(state), saved.init_origin)
+
+
+def start_from(cfg: RunConfig, family: families.Family, parts: dict, log: Callable[[str], None]) -> RunConfig:
+    """A new run's start from another run's weights (`cfg.init_from`: fine-tuning): the family's
+    networks (`family.nets`) are loaded into `parts`; optimizers, pools and the RNG stay fresh.
+    Returns `cfg` with the checkpoint it started from recorded (`init_origin`: uri, step, sha256).
+    Another family, or a network of other shapes, is a ConfigError naming both."""
+    state, _, origin = ckpt.load_chosen(cfg.init_from)
+    held = families.name_of_state(state)
+    if held != cfg.family:
+        raise ConfigError(f"init_from={cfg.init_from!r} is a {held} run; this run is {cfg.family}")
+    there = state["config"].get("model")
+    for name in family.nets:
+        mine = parts[name].state_dict()
+        theirs = state.get(name) or {}
+        for key, value in mine.items():
+            other = theirs.get(key)
+            if not isinstance(other, torch.Tensor) or other.shape != value.shape:
+                shape = tuple(other.shape) if isinstance(other, torch.Tensor) else "missing"
+                raise ConfigError(
+                    f"init_from={cfg.init_from!r} does not fit this run: {name}.{key} is {shape} there, "
+                    f"{tuple(value.shape)} here (its model {json.dumps(there)}, this run's "
+                    f"{json.dumps(cfg.to_dict()['model'])})")
+        ckpt.restore(parts[name], state, name, origin["uri"])
+    log(f"new run {cfg.run} starts from {origin['uri']} (step {state['step']}, its {', '.join(family.nets)}; "
+        "optimizers fresh)")
+    return cfg.replace(init_origin={"uri": origin["uri"], "step": state["step"], "sha256": origin["sha256"]})
 
 
 def wrap_calls(calls: dict, wrap: Callable) -> dict:
@@ -213,8 +248,13 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         keys = [s.key for s in family.scalars]
 
         # --- resume from latest.json (parts restored as they are saved), or start anew ---------
-        start, trained = resume(cfg, run, manifest, recipe.parts, log)
+        resumed = resume(cfg, run, manifest, recipe.parts, log)
+        start, trained = resumed.step, resumed.training
+        if start and resumed.init_origin:  # a fine-tuned run keeps the record of where it started
+            cfg = cfg.replace(init_origin=resumed.init_origin)
         if start == 0:
+            if cfg.init_from:  # fine-tuning: another run's weights, fresh optimizers
+                cfg = start_from(cfg, family, recipe.parts, log)
             log(f"new run {cfg.run}: {recipe.describe_new()}; {runfolder.CONFIG} is saved after its first step")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})

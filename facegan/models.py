@@ -116,6 +116,13 @@ class Discriminator(nn.Module):
         # x: (N, 3, R, R) -> logits (N,)
         return self.main(x).flatten()
 
+    def stages(self) -> list[nn.Module]:
+        """Its blocks from the input on (what FreezeD freezes): the first conv + LeakyReLU, each
+        halving conv + norm + LeakyReLU, the final 4x4 conv."""
+        layers = list(self.main)
+        return [nn.Sequential(*layers[:2]), *(nn.Sequential(*layers[i:i + 3]) for i in range(2, len(layers) - 1, 3)),
+                layers[-1]]
+
 
 def parameter_count(module: nn.Module) -> int:
     """Number of trainable parameters."""

@@ -122,3 +122,7 @@ class ResNetDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.blocks(x))  # ndf x s x s (s = 2 at 32 and 64 px, 4 at 128 px)
         return self.linear(h.sum(dim=(2, 3)))  # global sum pooling -> ndf -> 1
+
+    def stages(self) -> list[nn.Module]:
+        """Its blocks from the input on (what FreezeD freezes): each residual block, the linear logit."""
+        return [*self.blocks, self.linear]

@@ -50,6 +50,7 @@ class Family:
     #              and for a family that is not `noise`, gallery_section(state, device) (see facegan.gallery)
     what: str  # what a run of it makes, for help and reports
     noise: bool = False  # its generator draws faces from noise: sampled, the gallery's faces, scored by FID
+    nets: tuple[str, ...] = ()  # the parts that are network weights: what a new run takes with init_from
 
     def plot_series(self) -> list[list[str]]:
         """The loss plot's lines: [key, label, panel] per scalar (JSON-able, for facegan.plots)."""
@@ -103,19 +104,19 @@ _LOSSES = (Scalar("loss_d", "loss_d"), Scalar("loss_g", "loss_g"))
 _D = "discriminator outputs"
 register(Family(
     name="dcgan", config=TrainConfig, presets=PRESETS, module="facegan.families.dcgan",
-    parts=("G", "D", "G_ema", "opt_g", "opt_d"),
+    parts=("G", "D", "G_ema", "opt_g", "opt_d"), nets=("G", "D", "G_ema"),
     scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
     what="faces from noise (DCGAN)", noise=True,
 ))
 register(Family(
     name="resnet", config=ResNetConfig, presets=RESNET_PRESETS, module="facegan.families.resnet",
-    parts=("G", "D", "G_ema", "opt_g", "opt_d"),
+    parts=("G", "D", "G_ema", "opt_g", "opt_d"), nets=("G", "D", "G_ema"),
     scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
     what="faces from noise (ResNet GAN, SNGAN's recipe)", noise=True,
 ))
 register(Family(
     name="cyclegan", config=TranslateConfig, presets=TRANSLATE_PRESETS, module="facegan.families.cyclegan",
-    parts=("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"),
+    parts=("G_AB", "G_BA", "D_A", "D_B", "opt_g", "opt_d", "pool"), nets=("G_AB", "G_BA", "D_A", "D_B"),
     scalars=(*_LOSSES, Scalar("cycle", "cycle"), Scalar("identity", "identity"),
              Scalar("d_real", "D_B(B)", ".2f", shown=False, panel=_D),
              Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False, panel=_D)),

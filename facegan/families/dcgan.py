@@ -16,7 +16,7 @@ import torch
 from facegan import checkpoint as ckpt
 from facegan import data
 from facegan.augment import diff_augment
-from facegan.config import TrainConfig
+from facegan.config import ConfigError, TrainConfig
 from facegan.images import to_png
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
@@ -39,6 +39,19 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
+def freeze(D: torch.nn.Module, blocks: int) -> None:
+    """FreezeD (Mo et al. 2020): the discriminator's first `blocks` stages (`D.stages()`) take no
+    gradient and no update; at least its last stage trains, or a ConfigError says how many it has."""
+    if not blocks:
+        return
+    stages = D.stages()
+    if blocks >= len(stages):
+        raise ConfigError(f"freeze_d={blocks} must be less than the discriminator's {len(stages)} blocks "
+                          "(its last one trains)")
+    for stage in stages[:blocks]:
+        stage.requires_grad_(False)
+
+
 class Recipe:
     """One DCGAN run's networks, optimizers and step (see facegan.loop for the protocol)."""
 
@@ -53,9 +66,10 @@ class Recipe:
         self.G = G = self.generator(cfg.model).to(device, memory_format=torch.channels_last)
         self.D = D = self.discriminator(cfg.model).to(device, memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        freeze(D, cfg.freeze_d)
         adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
         self.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
-        self.opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, **adam)
+        self.opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, **adam)
         self.parts = {"G": G, "D": D, "G_ema": self.G_ema, "opt_g": self.opt_g, "opt_d": self.opt_d}
         self.calls = {"G": G, "D": D}
         self.images_per_step = cfg.batch_size
