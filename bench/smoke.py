@@ -25,6 +25,10 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
   swap bf16     an attribute swap trained under `--precision bf16`
   swap compile  an attribute swap trained with `--compile`, without falling back to eager
   gallery       the nightly gallery from the resulting runs, with the attribute swaps' sections
+  finetune      a new run from the dcgan64 run's weights (--init-from) with --freeze-d 1
+  export        `facegan export` of the dcgan64 run (safetensors, pt2, ONNX checked with ONNX Runtime,
+                the card), then `facegan sample` of the export on the device, truncated
+  swap export   the same for cyclegan64's two generators
   bench         bench.train_throughput, bench.data_throughput and bench.preset_speed at toy sizes
   ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
 
@@ -321,6 +325,31 @@ class Smoke:
         assert sorted(p.name for p in (out_dir / "faces").iterdir()) == [f"{i:03d}.png" for i in range(4)]
         assert (out_dir / "grid.png").stat().st_size > 0 and (out_dir / "interpolation.png").stat().st_size > 0
 
+    def finetune(self) -> None:
+        """A new run on the device from the dcgan64 run's weights (--init-from), its D's first
+        block frozen (--freeze-d 1); its config records where it started."""
+        from facegan import checkpoint as ckpt
+
+        out = self.cli(*self.train_args("dcgan64", "finetuned", self.steps, "--init-from", self.run_uri("dcgan64"),
+                                        "--freeze-d", "1"))
+        assert f"starts from {self.run_uri('dcgan64')}/checkpoints/" in out, out[-300:]
+        assert self.latest_step("finetuned") == self.steps
+        state = ckpt.load(self.run_uri("finetuned"))
+        assert state["config"]["init_origin"]["step"] == 2 * self.steps, state["config"]["init_origin"]
+
+    def export(self, run: str) -> None:
+        """`facegan export` of a run trained on the device (safetensors, pt2, ONNX checked with
+        ONNX Runtime, the card), and the export sampled back on the device, truncated."""
+        out_dir = self.work / "exports" / run
+        said = self.cli("export", self.run_uri(run), str(out_dir))
+        assert "generator" in said and (out_dir / "model_card.json").exists(), said[-300:]
+        card = json.loads((out_dir / "model_card.json").read_text())
+        assert all(len(g["files"]) == 3 for g in card["generators"].values()), card["problems"]
+        if next(iter(card["generators"].values()))["input"]["name"] == "z":  # a family drawing from noise
+            faces = self.work / "samples" / f"{run}-export"
+            self.cli("sample", str(out_dir), str(faces), "--count", "4", "--device", self.device, "--truncation", "0.7")
+            assert (faces / "grid.png").stat().st_size > 0
+
     def compile(self, argv: list[str] | None = None) -> None:
         out = self.cli(*(argv or self.train_args("udacity32", "compiled", self.steps, "--compile")))
         assert "first step (torch.compile) took" in out, out[-300:]
@@ -486,6 +515,9 @@ class Smoke:
                                                                       "--compile")), ("swap data", "device")),
             Check("gallery", self.gallery, ("dcgan64 resume", *(f"{p} resume" for p in SWAP_PRESETS), "swap bf16",
                                             "swap compile")),
+            Check("finetune", self.finetune, ("dcgan64 resume",)),
+            Check("export", lambda: self.export("dcgan64"), ("dcgan64 resume",)),
+            Check("swap export", lambda: self.export(SWAP_PRESETS[0]), (f"{SWAP_PRESETS[0]} resume",)),
             Check("bench", self.bench, ("device",)),
             Check("ddp", self.ddp, ("data", "device")),
         ]
