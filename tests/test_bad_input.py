@@ -277,10 +277,13 @@ for name, pointer, expected in [
     ("a malformed sha256", {"step": 4, "key": "checkpoints/step-0000004.pt", "sha256": "abc"}, "damaged pointer"),
     ("a wrong sha256", {"step": 4, "key": "checkpoints/step-0000004.pt", "sha256": "0" * 64}, "damaged: its sha256"),
 ]:
-    for command in ("sample", "fid"):
+    for command in ("sample", "fid", "export", "train --init-from"):
         def build(t, d, r, raw, c=command, p=pointer):
             run = _run_copy(r, t, lambda f: (f / "latest.json").write_text(json.dumps(p)))
-            return (["sample", run, str(t / "o")] if c == "sample" else ["fid", run, "--dataset", d]), [t / "o"]
+            return {"sample": ["sample", run, str(t / "o")], "fid": ["fid", run, "--dataset", d],
+                    "export": ["export", run, str(t / "o")],
+                    "train --init-from": ["train", "--dataset", d, "--run", str(t / "o"), "--init-from", run]}[c], \
+                [t / "o"]
         _add(f"{command}: latest.json {name}", build, expected)
 for value in (-5, True, 1e30, 10**12, "4"):
     _add(f"sample: checkpoint step {value!r}",
@@ -291,6 +294,31 @@ _add("sample: a flipped byte in the checkpoint",
      lambda t, d, r, raw: (["sample", _run_copy(r, t, _flip_latest), str(t / "o")], [t / "o"]), "damaged: its sha256")
 _add("fid: a flipped byte in the checkpoint",
      lambda t, d, r, raw: (["fid", _run_copy(r, t, _flip_latest), "--dataset", d], []), "damaged: its sha256")
+_add("export: a flipped byte in the checkpoint",
+     lambda t, d, r, raw: (["export", _run_copy(r, t, _flip_latest), str(t / "o")], [t / "o"]), "damaged: its sha256")
+_add("train: --init-from a flipped byte in the checkpoint",
+     lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(t / "o"),
+                            "--init-from", _run_copy(r, t, _flip_latest)], [t / "o"]), "damaged: its sha256")
+
+# export: only into an empty folder or an earlier export; only what has trained
+for name, where in [("the run itself", lambda t, d, r: r), ("the dataset", lambda t, d, r: d),
+                    ("a folder of other files", lambda t, d, r: str(_write(t / "other" / "notes.txt", b"x").parent))]:
+    _add(f"export: into {name}", lambda t, d, r, raw, w=where: (["export", r, w(t, d, r)], []), "not an earlier export")
+_add("export: a run that never trained", lambda t, d, r, raw: (["export", str(t / "none"), str(t / "o")], [t / "o"]),
+     "no checkpoint")
+_add("export: a dataset as the source", lambda t, d, r, raw: (["export", d, str(t / "o")], [t / "o"]), "no checkpoint")
+for value in ("0", "0.01", "1.5", "nan", "abc", "-1"):
+    _add(f"sample: --truncation {value}",
+         lambda t, d, r, raw, v=value: (["sample", r, str(t / "o"), "--truncation", v], [t / "o"]), "--truncation")
+for name, extra, expected in [
+    ("--freeze-d -1", ["--freeze-d", "-1"], "freeze_d=-1 must be 0 (off) or a positive integer"),
+    ("--freeze-d 99", ["--freeze-d", "99", "--steps", "1"], "freeze_d=99 must be less than the discriminator's"),
+    ("--init-from a run that never trained", ["--init-from", "/nonexistent/run"], "no checkpoint"),
+]:
+    _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, *e), [t / "run"]), expected)
+_add("train: --init-from another resolution",
+     lambda t, d, r, raw: (_train(t, _prepared64(t, raw), "--init-from", r, "--steps", "1"), [t / "run"]),
+     "does not fit this run")
 
 # stored arrays that pass their sha256 but are wrong (the manifest re-hashed to match)
 for name, payload, expected in [  # payload(shape the manifest gives the first shard)
@@ -340,6 +368,14 @@ _add("prepare: a zip whose only entry name is there twice",
      "duplicate entry name in the archive")
 _add("prepare: a folder of one FIFO", lambda t, d, r, raw: (["prepare", str(_fifo_folder(t)), str(t / "o")], [t / "o"]),
      "not a regular file")
+
+
+def _prepared64(t: Path, raw: Path) -> str:
+    from facegan.prepare import prepare
+
+    out = t / "ds64"
+    prepare(raw, str(out), resolution=64, workers=1, log=lambda *_: None)
+    return str(out)
 
 
 def _train_on(t: Path, d: str, run: str) -> list[str]:
@@ -433,6 +469,7 @@ def _fifo_folder(tmp: Path) -> Path:
 
 
 def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
 
