@@ -261,7 +261,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
         scorers = {}
         if cfg.metric_every and world.is_main:  # weights and real features first: a bad file leaves no run folder
-            scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log)
+            shared: dict = {}  # one Inception network, real features and generated pass for all of them
+            scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log, shared)
                        for name in scored}
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 
@@ -285,11 +286,10 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             then the state."""
             best = None  # (name, value) of the first metric listed, for best.json
             if scorers and step % cfg.metric_every == 0:
-                for name, scorer in scorers.items():
-                    value = scorer.score(recipe.sampler)
-                    scored[name].append({"step": step, name: value, f"{name}_protocol": scorer.protocol})
-                    best = best or (name, value)
-                    log(f"step {step}: {name} {value:.4g} ({scorer.protocol['samples']} samples)")
+                for name, fields in metric_registry.score_all(scorers, recipe.sampler).items():
+                    scored[name].append({"step": step, **fields, f"{name}_protocol": scorers[name].protocol})
+                    best = best or (name, fields[name])
+                    log(f"step {step}: {name} {fields[name]:.4g} ({scorers[name].protocol['samples']} samples)")
             rows = list(metrics)
             files = {runfolder.sample_key(step): recipe.grid(), runfolder.METRICS: runfolder.jsonl(rows)}
             files.update({runfolder.metric_key(name): runfolder.jsonl(r) for name, r in scored.items() if r})

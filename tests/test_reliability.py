@@ -168,16 +168,17 @@ def test_a_broken_or_stale_fid_cache_is_rebuilt(fid_weights, dataset32, tmp_path
     make = lambda logs: FIDTracker.create(str(ds), samples=8, weights_uri=fid_weights, log=logs.append,  # noqa: E731
                                           batch=4, resize=75)
     fresh = make([])
-    (cache,) = ds.glob("fid-stats-*-8-r75.npz")  # this protocol's (the shared dataset may hold others)
+    (cache,) = ds.glob("inception-*-8-r75.npz")  # this protocol's (the shared dataset may hold others)
+    real = fresh.features.real.numpy()
     if damage == "truncated":
         cache.write_bytes(cache.read_bytes()[:100])
     elif damage == "wrong keys":
         buf = io.BytesIO()
-        np.savez(buf, mean=fresh.mu)
+        np.savez(buf, mean=real)
         cache.write_bytes(buf.getvalue())
     else:
         buf = io.BytesIO()
-        np.savez(buf, mu=fresh.mu + 1, sigma=fresh.sigma, dataset_id=np.array("0123456789abcdef"))
+        np.savez(buf, features=real + 1, dataset_id=np.array("0123456789abcdef"))
         cache.write_bytes(buf.getvalue())
     logs = []
     again = make(logs)

@@ -1,12 +1,16 @@
 """Metrics of a generator against its dataset, and the one registry that names them.
 
-A metric is a module with `scorer(cfg, images, manifest, device, log)` -> an object whose
-`score(sampler)` returns the value for the images a sampler makes and whose `protocol` says how
-(samples, resize, weights' sha256). A sampler is `sampler(n, batch)` -> batches of images in
-[-1, 1] (`facegan.sample.noise_sampler` for a generator of faces from noise): scoring needs no
-more, so any family can be scored. Results go to the run's `metric-<name>.jsonl`; `best.json`
-follows the first metric a run lists. This module imports no torch: the metric's module is
-imported when a run or a command scores.
+A metric is a module with `scorer(cfg, images, manifest, device, log, shared)` -> an object
+with `features` (the feature pass it scores: an object whose `generated(sampler)` extracts the
+features of the images a sampler makes), `from_features(generated)` -> its row's fields
+({"kid": mean, "kid_std": std}) and `protocol` (samples, resize, weights' sha256, ...). `shared`
+is one dict for all of a run's scorers: metrics of one feature network (FID, KID, precision,
+recall: `inception.py`) share one network, one set of real features and, through `score_all`,
+one pass over the generated images per scoring. A sampler is `sampler(n, batch)` -> batches of
+images in [-1, 1] (`facegan.sample.noise_sampler` for a generator of faces from noise): scoring
+needs no more, so any family can be scored. Results go to the run's `metric-<name>.jsonl`;
+`best.json` follows the first metric a run lists. This module imports no torch: the metric's
+module is imported when a run or a command scores.
 
 Adding a metric: one module with `scorer`, and one `register(Metric(...))` line.
 """
@@ -53,5 +57,24 @@ def names(text: str) -> list[str]:
     return parts
 
 
+def score_all(scorers: dict, sampler) -> dict[str, dict]:
+    """Each scorer's row fields for the images `sampler` makes; scorers over one feature pass
+    (`scorer.features`) share one extraction of the generated images."""
+    extracted: dict[int, object] = {}
+    out = {}
+    for name, scorer in scorers.items():
+        key = id(scorer.features)
+        if key not in extracted:
+            extracted[key] = scorer.features.generated(sampler)
+        out[name] = scorer.from_features(extracted[key])
+    return out
+
+
 register(Metric("fid", lower_is_better=True, module="facegan.metrics.fid",
                 what="Fréchet Inception Distance (pytorch-fid's Inception, pool3 features)"))
+register(Metric("kid", lower_is_better=True, module="facegan.metrics.kid",
+                what="Kernel Inception Distance (unbiased MMD^2, cubic kernel, 100 subsets; the same features)"))
+register(Metric("precision", lower_is_better=False, module="facegan.metrics.precision",
+                what="improved precision, k = 3 (generated faces within the real manifold; the same features)"))
+register(Metric("recall", lower_is_better=False, module="facegan.metrics.recall",
+                what="improved recall, k = 3 (real faces within the generated manifold; the same features)"))

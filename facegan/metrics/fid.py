@@ -1,186 +1,28 @@
 """The FID metric: Fréchet Inception Distance with the standard FID Inception network.
 
-The network is pytorch-fid's TF-ported InceptionV3 (`FIDInceptionV3` below: torchvision's
-Inception3 with the FID variants of the A, C and E blocks), whose weights file is
-`pt_inception-2015-12-05-6726825d.pth`. Weights are loaded from a configured URI (https,
-s3://, or a local path), checked against their sha256 before use (the full digest when one
-is configured, otherwise the 8-hex prefix in the file name, as torch hub does), and never
-replaced by other weights: a missing or wrong file is a one-line `FIDError` saying where to
-put it.
-
-Real statistics (mean, covariance of the 2048-d pool features) are computed once per dataset
-manifest, weights and sample count, and cached in the store next to the dataset as
-`fid-stats-<weights>-<n>.npz`. Generated statistics are accumulated batch by batch (sums in
-float64), so no large image tensor is ever held. Every score carries its protocol.
+Mean and covariance of the 2048-d pool features (`facegan.metrics.inception`: the network, its
+verified weights, the cached real features, generated images rounded to 8 bits) of n real and n
+generated images; d^2 = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)). Statistics are summed in
+float64 batch by batch. Every score carries its protocol.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import re
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
-from facegan import data
 from facegan.errors import FIDError  # noqa: F401 - exported here too
-from facegan.runtime import use_device
-from facegan.storage import StorageError, cache_root, open_store, split_uri
-
-WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
-WEIGHTS_ENV = "FACEGAN_FID_WEIGHTS"
-WEIGHTS_SHA256_ENV = "FACEGAN_FID_WEIGHTS_SHA256"
-FEATURES = 2048
-RESIZE = 299  # the FID protocol's Inception input side
-MIN_RESIZE = 75  # the smallest input InceptionV3 takes
-
-
-
-
-# ------------------------------------------------------------------ the network
-
-
-class _FIDInceptionA(InceptionA):
-    def forward(self, x):
-        branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        # TF's average pooling does not count the padding
-        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
-        return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
-
-
-class _FIDInceptionC(InceptionC):
-    def forward(self, x):
-        branch1x1 = self.branch1x1(x)
-        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        b = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
-            b = layer(b)
-        branch_pool = self.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
-        return torch.cat([branch1x1, branch7x7, b, branch_pool], 1)
-
-
-class _FIDInceptionE(InceptionE):
-    def __init__(self, in_channels: int, pool: str) -> None:
-        super().__init__(in_channels)
-        self.pool = pool  # "avg" in Mixed_7b, "max" in Mixed_7c (a quirk of the TF graph)
-
-    def forward(self, x):
-        branch1x1 = self.branch1x1(x)
-        b3 = self.branch3x3_1(x)
-        branch3x3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
-        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
-        if self.pool == "max":
-            pooled = F.max_pool2d(x, 3, 1, 1)
-        else:
-            pooled = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-        return torch.cat([branch1x1, branch3x3, branch3x3dbl, self.branch_pool(pooled)], 1)
-
-
-class FIDInceptionV3(nn.Module):
-    """The FID InceptionV3: images (N, 3, H, W) in [-1, 1] -> pool3 features (N, 2048)."""
-
-    def __init__(self, resize: int = RESIZE) -> None:
-        super().__init__()
-        self.resize = resize  # the input side; 299 is the FID protocol
-        net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
-        net.Mixed_5b = _FIDInceptionA(192, pool_features=32)
-        net.Mixed_5c = _FIDInceptionA(256, pool_features=64)
-        net.Mixed_5d = _FIDInceptionA(288, pool_features=64)
-        net.Mixed_6b = _FIDInceptionC(768, channels_7x7=128)
-        net.Mixed_6c = _FIDInceptionC(768, channels_7x7=160)
-        net.Mixed_6d = _FIDInceptionC(768, channels_7x7=160)
-        net.Mixed_6e = _FIDInceptionC(768, channels_7x7=192)
-        net.Mixed_7b = _FIDInceptionE(1280, "avg")
-        net.Mixed_7c = _FIDInceptionE(2048, "max")
-        self.net = net
-
-    def load_weights(self, state: dict) -> None:
-        """Load pytorch-fid's state dict (keys of torchvision's Inception3)."""
-        self.net.load_state_dict(state)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.net
-        x = F.interpolate(x.float(), size=(self.resize, self.resize), mode="bilinear", align_corners=False)
-        # input already in [-1, 1], the range the TF graph expects
-        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1,
-                      n.Conv2d_3b_1x1, n.Conv2d_4a_3x3, n.maxpool2,
-                      n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b, n.Mixed_6c,
-                      n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
-            x = layer(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)  # (N, 2048)
-
-
-# ------------------------------------------------------------------ weights
-
-
-def _read_uri(uri: str, cache: Path) -> bytes:
-    if uri.startswith(("https://", "http://")):
-        local = cache / uri.rsplit("/", 1)[-1]
-        if not local.is_file():
-            try:
-                with urllib.request.urlopen(uri, timeout=60) as r:
-                    data = r.read()
-            except OSError as exc:
-                raise FIDError(
-                    f"FID weights: cannot download {uri} ({exc}); download {WEIGHTS_NAME} yourself and set "
-                    f"{WEIGHTS_ENV} (or --weights, --metric-weights) to its path or s3:// URI"
-                ) from None
-            open_store(cache).put_bytes(local.name, data)
-        return local.read_bytes()
-    try:
-        store, key = split_uri(uri)
-        return store.get_bytes(key)
-    except StorageError as exc:
-        raise FIDError(
-            f"FID weights: {exc}; put {WEIGHTS_NAME} there or set {WEIGHTS_ENV} (or --weights, --metric-weights) to it"
-        ) from None
-
-
-def load_weights(uri: str | None = None, sha256: str | None = None) -> tuple[FIDInceptionV3, dict]:
-    """The FID network with verified weights from `uri` (default $FACEGAN_FID_WEIGHTS, else the
-    pytorch-fid release URL); returns (network in eval mode, weights description)."""
-    uri = uri or os.environ.get(WEIGHTS_ENV) or WEIGHTS_URL
-    sha256 = (sha256 or os.environ.get(WEIGHTS_SHA256_ENV) or "").lower()
-    cache = cache_root("fid")
-    data = _read_uri(uri, cache)
-    digest = hashlib.sha256(data).hexdigest()
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    prefix = re.search(r"-([0-9a-f]{8,64})\.pth?$", name)
-    if sha256:
-        expected, how = sha256, "configured sha256"
-    elif prefix:
-        expected, how = prefix.group(1), "hash prefix in the file name"
-    else:
-        raise FIDError(
-            f"FID weights {uri}: no sha256 to check against; name the file like {WEIGHTS_NAME} or set "
-            f"{WEIGHTS_SHA256_ENV}"
-        )
-    if not digest.startswith(expected):
-        raise FIDError(
-            f"FID weights {uri}: sha256 {digest[:16]}... does not match the {how} {expected[:16]}; "
-            f"replace it with the real {WEIGHTS_NAME}"
-        )
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        with torch.random.fork_rng(devices=[]):  # layer init must not move the training RNG
-            net = FIDInceptionV3()
-        net.load_weights(state)
-    except Exception as exc:  # noqa: BLE001 - any failure to load is the same user error
-        raise FIDError(f"FID weights {uri}: not FID InceptionV3 weights ({str(exc).splitlines()[0][:160]})") from None
-    return net.eval().requires_grad_(False), {"uri": uri, "name": name, "sha256": digest}
-
+from facegan.metrics.inception import (  # noqa: F401 - the network and its weights, exported here too
+    FEATURES,
+    RESIZE,
+    WEIGHTS_NAME,
+    Features,
+    FIDInceptionV3,
+    load_weights,
+    shared_features,
+)
 
 # ------------------------------------------------------------------ statistics
 
@@ -220,103 +62,61 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
-@torch.no_grad()
-def real_stats(net: nn.Module, images: torch.Tensor, n: int, batch: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Statistics of the first n dataset images (manifest order: deterministic)."""
-    stats = RunningStats(FEATURES)
-    for i in range(0, min(n, len(images)), batch):
-        chunk = images[i:min(i + batch, n)].to(device)
-        stats.add(net(data.to_unit(chunk)))
-    return stats.finish()
+ROWS = 50  # feature rows summed at a time: the sums do not depend on the batch the network ran
 
 
-@torch.no_grad()
-def sampled_stats(net: nn.Module, sampler, n: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Statistics of the n images `sampler(n, batch)` makes, streamed batch by batch."""
+def statistics(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of feature rows (n, 2048), summed ROWS at a time in float64."""
     stats = RunningStats(FEATURES)
-    for images in sampler(n, batch):
-        stats.add(net(images.float().clamp(-1, 1)))
+    for chunk in rows.split(ROWS):
+        stats.add(chunk)
     return stats.finish()
 
 
 @dataclass
 class FIDTracker:
-    """Scores generators against one dataset's cached real statistics."""
+    """Scores generators against one dataset's real statistics (from its cached features)."""
 
-    net: nn.Module
+    features: Features
     mu: np.ndarray
     sigma: np.ndarray
-    protocol: dict
-    device: torch.device
-    batch: int = 50
+
+    name = "fid"
 
     @classmethod
     def create(cls, dataset_uri: str, samples: int, weights_uri: str | None = None,
                device: str | torch.device = "cpu", images: torch.Tensor | None = None,
                manifest: dict | None = None, log=print, batch: int = 50, resize: int = RESIZE) -> FIDTracker:
-        """Load weights, then the real statistics from the cache next to the dataset (or compute
-        and cache them). `resize` other than 299 leaves the FID protocol (faster, for smoke
-        checks); the protocol records it and the cached statistics are kept apart."""
-        if not MIN_RESIZE <= resize <= RESIZE:
-            raise FIDError(f"resize={resize}: the Inception input side must be {MIN_RESIZE}..{RESIZE}")
-        store = open_store(dataset_uri)  # the dataset first: a bad URI is named before any download
-        if manifest is None:
-            manifest = data.read_manifest(store)
-        device = use_device(str(device))
-        net, weights = load_weights(weights_uri)
-        net = net.to(device)
-        n = min(samples, manifest["count"])
-        key = f"fid-stats-{weights['sha256'][:8]}-{n}{'' if resize == RESIZE else f'-r{resize}'}.npz"
-        net.resize = resize
-        cached = read_cached_stats(store, key, manifest["id"], log) if store.exists(key) else None
-        if cached is not None:
-            mu, sigma = cached
-            log(f"FID: real statistics from {store.uri(key)}")
-        else:
-            if images is None:
-                images, _ = data.load(dataset_uri)
-            log(f"FID: computing real statistics of {n} images (cached as {store.uri(key)})")
-            mu, sigma = real_stats(net, images, n, batch, device)
-            buf = io.BytesIO()
-            np.savez(buf, mu=mu, sigma=sigma, dataset_id=np.array(manifest["id"]))
-            store.put_bytes(key, buf.getvalue())
-        protocol = {
-            "samples": n, "reference": {"dataset": store.root, "id": manifest["id"], "images": n},
-            "resize": f"bilinear to {resize}x{resize}", "features": f"pool3 ({FEATURES})",
-            "weights": {"name": weights["name"], "sha256": weights["sha256"]},
-        }
-        return cls(net, mu, sigma, protocol, device, batch)
+        """The network and the real statistics (`Features.create`: see there for the cache and
+        `resize`)."""
+        features = Features.create(dataset_uri, samples, weights_uri, device, images, manifest, log, batch, resize)
+        return cls.of(features)
+
+    @classmethod
+    def of(cls, features: Features) -> FIDTracker:
+        """The FID scorer over a `Features` pass (shared with the run's other metrics)."""
+        mu, sigma = statistics(features.real)
+        return cls(features, mu, sigma)
+
+    @property
+    def protocol(self) -> dict:
+        return self.features.protocol
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def from_features(self, generated: torch.Tensor) -> dict:
+        """{"fid": ...} of generated images' features (`Features.generated`)."""
+        mu, sigma = statistics(generated)
+        return {"fid": frechet_distance(mu, sigma, self.mu, self.sigma)}
 
     def score(self, sampler) -> float:
         """FID of the images `sampler(n, batch)` makes (n = the protocol's samples)."""
-        mu, sigma = sampled_stats(self.net, sampler, self.protocol["samples"], self.batch)
-        return frechet_distance(mu, sigma, self.mu, self.sigma)
+        return self.from_features(self.features.generated(sampler))["fid"]
 
 
-def read_cached_stats(store, key: str, dataset_id: str, log) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached real statistics (mu, sigma) of dataset `dataset_id`, or None (logged) when the
-    cache file is damaged, malformed or belongs to another build of the dataset: it is then
-    computed again and replaced."""
-    where = store.uri(key)
-    try:
-        with np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False) as z:
-            mu, sigma, ref_id = z["mu"], z["sigma"], str(z["dataset_id"])
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-        log(f"FID: {where} is damaged ({type(exc).__name__}); computing the statistics again")
-        return None
-    if ref_id != dataset_id:
-        log(f"FID: {where} holds statistics of an older build of the dataset ({ref_id}, now {dataset_id}); "
-            "computing them again")
-        return None
-    if (mu.shape != (FEATURES,) or sigma.shape != (FEATURES, FEATURES) or mu.dtype.kind != "f"
-            or sigma.dtype.kind != "f" or not (np.isfinite(mu).all() and np.isfinite(sigma).all())):
-        log(f"FID: {where} does not hold {FEATURES}-feature statistics; computing them again")
-        return None
-    return mu, sigma
-
-
-def scorer(cfg, images: torch.Tensor, manifest: dict, device, log) -> FIDTracker:
-    """The FID scorer of a training run (the metric registry's entry point), reusing the dataset
-    tensor the run already holds."""
-    return FIDTracker.create(cfg.dataset, cfg.metric_samples, cfg.metric_weights or None, device,
-                             images=images, manifest=manifest, log=log, resize=cfg.metric_resize)
+def scorer(cfg, images: torch.Tensor, manifest: dict, device, log, shared: dict | None = None) -> FIDTracker:
+    """The FID scorer of a training run (the metric registry's entry point), over the run's one
+    Inception pass (`shared`)."""
+    return FIDTracker.of(shared_features(cfg, images, manifest, device, log, shared))
