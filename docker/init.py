@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-FACEGAN_COMMANDS = {"prepare", "train", "sample", "fid", "synth", "translate"}
+FACEGAN_COMMANDS = {"prepare", "train", "sample", "fid", "export", "synth", "translate"}
 
 
 def command(argv: list[str]) -> list[str]:
