@@ -389,9 +389,12 @@ def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
     if source.endswith(".pt"):
         state = load(source)  # verified against its run's list when it is in one
         in_run = run_of(source)
-        store, key = split_uri(source)
-        return state, open_store(in_run[0]) if in_run else None, {
-            "which": "named", "uri": source, "sha256": sha256(store.get_bytes(key))}
+        run = open_store(in_run[0]) if in_run else None
+        entry = next((e for e in read_index(run) if e["key"] == in_run[1]), None) if run else None
+        if entry is None:  # outside a run's list: its digest is computed (the file is read again)
+            store, key = split_uri(source)
+            entry = {"sha256": sha256(store.get_bytes(key))}
+        return state, run, {"which": "named", "uri": source, "sha256": entry["sha256"]}
     run = open_store(source)
     for which, name in ((BEST, "best"), (LATEST, "latest")):
         state = load_run(run, which)  # verified against the pointer's sha256

@@ -141,6 +141,8 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     """Export the generator(s) of `source` (a run URI or a checkpoint .pt URI) into the folder
     `out` (local or s3://, empty or an earlier export); see the module docstring. Raises
     ExportError after writing everything else when a format could not be written."""
+    from safetensors.torch import save as save_safetensors
+
     target = open_store(out)
     existing = target.list()
     if existing and not target.exists(CARD_JSON):
@@ -162,8 +164,6 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
         made, checks, trouble = _programs(net, example, check, input_name)
         problems += [f"{base}.{line}" for line in trouble]
         weights = {k: v.contiguous() for k, v in net.state_dict().items()}
-        from safetensors.torch import save as save_safetensors
-
         made["safetensors"] = save_safetensors(weights, metadata={
             "format": FORMAT, "family": family.name, "generator": name, "step": str(state["step"]),
             "config": json.dumps(state["config"], sort_keys=True)})

@@ -216,6 +216,10 @@ def test_export_refuses_what_is_not_its_own_and_verifies_what_it_reads(trained, 
     # a run that never trained
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # a checkpoint named directly: the card names it and its sha256, the one its run's list records
+    pt = sorted(Path(trained).glob("checkpoints/*.pt"))[-1]
+    named = exporting.export(str(pt), str(tmp_path / "named"), log=lambda *_: None).card["source"]
+    assert named["checkpoint"] == "named" and named["checkpoint_sha256"] == ckpt.sha256(pt.read_bytes())
     # an export again into the same folder replaces it; a damaged weights file is named on load
     out = tmp_path / "out"
     assert main(["export", trained, str(out)]) == 0 and main(["export", trained, str(out)]) == 0
