@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install system-deps lint test smoke demo bench clean \
+.PHONY: help install system-deps lint test smoke demo bench tensorboard clean \
         docker-build docker-train image-check deploy worker infra-deploy infra-delete ecs-pool
 
 # --- container and cloud settings (override on the command line or in the environment) -------
@@ -48,6 +48,7 @@ help:
 	@echo "make lint   - ruff check"
 	@echo "make smoke  - every device-dependent path on DEVICE (cuda by default; make test runs it on cpu)"
 	@echo "make bench  - speed benchmarks (not part of test)"
+	@echo "make tensorboard RUN=<uri> - fetch a run's TensorBoard events (also from S3) and serve them"
 	@echo "make image-check - build the image and check it in a container engine (also run by CI)"
 	@echo "make install - only the venv and pinned packages"
 	@echo "make infra-deploy / ecs-pool / deploy - the AWS stack (CAPACITY=ecs|one-box), its work pool, the deployments"
@@ -138,6 +139,14 @@ infra-deploy:
 infra-delete:
 	aws cloudformation delete-stack --stack-name $(STACK)
 	aws cloudformation wait stack-delete-complete --stack-name $(STACK)
+
+# A run's TensorBoard event files (<run>/tb/, a folder or s3://...), fetched and served on TB_PORT:
+#   make tensorboard RUN=s3://my-bucket/runs/dcgan64
+RUN     ?=
+TB_PORT ?= 6006
+tensorboard: $(STAMP)
+	@test -n "$(RUN)" || { echo "make tensorboard RUN=<run uri> (a folder or s3://...)" >&2; exit 2; }
+	$(PY) -m facegan.cli tensorboard "$(RUN)" --port $(TB_PORT)
 
 # Speed figures measured side by side (see bench/README.md); not part of `make test`.
 bench: $(STAMP)

@@ -1,6 +1,8 @@
 """Training images/s: facegan's trainer against the canonical recipe (bench/baseline.py), same
 networks, batch size and device, in one invocation; plus facegan with checkpointing to a store
-every N steps against without. Prints the figures and their ratios, writes a JSON record.
+every N steps against without, and those checkpoints without TensorBoard event files and without
+the collapse watchdog's look (each on by default), to show what each costs the training step.
+Prints the figures and their ratios, writes a JSON record.
 
     python -m bench.train_throughput                      # CPU here; CUDA when available
     python -m bench.train_throughput --device cuda --compile --ckpt-every 500
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     base_times = baseline.run(jpegs, model, a.batch, device, a.workers, a.windows, a.window_steps, a.warmup)
     base = median_rate(base_times, a.window_steps * a.batch)
 
-    def cfg(run: str, ckpt_every: int) -> TrainConfig:
+    def cfg(run: str, ckpt_every: int, **options) -> TrainConfig:
         return TrainConfig(dataset=str(tmp / "ds"), run=run, model=model, batch_size=a.batch, steps=total,
                            log_every=a.window_steps, ckpt_every=ckpt_every, keep_last=2, device=str(device),
-                           compile=a.compile, precision=a.precision, ema_decay=0.999)
+                           compile=a.compile, precision=a.precision, ema_decay=0.999, **options)
 
     # log_every == window_steps and warmup a multiple of it: windows line up with the baseline's
     fast_times, compile_s = facegan_windows(cfg(str(tmp / "run-plain"), 10**9), a.warmup, a.window_steps)
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     store = a.store or str(tmp / "store")
     ck_times, _ = facegan_windows(cfg(f"{store}/runs/bench-ckpt", a.ckpt_every), a.warmup, a.window_steps)
     ck = median_rate(ck_times, a.window_steps * a.batch)
+    without = {}  # the checkpointing run without one of its default parts, and its window times
+    for name, option in (("tensorboard", {"tensorboard": False}), ("watchdog", {"watchdog": "off"})):
+        times, _ = facegan_windows(cfg(f"{store}/runs/bench-ckpt-no-{name}", a.ckpt_every, **option), a.warmup,
+                                   a.window_steps)
+        without[name] = (median_rate(times, a.window_steps * a.batch), times)
 
     print(f"baseline (JPEG DataLoader x{a.workers} workers, fp32, eager, sync/step): {base:8.1f} img/s")
     print(f"facegan  (device-resident uint8, {'compiled' if a.compile else 'eager'}"
@@ -87,11 +94,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"torch.compile: first step took {compile_s:.1f}s (not in the figure)")
     print(f"facegan with a checkpoint every {a.ckpt_every} steps to {store}: {ck:8.1f} img/s   "
           f"cost {100 * (1 - ck / fast):.1f}%")
+    for name, (rate, _) in without.items():
+        print(f"  the same without {name:<11}: {rate:8.1f} img/s   {name} costs {100 * (1 - ck / rate):.1f}% "
+              "of that run's step")
     write_record("train_throughput", {
         "device": str(device), "config": vars(a), "baseline_img_s": base, "facegan_img_s": fast,
         "ratio": fast / base, "facegan_ckpt_img_s": ck, "ckpt_cost_fraction": 1 - ck / fast,
         "compile_seconds": compile_s, "windows_s": {"baseline": base_times, "facegan": fast_times,
-                                                    "facegan_ckpt": ck_times},
+                                                    "facegan_ckpt": ck_times,
+                                                    **{f"facegan_ckpt_no_{k}": t for k, (_, t) in without.items()}},
+        **{f"facegan_ckpt_no_{k}_img_s": r for k, (r, _) in without.items()},
         "torch_threads": torch.get_num_threads(),
     }, a.results)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -193,6 +194,30 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(a: argparse.Namespace) -> int:
+    import importlib.util
+    import tempfile
+
+    from facegan import tensorboard
+    from facegan.errors import StorageError
+    from facegan.storage import open_store
+
+    run = open_store(a.run)
+    out = a.out or tempfile.mkdtemp(prefix="facegan-tb-")
+    files = tensorboard.fetch(run, out)
+    if not files:
+        raise StorageError(f"{run.uri(tensorboard.DIR)}: no event files; is {a.run} a run trained with "
+                           "--tensorboard (the default) that has reached a checkpoint?")
+    print(f"{len(files)} event files of {a.run} in {out}", flush=True)
+    if a.fetch_only:
+        return 0
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard is not installed here (pip install tensorboard; `make install` has it)")
+    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--port", str(a.port),
+                              "--bind_all" if a.bind_all else "--host=127.0.0.1"])
+    return 0  # not reached: execv replaces this process
+
+
 def cmd_synth(a: argparse.Namespace) -> int:
     from facegan.attributes import TABLE_NAME
     from facegan.synthetic import make_faces
@@ -323,6 +348,15 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("source", help="run URI (its best checkpoint, else its latest) or checkpoint .pt URI")
     p.add_argument("out", help="output folder URI (a folder or s3://...): empty, or an earlier export")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("tensorboard", help="fetch a run's TensorBoard event files (<run>/tb/, from S3 too) and "
+                                           "serve them with TensorBoard")
+    p.add_argument("run", help="run URI (a folder or s3://...)")
+    p.add_argument("--out", default="", help="folder to fetch into (default: a new temporary folder)")
+    p.add_argument("--port", type=count(0, 65535), default=6006, help="TensorBoard's port (6006)")
+    p.add_argument("--bind-all", action="store_true", help="serve on every interface, not only 127.0.0.1")
+    p.add_argument("--fetch-only", action="store_true", help="only fetch the files, print where, and exit")
+    p.set_defaults(fn=cmd_tensorboard)
 
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
     p.add_argument("out")

@@ -24,6 +24,7 @@ SCHEDULES = ("constant", "linear")
 LOSSES = ("bce", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
 PRECISIONS = ("auto", "bf16", "fp32")
+WATCHDOG_MODES = ("off", "warn", "stop")  # facegan.watchdog
 TRUNCATION_MIN = 0.05  # the smallest truncation psi (facegan.sample.latents): below it, redrawing takes too long
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
@@ -168,7 +169,8 @@ class RunConfig:
     model_class: ClassVar[type]
     family: ClassVar[str]  # the model family's registered name (facegan.families)
     POSITIVE_INTS: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "ckpt_every", "keep_last", "log_every",
-                                                "sample_count", "metric_samples")
+                                                "sample_count", "metric_samples",
+                                                "watchdog_windows")
     RATES: ClassVar[tuple[str, ...]] = ()  # learning rates, in (0, 1)
     FRACTIONS: ClassVar[tuple[str, ...]] = ("beta1", "beta2", "decay_start")  # in [0, 1)
 
@@ -207,6 +209,19 @@ class RunConfig:
                                      "release)", resumable=True)
     metric_resize: int = option(299, "Inception input side: 299 is the FID protocol (comparable with published "
                                      "scores); 75-298 only for quick smoke checks", resumable=True)
+    tensorboard: bool = option(True, "write TensorBoard event files (losses, D outputs, learning rates, img/s, "
+                                     "metrics, sample pictures) into <run>/tb/ with each checkpoint", resumable=True)
+    watchdog: str = option("stop", "the collapse watchdog (facegan.watchdog): stop (checkpoint, write "
+                                   "watchdog.json, end the run), warn (log and record) or off", resumable=True)
+    watchdog_gap: float = option(0.99, "saturation: D(x) - D(G(z)) of a log window at or above this counts",
+                                 resumable=True)
+    watchdog_windows: int = option(20, "saturation fires after this many saturated log windows in a row",
+                                   resumable=True)
+    watchdog_diversity: float = option(0.25, "diversity fires when a checkpoint's fixed samples differ among "
+                                             "themselves less than this share of the most they did (0: off)",
+                                       resumable=True)
+    watchdog_patience: int = option(5, "metric fires after the first metric is worse than its best for this "
+                                       "many evaluations in a row (0: off)", resumable=True)
     init_from: str = option("", "start a new run from another run's weights (fine-tuning): a run URI (its best "
                                 "checkpoint, else its latest) or a checkpoint .pt; the optimizers start afresh")
     # where a run started from, recorded by facegan.loop.fit when init_from is given: the checkpoint's
@@ -248,6 +263,15 @@ class RunConfig:
             raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu' or 'cuda[:N]'")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"max_seconds={self.max_seconds!r} must be positive")
+        if self.watchdog not in WATCHDOG_MODES:
+            raise ConfigError(f"watchdog={self.watchdog!r} must be one of {WATCHDOG_MODES}")
+        if not isinstance(self.watchdog_gap, (int, float)) or not 0 < self.watchdog_gap <= 1:
+            raise ConfigError(f"watchdog_gap={self.watchdog_gap!r} must be a number in (0, 1]")
+        if not isinstance(self.watchdog_diversity, (int, float)) or not 0 <= self.watchdog_diversity < 1:
+            raise ConfigError(f"watchdog_diversity={self.watchdog_diversity!r} must be a number in [0, 1) (0: off)")
+        if (isinstance(self.watchdog_patience, bool) or not isinstance(self.watchdog_patience, int)
+                or self.watchdog_patience < 0):
+            raise ConfigError(f"watchdog_patience={self.watchdog_patience!r} must be 0 (off) or a positive integer")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         metric_names(self.metrics)

@@ -52,8 +52,13 @@ class DivergedError(RuntimeError):
     """Training losses became NaN or infinite; nothing from that point on was saved."""
 
 
+class CollapsedError(RuntimeError):
+    """The collapse watchdog stopped the run (`facegan.watchdog`), or refuses to resume a run it
+    stopped; its checkpoint and verdict were written first. One line: what fired, where."""
+
+
 # Errors that mean "bad input" (or, for StorageError, an unreachable store; for DivergedError,
-# settings under which training blows up): a CLI prints the one line and exits 2, a flow ends
+# settings under which training blows up or collapses): a CLI prints the one line and exits 2, a flow ends
 # Failed with it (retrying would only repeat it).
 INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError, DivergedError,
-                LeaseError, ExportError)
+                CollapsedError, LeaseError, ExportError)

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 
 from facegan import checkpoint as ckpt
-from facegan import families, runfolder
+from facegan import families, runfolder, watchdog
 from facegan import metrics as metric_registry
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
 from facegan.export import CARD_JSON, CARD_MD
@@ -52,7 +52,8 @@ class Source:
     run_uri: str
     key: str
     step: int
-    pointer: str  # "best.json" or "latest.json"
+    pointer: str  # "best.json", "latest.json" or "watchdog.json" (the best before a collapse)
+    stopped: dict | None = None  # the watchdog's verdict when it stopped the run (facegan.watchdog)
 
     @property
     def uri(self) -> str:
@@ -60,7 +61,8 @@ class Source:
 
 
 def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
-    """The newest checkpoint across `runs/*` (or in `runs/<run_name>`), preferring best.json."""
+    """The newest checkpoint across `runs/*` (or in `runs/<run_name>`), preferring best.json; of
+    a run the collapse watchdog stopped, the best checkpoint before the collapse (its verdict's)."""
     runs = store.child("runs")
     if run_name:
         names = [run_name]
@@ -74,7 +76,12 @@ def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
             continue  # families that do not draw from noise (attribute swaps) have their own sections
         best = ckpt.read_pointer(run, ckpt.BEST)
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
-        source = Source(run.root, chosen["key"], chosen["step"], which)
+        verdict = watchdog.read_verdict(run)
+        verdict = verdict if verdict and verdict.get("stopped") else None
+        before = verdict and verdict.get("best")
+        if before and run.exists(before):  # the collapse's checkpoint is the dead generator
+            chosen, which = {"key": before, "step": verdict["best_step"]}, runfolder.WATCHDOG
+        source = Source(run.root, chosen["key"], chosen["step"], which, verdict)
         candidates.append((latest.get("written_at", 0), source))
     if not candidates:
         where = runs.uri(run_name) if run_name else runs.uri()
@@ -188,6 +195,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "export": exported(run, runfolder.name(source.run_uri)),
         "faces": faces,
         "metrics": summary,
+        "stopped": source.stopped and {k: source.stopped[k] for k in ("signal", "step", "line")},
         "published_at": time.time(),
     }
     translations, translation_files = translation_sections(store, device)
@@ -232,6 +240,7 @@ body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-seri
 main { max-width: 1100px; margin: 0 auto; padding: 16px; }
 h1 { font-size: 1.6rem; margin: 0.4em 0; } h2 { font-size: 1.2rem; margin-top: 1.6em; }
 .meta { color: var(--muted); font-size: 0.9rem; word-break: break-all; }
+.note { border-left: 4px solid #c0392b; padding: 0.4rem 0.8rem; background: #fdecea; color: #1d1d1f; }
 img { max-width: 100%; height: auto; image-rendering: pixelated; border-radius: 6px; display: block; }
 .wide { width: 100%; max-width: 640px; }
 .faces img { width: 100%; }
@@ -286,7 +295,7 @@ def night_page(m: dict) -> str:
         f"<h1>Faces of {e(m['date'])}</h1>"
         f'<p class="meta">Generator {e(m["generator"])} at step {m["step"]} of run '
         f"<code>{e(m['run'])}</code> ({e(label(m))})<br>checkpoint <code>{e(m['checkpoint'])}</code> "
-        f"(from {e(m['pointer'])})<br>{e(truncation_note(m))}</p>{export_links(m.get('export'))}"
+        f"(from {e(m['pointer'])})<br>{e(truncation_note(m))}</p>{stopped_note(m)}{export_links(m.get('export'))}"
         '<h2>Fixed seeds</h2><p class="meta">The same latents every night, to compare nights.</p>'
         '<img class="wide" src="grid.png" alt="grid of faces from fixed seeds">'
         "<h2>Tonight's seeds</h2>"
@@ -297,6 +306,15 @@ def night_page(m: dict) -> str:
         f"{loss}{translation_html(m.get('translations') or [])}"
     )
     return _page(f"facegan gallery {m['date']}", body)
+
+
+def stopped_note(m: dict) -> str:
+    """The note on a night from a run the collapse watchdog stopped (facegan.watchdog)."""
+    s = m.get("stopped")
+    if not s:
+        return ""
+    return (f'<p class="note">stopped: collapsed at step {s["step"]} ({html.escape(s["signal"])}); these faces '
+            f'are from its best checkpoint before that, step {m["step"]}.<br>{html.escape(s["line"])}</p>')
 
 
 def truncation_note(m: dict) -> str:

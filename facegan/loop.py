@@ -3,9 +3,11 @@
 It owns what every run shares: the run lease, the dataset on the device, resume from
 `latest.json`, log windows with one host sync each, the DDP-aware stop/time/lease votes, the
 divergence guard, `torch.compile` with its eager fallback, the metrics of the run's
-sampler (`facegan.metrics`, every `metric_every` steps; best.json by the first), and checkpoints (the complete
-state, the family's sample grid, `metrics.jsonl` and `loss.png`, through
-`facegan.checkpoint.CheckpointWriter`). It never sees a loss formula: the family's recipe
+sampler (`facegan.metrics`, every `metric_every` steps; best.json by the first), the collapse
+watchdog (`facegan.watchdog`: it looks at every log window and checkpoint, and on `stop` ends the
+run with a CollapsedError after its checkpoint), and checkpoints (the complete state, the family's
+sample grid, `metrics.jsonl`, `loss.png` and the TensorBoard events of `facegan.tensorboard`,
+through `facegan.checkpoint.CheckpointWriter`). It never sees a loss formula: the family's recipe
 (`facegan.families`) builds the networks and optimizers, and its `step(i, calls)` returns the
 family's named scalars on the device. On CPU a resumed run is bit-identical to one never
 interrupted, for every family.
@@ -40,11 +42,11 @@ from typing import Any
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, families, memory, plots, runfolder, storage
+from facegan import data, families, memory, plots, runfolder, storage, tensorboard, watchdog
 from facegan import distributed as dist
 from facegan import metrics as metric_registry
 from facegan.config import ConfigError, RunConfig, session_fields
-from facegan.errors import DivergedError, LeaseError
+from facegan.errors import CollapsedError, DivergedError, LeaseError
 from facegan.lease import Lease
 from facegan.metrics import names as metric_names
 from facegan.presets import resolve
@@ -227,6 +229,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
     # --- one trainer per run: the lease is held from before anything is read until the end ---
     lease = Lease(run).acquire() if world.is_main else None
     try:
+        watchdog.refuse_resume(cfg, run)  # a run the watchdog stopped stays stopped while it stops runs
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
         cfg.check_dataset(manifest)
@@ -259,11 +262,20 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
+        if cfg.tensorboard and world.is_main:  # event files past the resume point are from a lost session
+            tensorboard.purge_after(run, start)
+        evented = [len(metrics)]  # training rows already in event files
         scorers = {}
         if cfg.metric_every and world.is_main:  # weights and real features first: a bad file leaves no run folder
             shared: dict = {}  # one Inception network, real features and generated pass for all of them
             scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log, shared)
                        for name in scored}
+        first = next(iter(scorers), None)
+        watch = watchdog.Watchdog(cfg, family.d_outputs, first,
+                                  metric_registry.get(first).lower_is_better if first else True,
+                                  images if world.is_main else None, log)
+        watch.replay(scored.get(first, []))  # the metric's best and patience count so far (a resumed run)
+        halt: watchdog.Alarm | None = None  # the watchdog's alarm that stops the run (--watchdog stop)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 
         # --- what the step calls: DDP wrappers and torch.compile (with an eager fallback) ------
@@ -281,17 +293,26 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                 f"{cfg.run}: the losses became NaN or infinite by step {step}; nothing from there was saved, "
                 "the run's latest checkpoint is from before (lower the learning rates, then resume)")
 
-        def save(step: int) -> None:
-            """Queue a checkpoint (rank 0): the metrics, the sample picture, metric rows, loss curve,
-            then the state."""
-            best = None  # (name, value) of the first metric listed, for best.json
+        def save(step: int) -> watchdog.Alarm | None:
+            """Queue a checkpoint (rank 0): the metrics, the watchdog's look, the sample picture, metric
+            rows, loss curve, the watchdog's verdict if it fired, then the state. Returns the watchdog's
+            alarm at this checkpoint, if any."""
+            best, scores = None, {}  # (name, value) of the first metric listed, for best.json; {name: fields}
             if scorers and step % cfg.metric_every == 0:
                 for name, fields in metric_registry.score_all(scorers, recipe.sampler).items():
                     scored[name].append({"step": step, **fields, f"{name}_protocol": scorers[name].protocol})
-                    best = best or (name, fields[name])
+                    best, scores[name] = best or (name, fields[name]), fields
                     log(f"step {step}: {name} {fields[name]:.4g} ({scorers[name].protocol['samples']} samples)")
-            rows = list(metrics)
-            files = {runfolder.sample_key(step): recipe.grid(), runfolder.METRICS: runfolder.jsonl(rows)}
+            alarm = watch.checkpoint(step, recipe.sampler, {name: fields[name] for name, fields in scores.items()})
+            rows, grid = list(metrics), recipe.grid()
+            files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+            if cfg.tensorboard:  # the rows since the last checkpoint, the scores and the picture, as events
+                files[tensorboard.event_key(step)] = ckpt.Render(tensorboard.checkpoint_events, step, time.time(),
+                                                                 rows[evented[0]:], scores, grid)
+                evented[0] = len(rows)
+            verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
+            if verdict:
+                files[runfolder.WATCHDOG] = verdict
             files.update({runfolder.metric_key(name): runfolder.jsonl(r) for name, r in scored.items() if r})
             if rows:
                 files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
@@ -302,6 +323,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True
             writer.save(state, files, metric=best, lower_is_better=lower)
+            return alarm
 
         writer = None  # rank 0 alone writes the run folder
         if world.is_main:
@@ -358,12 +380,17 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                         metrics.append(row)
                         if hooks.progress and world.is_main:
                             hooks.progress(step, cfg.steps, row)
+                        alarm = watch.window(row)  # the same averages on every process: they agree
+                        if alarm and cfg.watchdog == "stop":
+                            halt = alarm
                         sums.zero_()
                         summed, window_start, timed = 0, time.perf_counter(), 0
 
                     # --- stop requests and wall-clock limit: checkpoint, then return --------------
                     # (every process must agree: under DDP they vote every 10 steps)
-                    if not world.distributed or step % 10 == 0 or step == cfg.steps:
+                    if halt:
+                        result.stopped = halt.line
+                    elif not world.distributed or step % 10 == 0 or step == cfg.steps:
                         stop = bool(hooks.should_stop and hooks.should_stop())
                         late = bool(cfg.max_seconds and time.monotonic() - wall_start > cfg.max_seconds)
                         if dist.any_true(bool(lease and lease.lost), world, device):  # nothing more may be written
@@ -375,8 +402,11 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                     if step % cfg.ckpt_every == 0 or step == cfg.steps or result.stopped:
                         if summed and not bool(torch.isfinite(sums).all()):  # steps since the last log
                             raise diverged(step)
-                        if writer:
-                            save(step)
+                        alarm = save(step) if writer else None
+                        if cfg.watchdog == "stop" and not halt:  # an alarm at a checkpoint (rank 0's) stops all
+                            if dist.any_true(alarm is not None, world, device):
+                                halt = alarm or watchdog.Alarm("checkpoint", step, step, "rank 0's watchdog fired")
+                                result.stopped = halt.line
                     if result.stopped:
                         log(f"stopping at step {step}: {result.stopped}")
                         break
@@ -388,6 +418,9 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             lease.release()
         dist.close(world)
     result.step = step
+    if halt:
+        raise CollapsedError(f"{cfg.run}: the watchdog stopped the run, {halt.line}; checkpoint and verdict "
+                             f"saved ({run.uri(runfolder.WATCHDOG)})")
     pointer = ckpt.read_pointer(run)
     result.checkpoint = pointer["uri"] if pointer else None
     return result

@@ -9,6 +9,8 @@
     samples/step-0000500.png        the fixed-latent sample grid at each checkpoint
     lease.json                      who trains the run now (see facegan.lease), while it trains
     loss.png                        the loss curve
+    watchdog.json                   the collapse watchdog's verdict, when it fired (facegan.watchdog)
+    tb/                             TensorBoard event files (facegan.tensorboard)
 
 Each metric has its own stream (as stylegan2-ada keeps one `metric-*.jsonl` per metric), so a
 reader of one never meets the other's rows. Nothing here imports torch.
@@ -30,6 +32,7 @@ CKPT_DIR = "checkpoints"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples"
+WATCHDOG = "watchdog.json"  # the collapse watchdog's verdict, when it fired (facegan.watchdog)
 EXPORT = "export"  # the folder the train flows export the generator(s) into (facegan.export)
 LEASE = KEY  # who trains the run now (facegan.lease)
 

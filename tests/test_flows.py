@@ -142,6 +142,16 @@ def test_train_flow_trains_the_resnet_family(prefect_api, prepared, tmp_path):
     assert state["config"]["n_dis"] == 2 and state["config"]["model"]["ngf"] == 16
 
 
+def test_a_run_the_watchdog_stops_ends_the_flow_failed_with_its_line(prefect_api, dataset32, tmp_path):
+    """A generator that cannot learn: D saturates and the watchdog (3 windows here) stops the run."""
+    params = dict(dataset_uri=dataset32, run_name="dead", store=str(tmp_path), steps=300, batch_size=32,
+                  ngf=16, ndf=16, lr_g=1e-7, log_every=5, ckpt_every=25, watchdog_windows=3, device="cpu")
+    state = train_dcgan(**params, return_state=True)
+    assert state.is_failed() and "\n" not in state.message, state
+    assert "the watchdog stopped the run, collapsed at step" in state.message and "saturation" in state.message
+    assert (tmp_path / "runs" / "dead" / "watchdog.json").exists()
+
+
 def test_flow_cli_and_config_take_the_same_options():
     """One option table (facegan.config) makes the CLI's options and the flow's parameters:
     the same names, types, defaults (None: not given) and help."""

@@ -123,6 +123,15 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]  # no duplicates from the failed attempt
     for key in ("samples/step-0000012.png", "loss.png", "config.json", "latest.json"):
         assert run_store.exists(key), key
+    # TensorBoard events on S3, one file per checkpoint; the retry's resume kept each row once
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from facegan import tensorboard
+
+    assert [tensorboard.step_of(k) for k in run_store.list("tb/")] == [4, 8, 12]
+    events = EventAccumulator(str(tensorboard.fetch(run_store, tmp_path / "tb")[0].parent))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss_d")] == [r["step"] for r in rows]
     kinds: dict[str, dict] = {}
     for a in server.artifacts(run["id"]):  # newest first: the retried attempt's artifacts
         kinds.setdefault(a["key"], a)

@@ -51,6 +51,8 @@ class Family:
     what: str  # what a run of it makes, for help and reports
     noise: bool = False  # its generator draws faces from noise: sampled, the gallery's faces, scored by FID
     nets: tuple[str, ...] = ()  # the parts that are network weights: what a new run takes with init_from
+    d_outputs: tuple[str, str] | None = None  # the scalars that are D's mean outputs on real and on generated
+    #                                           images, in [0, 1] (the watchdog's saturation signal)
 
     def plot_series(self) -> list[list[str]]:
         """The loss plot's lines: [key, label, panel] per scalar (JSON-able, for facegan.plots)."""
@@ -106,13 +108,13 @@ register(Family(
     name="dcgan", config=TrainConfig, presets=PRESETS, module="facegan.families.dcgan",
     parts=("G", "D", "G_ema", "opt_g", "opt_d"), nets=("G", "D", "G_ema"),
     scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
-    what="faces from noise (DCGAN)", noise=True,
+    what="faces from noise (DCGAN)", noise=True, d_outputs=("d_real", "d_fake"),
 ))
 register(Family(
     name="resnet", config=ResNetConfig, presets=RESNET_PRESETS, module="facegan.families.resnet",
     parts=("G", "D", "G_ema", "opt_g", "opt_d"), nets=("G", "D", "G_ema"),
     scalars=(*_LOSSES, Scalar("d_real", "D(x)", ".2f", panel=_D), Scalar("d_fake", "D(G(z))", ".2f", panel=_D)),
-    what="faces from noise (ResNet GAN, SNGAN's recipe)", noise=True,
+    what="faces from noise (ResNet GAN, SNGAN's recipe)", noise=True, d_outputs=("d_real", "d_fake"),
 ))
 register(Family(
     name="cyclegan", config=TranslateConfig, presets=TRANSLATE_PRESETS, module="facegan.families.cyclegan",
@@ -120,5 +122,5 @@ register(Family(
     scalars=(*_LOSSES, Scalar("cycle", "cycle"), Scalar("identity", "identity"),
              Scalar("d_real", "D_B(B)", ".2f", shown=False, panel=_D),
              Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False, panel=_D)),
-    what="an attribute swap (CycleGAN)",
+    what="an attribute swap (CycleGAN)", d_outputs=("d_real", "d_fake"),
 ))

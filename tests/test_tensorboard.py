@@ -1,0 +1,110 @@
+"""TensorBoard event files: written with every checkpoint into <run>/tb/ (on moto S3 here), read
+back with TensorBoard's own EventAccumulator they equal metrics.jsonl and the metric streams, also
+across a resume that found a lost session's file; `facegan tensorboard` serves them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from facegan import runfolder, tensorboard
+from facegan.loop import Hooks, fit
+from facegan.storage import open_store
+
+
+def accumulate(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def evented(bucket_module, dataset32, fid_weights, tmp_path_factory):
+    """A run on S3 that scores FID and KID at every checkpoint, stopped at step 8 and resumed to 12,
+    with a lost session's event file for step 12 left in between; its events fetched."""
+    run_uri = f"{bucket_module}/runs/tb"
+    cfg = tiny_config(dataset32, run_uri, steps=8, metrics="fid,kid", metric_every=4, metric_samples=16,
+                      metric_weights=fid_weights, metric_resize=75)
+    fit(cfg, Hooks(log=lambda *_: None))
+    run = open_store(run_uri)
+    run.put_bytes(tensorboard.event_key(12), b"a lost session's file")  # e.g. uploaded, then kill -9
+    fit(cfg.replace(steps=12), Hooks(log=lambda *_: None))
+    out = tmp_path_factory.mktemp("tb")
+    return run, tensorboard.fetch(run, out), out
+
+
+@pytest.fixture(scope="module")
+def bucket_module(moto_endpoint):
+    import uuid
+
+    import boto3
+
+    name = f"facegan-tb-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+def test_event_files_equal_the_metrics_streams_after_a_resume(evented):
+    run, files, out = evented
+    assert [tensorboard.step_of(f"tb/{p.name}") for p in files] == [4, 8, 12]  # one per checkpoint
+    acc = accumulate(out)
+    rows, scored = runfolder.read_metrics(run)
+    assert len(rows) == 6 and set(scored) == {"fid", "kid"}
+    tags = acc.Tags()["scalars"]
+    for key in tensorboard.numbers(rows[0]):  # losses, D outputs, learning rates, img/s, ...
+        events = acc.Scalars(f"train/{key}")
+        assert [e.step for e in events] == [r["step"] for r in rows]  # each row once: the lost file is gone
+        assert [e.value for e in events] == [np.float32(r[key]) for r in rows], key
+        assert [e.wall_time for e in events] == pytest.approx([r["time"] for r in rows])
+    assert {"train/loss_d", "train/d_real", "train/lr_g", "train/img_per_s"} <= set(tags)
+    for field_rows in scored.values():
+        for key in tensorboard.numbers({k: v for k, v in field_rows[0].items() if not k.endswith("_protocol")}):
+            events = acc.Scalars(f"metric/{key}")
+            assert [(e.step, e.value) for e in events] == [(r["step"], np.float32(r[key])) for r in field_rows]
+    assert {"metric/fid", "metric/kid", "metric/kid_std"} <= set(tags)
+    images = acc.Images("samples")
+    assert [i.step for i in images] == [4, 8, 12]
+    for image in images:  # the very PNG of the checkpoint's sample picture
+        assert image.encoded_image_string == run.get_bytes(runfolder.sample_key(image.step))
+
+
+def test_facegan_tensorboard_serves_a_runs_events(evented, tmp_path):
+    run, _, _ = evented
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "facegan.cli", "tensorboard", run.root, "--port", str(port),
+                               "--out", str(tmp_path / "tb")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, tags = time.monotonic() + 90, {}
+        while time.monotonic() < deadline and "train/loss_d" not in json.dumps(tags):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.load(r)
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()[-2000:]
+                time.sleep(0.5)
+        assert "metric/fid" in tags.get(".", {}) and "train/loss_d" in tags["."], tags
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_without_tensorboard_no_events_are_written_and_the_command_says_so(dataset32, tmp_path, capsys):
+    from facegan.cli import main
+
+    result = fit(tiny_config(dataset32, str(tmp_path / "run"), steps=4, tensorboard=False), Hooks(log=lambda *_: None))
+    assert not open_store(result.run).list("tb/")
+    assert main(["tensorboard", result.run, "--fetch-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tb: no event files" in err

@@ -1,0 +1,133 @@
+"""The collapse watchdog: a run driven into collapse on the CPU is stopped within a bounded number
+of steps, with its checkpoint and verdict written; the same run healthy is not; a stopped run is
+not resumed while the watchdog stops; the gallery shows its best checkpoint with a note."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from facegan import checkpoint as ckpt
+from facegan import gallery, models, runfolder, watchdog
+from facegan.config import ModelConfig, TrainConfig
+from facegan.errors import CollapsedError
+from facegan.loop import Hooks, fit
+from facegan.presets import resolve
+from facegan.storage import open_store
+
+
+def toy(dataset: str, run: str, **overrides) -> TrainConfig:
+    """A udacity32 run at toy width on the synthetic faces, logging every 5 steps, with the
+    watchdog's default thresholds."""
+    settings = resolve("udacity32", {"model": {"ngf": 16, "ndf": 16}, "batch_size": 32, "steps": 200,
+                                     "ckpt_every": 25, "log_every": 5, "keep_last": 20, "device": "cpu",
+                                     "seed": 1, **overrides})
+    return TrainConfig(dataset=dataset, run=run, **{**settings, "model": ModelConfig(**settings["model"])})
+
+
+def quiet(rows: list | None = None, lines: list | None = None) -> Hooks:
+    return Hooks(progress=lambda s, t, r: rows.append(r) if rows is not None else None,
+                 log=lambda m: lines.append(m) if lines is not None else None)
+
+
+def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32, tmp_path):
+    """A generator that cannot learn (lr_g 1e-7): D(x) - D(G(z)) reaches the default 0.99 and
+    stays; the watchdog stops the run `watchdog_windows` windows later. The same run at the
+    preset's rates (measured: the gap peaks at 0.978 on these 96 faces by step 300) runs out."""
+    healthy = fit(toy(dataset32, str(tmp_path / "healthy")), quiet())
+    assert healthy.finished and not open_store(healthy.run).exists(runfolder.WATCHDOG)
+
+    rows: list[dict] = []
+    cfg = toy(dataset32, str(tmp_path / "store" / "runs" / "dead"), lr_g=1e-7, steps=400)
+    with pytest.raises(CollapsedError) as caught:
+        fit(cfg, quiet(rows))
+    message = str(caught.value)
+    assert "\n" not in message and "collapsed at step" in message and "saturation" in message
+    saturated = [r["step"] for r in rows if r["d_real"] - r["d_fake"] >= cfg.watchdog_gap]
+    onset = saturated[0]
+    run = open_store(cfg.run)
+    verdict = json.loads(run.get_bytes(runfolder.WATCHDOG))
+    # fired at the 20th saturated window in a row, within a bounded number of steps of the onset
+    assert verdict["signal"] == "saturation" and verdict["since"] <= onset
+    assert verdict["step"] == rows[-1]["step"] <= onset + cfg.watchdog_windows * cfg.log_every
+    assert verdict["stopped"] and verdict["mode"] == "stop" and verdict["line"] in message
+    # checkpoint first: latest.json is the stop's step; the best is the newest one before the onset
+    assert ckpt.read_pointer(run)["step"] == verdict["step"]
+    assert verdict["best_step"] < verdict["since"] and run.exists(verdict["best"])
+
+    # the nightly gallery shows the best checkpoint before the collapse, with a note
+    night = gallery.publish(str(tmp_path / "store"), fixed=2, fresh=2, interpolation_steps=2)
+    assert night["pointer"] == runfolder.WATCHDOG and night["step"] == verdict["best_step"]
+    assert night["stopped"] == {"signal": "saturation", "step": verdict["step"], "line": verdict["line"]}
+    page = open_store(str(tmp_path / "store")).get_bytes(f"galleries/{night['date']}/index.html").decode()
+    assert f"stopped: collapsed at step {verdict['step']} (saturation)" in page
+
+    # a stopped run stays stopped; --watchdog warn resumes it and only records
+    with pytest.raises(CollapsedError, match="the watchdog stopped this run, collapsed at step"):
+        fit(cfg.replace(steps=500), quiet())
+    lines: list[str] = []
+    result = fit(cfg.replace(steps=500, watchdog="warn"), quiet(lines=lines))
+    assert result.finished and result.step == 500
+    warned = json.loads(run.get_bytes(runfolder.WATCHDOG))
+    assert warned["mode"] == "warn" and not warned["stopped"] and warned["step"] > verdict["step"]
+    assert any("watchdog (warn): collapsed at step" in line for line in lines)
+
+
+def test_a_generator_forced_to_a_constant_is_stopped_at_the_next_checkpoint(dataset32, tmp_path, monkeypatch):
+    """From step 60 every generator's output is its first face repeated (mode collapse); the fixed
+    samples' diversity falls to 0 of its peak and the next checkpoint (step 75) stops the run."""
+    forced = threading.Event()
+    forward = models.Generator.forward
+
+    def collapsed(self, z):
+        out = forward(self, z)
+        return out[:1].expand_as(out).contiguous() if forced.is_set() else out
+
+    monkeypatch.setattr(models.Generator, "forward", collapsed)
+    cfg = toy(dataset32, str(tmp_path / "mode"))
+    hooks = Hooks(progress=lambda step, total, row: forced.set() if step >= 60 else None, log=lambda m: None)
+    with pytest.raises(CollapsedError, match="diversity"):
+        fit(cfg, hooks)
+    verdict = watchdog.read_verdict(open_store(cfg.run))
+    assert verdict["signal"] == "diversity" and verdict["step"] == 75
+    assert verdict["best_step"] == 50 and "fell to 0.000" in verdict["detail"]
+
+
+class _Cfg:
+    watchdog, watchdog_gap, watchdog_windows, watchdog_diversity, watchdog_patience = "stop", 0.99, 3, 0.25, 2
+
+
+def test_the_metric_signal_fires_after_patience_evaluations_worse_than_the_best():
+    lines: list[str] = []
+    dog = watchdog.Watchdog(_Cfg, None, "fid", True, None, lines.append)
+    fired = [dog.checkpoint(step, None, {"fid": value}) for step, value in
+             ((100, 50.0), (200, 40.0), (300, 41.0), (400, 39.0), (500, 45.0), (600, 44.0))]
+    assert fired[:5] == [None] * 5  # 41 was worse once, then 39 a new best
+    assert fired[5].signal == "metric" and fired[5].since == 400 and "worse than its best 39" in fired[5].detail
+    assert dog.best_checkpoint(fired[5]) == 400
+    resumed = watchdog.Watchdog(_Cfg, None, "fid", True, None, lines.append)  # resumed after step 500
+    resumed.replay([{"step": s, "fid": v} for s, v in ((100, 50.0), (200, 40.0), (300, 41.0), (400, 39.0),
+                                                      (500, 45.0))])
+    assert resumed.checkpoint(600, None, {"fid": 44.0}).since == 400  # the same alarm as never stopped
+    higher = watchdog.Watchdog(_Cfg, None, "precision", False, None, lines.append)  # higher is better
+    assert [higher.checkpoint(s, None, {"precision": v}) for s, v in ((1, 0.5), (2, 0.6), (3, 0.55))] == [None] * 3
+    assert higher.checkpoint(4, None, {"precision": 0.58}).since == 2
+
+
+def test_saturation_needs_windows_in_a_row_and_off_computes_nothing():
+    dog = watchdog.Watchdog(_Cfg, ("d_real", "d_fake"), None, True, None, lambda m: None)
+    row = lambda step, real, fake: {"step": step, "d_real": real, "d_fake": fake, "window_steps": 10}  # noqa: E731
+    assert dog.window(row(10, 0.999, 0.001)) is None and dog.window(row(20, 0.999, 0.001)) is None
+    assert dog.window(row(30, 0.9, 0.1)) is None  # the streak breaks
+    assert [dog.window(row(s, 1.0, 0.0)) for s in (40, 50)] == [None, None]
+    alarm = dog.window(row(60, 1.0, 0.0))
+    assert alarm.signal == "saturation" and alarm.since == 31 and alarm.step == 60
+
+    class Off(_Cfg):
+        watchdog = "off"
+
+    off = watchdog.Watchdog(Off, ("d_real", "d_fake"), "fid", True, None, lambda m: None)
+    assert all(off.window(row(s, 1.0, 0.0)) is None for s in range(10))
+    assert off.checkpoint(1, None, {"fid": 1.0}) is None  # no sampler is even called
