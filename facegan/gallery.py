@@ -178,7 +178,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         lower = metric_registry.get(name).lower_is_better if name in metric_registry.REGISTRY else True
         files[f"metric-{name}.png"] = metric_curve_png(rows, name, lower)
         summary[name] = {"latest": rows[-1][name], "best": (min if lower else max)(r[name] for r in rows),
-                         "protocol": rows[-1].get(f"{name}_protocol")}
+                         "latest_std": rows[-1].get(f"{name}_std"), "protocol": rows[-1].get(f"{name}_protocol")}
     manifest = {
         "date": date.isoformat(),
         "run": source.run_uri,
@@ -287,7 +287,9 @@ def night_page(m: dict) -> str:
         p = score.get("protocol") or {}
         how = ", ".join(x for x in (f"{p['samples']} samples" if "samples" in p else "", p.get("resize", ""),
                                     f"weights sha256 {p['weights']['sha256'][:12]}" if "weights" in p else "") if x)
-        loss += (f'<h2>{e(name.upper())}</h2><p class="meta">latest {score["latest"]:.4g}, best {score["best"]:.4g} '
+        std = f" ± {score['latest_std']:.2g}" if score.get("latest_std") is not None else ""
+        loss += (f'<h2>{e(name.upper())}</h2><p class="meta">latest {score["latest"]:.4g}{std}, '
+                 f'best {score["best"]:.4g} '
                  f'({e(how or "protocol not recorded")})</p>'
                  f'<img class="wide" src="metric-{e(name)}.png" alt="{e(name)} during training">')
     body = (

@@ -106,7 +106,10 @@ def report(cfg: RunConfig, outcome: dict, exported: dict | None = None) -> None:
     scores_md = ""
     for name, found in scored.items():  # metrics during training: the last scores, the protocol, the best checkpoint
         p = found[-1].get(f"{name}_protocol") or {}
-        scores_md += (f"\n\n**{name.upper()}** " + ", ".join(f"{r[name]:.4g} (step {r['step']})" for r in found[-5:])
+        def shown(r: dict, name: str = name) -> str:  # KID's std beside its mean
+            return f"{r[name]:.4g}" + (f" ± {r[name + '_std']:.2g}" if f"{name}_std" in r else "")
+
+        scores_md += (f"\n\n**{name.upper()}** " + ", ".join(f"{shown(r)} (step {r['step']})" for r in found[-5:])
                 + (f" ({p.get('samples')} samples, {p.get('resize')}, weights sha256 "
                    f"`{p.get('weights', {}).get('sha256', '?')[:12]}`)" if p else ""))
     if scored and best:

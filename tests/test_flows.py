@@ -201,7 +201,8 @@ def test_train_flow_with_fid_on_completes_and_reports_fid(prefect_api, prepared,
 
     state = train_dcgan(dataset_uri=prepared(32), run_name="fid-run", store=str(tmp_path), steps=4, batch_size=4,
                         ngf=8, ndf=8, log_every=1, ckpt_every=2, metric_every=2, metric_samples=8,
-                        metric_weights=fid_weights, metric_resize=75, device="cpu", return_state=True)
+                        metric_weights=fid_weights, metric_resize=75, metrics="fid,kid,precision,recall", device="cpu",
+                        return_state=True)
     assert state.is_completed(), state.message
     run = tmp_path / "runs" / "fid-run"
     fid_rows = [json.loads(x) for x in (run / "metric-fid.jsonl").read_text().splitlines()]
@@ -216,3 +217,7 @@ def test_train_flow_with_fid_on_completes_and_reports_fid(prefect_api, prepared,
 
     artifacts = [a for a in asyncio.run(report()) if a.key == "train-fid-run-report"]
     assert artifacts and "**FID** " in artifacts[-1].data and "best checkpoint" in artifacts[-1].data
+    for name in ("FID", "KID", "PRECISION", "RECALL"):  # each with its protocol beside it
+        line = next(x for x in artifacts[-1].data.splitlines() if x.startswith(f"**{name}** "))
+        assert "8 samples" in line and "weights sha256" in line, line
+    assert " ± " in next(x for x in artifacts[-1].data.splitlines() if x.startswith("**KID** "))

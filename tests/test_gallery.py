@@ -63,10 +63,11 @@ def test_no_checkpoint(tmp_path):
         gallery.find_checkpoint(open_store(str(tmp_path)), "missing")
 
 
-def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, tmp_path):
+def test_gallery_prefers_best_checkpoint_and_shows_every_metric(dataset32, fid_weights, tmp_path):
     root = tmp_path / "store"
     cfg = tiny_config(dataset32, str(root / "runs" / "fidrun"), steps=6, ckpt_every=2, keep_last=1,
-                      metric_every=2, metric_samples=6, metric_weights=fid_weights, metric_resize=75)
+                      metric_every=2, metric_samples=6, metric_weights=fid_weights, metric_resize=75,
+                      metrics="fid,kid,precision,recall")
     fit(cfg, Hooks(log=lambda *_: None))
     from facegan import checkpoint as ckpt
 
@@ -78,6 +79,12 @@ def test_gallery_prefers_best_checkpoint_and_shows_fid(dataset32, fid_weights, t
     assert store.exists("galleries/2026-04-01/metric-fid.png")
     page = store.get_bytes("galleries/2026-04-01/index.html").decode()
     assert 'src="metric-fid.png"' in page and "best" in page and "weights sha256" in page
+    sha = m["metrics"]["fid"]["protocol"]["weights"]["sha256"][:12]
+    for name in ("fid", "kid", "precision", "recall"):  # each with its protocol beside it
+        section = page.split(f"<h2>{name.upper()}</h2>", 1)[1].split("<h2>", 1)[0]
+        assert "6 samples" in section and f"weights sha256 {sha}" in section and "75" in section, name
+        assert store.exists(f"galleries/2026-04-01/metric-{name}.png")
+    assert " ± " in page.split("<h2>KID</h2>", 1)[1].split("<h2>", 1)[0]  # KID's std beside its mean
 
 
 def test_a_night_links_the_runs_export_and_says_which_truncation_it_used(trained_store):
