@@ -314,6 +314,11 @@ for name, extra, expected in [
     ("--freeze-d -1", ["--freeze-d", "-1"], "freeze_d=-1 must be 0 (off) or a positive integer"),
     ("--freeze-d 99", ["--freeze-d", "99", "--steps", "1"], "freeze_d=99 must be less than the discriminator's"),
     ("--init-from a run that never trained", ["--init-from", "/nonexistent/run"], "no checkpoint"),
+    ("--watchdog always", ["--watchdog", "always"], "watchdog='always' must be one of ('off', 'warn', 'stop')"),
+    ("--watchdog-gap 1.5", ["--watchdog-gap", "1.5"], "watchdog_gap=1.5 must be a number in (0, 1]"),
+    ("--watchdog-windows 0", ["--watchdog-windows", "0"], "watchdog_windows=0 must be a positive integer"),
+    ("--watchdog-diversity 1", ["--watchdog-diversity", "1"], "watchdog_diversity=1.0 must be a number in [0, 1)"),
+    ("--watchdog-patience -1", ["--watchdog-patience", "-1"], "watchdog_patience=-1 must be 0 (off)"),
 ]:
     _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, *e), [t / "run"]), expected)
 _add("train: --init-from another resolution",
