@@ -315,8 +315,10 @@ def stopped_note(m: dict) -> str:
     s = m.get("stopped")
     if not s:
         return ""
+    which = ("its best checkpoint before that" if m.get("pointer") == runfolder.WATCHDOG
+             else "its last checkpoint (none from before the collapse is kept)")
     return (f'<p class="note">stopped: collapsed at step {s["step"]} ({html.escape(s["signal"])}); these faces '
-            f'are from its best checkpoint before that, step {m["step"]}.<br>{html.escape(s["line"])}</p>')
+            f'are from {which}, step {m["step"]}.<br>{html.escape(s["line"])}</p>')
 
 
 def truncation_note(m: dict) -> str:
