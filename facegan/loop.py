@@ -21,7 +21,9 @@ A recipe (what `family.recipes().build(setup)` returns) provides:
     parts              {checkpoint key: object with state_dict/load_state_dict} (= family.parts)
     calls              {name: nn.Module} the step calls: wrapped by DDP and torch.compile here
     images_per_step    images one step trains on (for img/s)
-    learning_rates(i)  sets the optimizers' rates for step i; returns {"lr_g": ..., "lr_d": ...}
+    learning_rates(i)  sets the optimizers' rates for step i, into device tensors (a graph-ready
+                       step reads no Python float: `facegan.schedule.DeviceRates`); returns
+                       {"lr_g": ..., "lr_d": ...} as host floats for the metrics row
     step(i, calls)     one training step; a 1-D device tensor of the family's scalars, in order
     grid()             a checkpoint.Render of the run's fixed-input sample picture
     sampler            sampler(n, batch) -> batches of images in [-1, 1], what the metrics score

@@ -104,6 +104,14 @@ class Runtime:
         return {"fused": True} if self.cuda else {}
 
     @property
+    def lr_dtype(self) -> torch.dtype:
+        """The dtype of the optimizers' learning-rate tensors (`facegan.schedule.DeviceRates`):
+        float32 on CUDA, the type fused Adam's kernel reads a tensor rate as; float64 elsewhere,
+        where Adam's single-tensor update computes its step size in the rate's dtype, so a float64
+        rate is exactly the Python float (and the result the bit-identical one) it replaced."""
+        return torch.float32 if self.cuda else torch.float64
+
+    @property
     def ddp_device_ids(self) -> list[int] | None:
         return [self.device.index] if self.cuda else None
 

@@ -47,6 +47,21 @@ def assert_states_equal(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D", "G_
                 assert torch.equal(v, b[part]["state"][pid][k]), f"{part}[{pid}].{k} differs"
 
 
+def assert_device_rates(run: str, cfg: RunConfig, base: dict[str, float]) -> None:
+    """The last checkpoint's optimizers (`base`: {part: base rate}) read their learning rate from a
+    0-dim tensor (float64 on the CPU: `Runtime.lr_dtype`) holding the schedule's rate at its step:
+    the step took its rates from device memory (`facegan.schedule.DeviceRates`)."""
+    from facegan import checkpoint as ckpt
+    from facegan.schedule import get_lr
+
+    state = ckpt.load(run)
+    for part, rate in base.items():
+        for group in state[part]["param_groups"]:
+            lr = group["lr"]
+            assert isinstance(lr, torch.Tensor) and lr.dim() == 0 and lr.dtype == torch.float64, f"{part}: {lr!r}"
+            assert lr.item() == get_lr(state["step"], rate, cfg), f"{part}: {lr.item()} at step {state['step']}"
+
+
 def train_argv(cfg: RunConfig) -> list[str]:
     """`facegan train` (a TrainConfig) or `facegan translate train` (a TranslateConfig) arguments
     that give `cfg`: its dataset and run, and each option (model options included) whose value is

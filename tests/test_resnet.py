@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_states_equal, cli_train, latest_step, wait_for
+from helpers import assert_device_rates, assert_states_equal, cli_train, latest_step, wait_for
 from test_train import HostReads
 
 from facegan import checkpoint as ckpt
@@ -98,3 +98,4 @@ def test_resnet_step_never_reads_back_from_the_device(dataset32, tmp_path):
     in_step = [(name, where) for name, where in reads.seen if "resnet.py:step" in where
                and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)]  # CPU Adam's step count
     assert in_step == [], f"host reads inside the step: {in_step[:3]}"
+    assert_device_rates(cfg.run, cfg, {"opt_g": cfg.lr_g, "opt_d": cfg.lr_d})

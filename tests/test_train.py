@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_states_equal, cli_train, latest_step, tiny_config, wait_for
+from helpers import assert_device_rates, assert_states_equal, cli_train, latest_step, tiny_config, wait_for
 from PIL import Image
 from torch.overrides import TorchFunctionMode
 
@@ -13,7 +13,7 @@ from facegan import checkpoint as ckpt
 from facegan.config import ConfigError
 from facegan.loop import Hooks, fit
 from facegan.prepare import prepare
-from facegan.schedule import get_lr
+from facegan.schedule import DeviceRates, get_lr
 from facegan.storage import open_store
 
 quiet = Hooks(log=lambda *_: None)
@@ -148,6 +148,50 @@ def test_linear_decay_schedule(dataset32, tmp_path):
     assert get_lr(75, 1e-3, cfg.replace(lr_schedule="constant")) == 1e-3
 
 
+def test_device_rates_are_written_in_place_and_survive_a_state_load():
+    """A captured CUDA graph reads its rates from fixed addresses: `set` writes the same tensors
+    each step, and puts them back into the groups after a load_state_dict (which brings floats from
+    an old checkpoint, or the saved tensors)."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=1.0)
+    old = opt.state_dict()  # a float rate, as checkpoints before DeviceRates hold
+    rates = DeviceRates({"lr_g": opt}, torch.float64, torch.device("cpu"))
+    tensor, address = rates.tensors["lr_g"], rates.tensors["lr_g"].data_ptr()
+    assert rates.set({"lr_g": 0.25}) == {"lr_g": 0.25}
+    assert opt.param_groups[0]["lr"] is tensor and tensor.item() == 0.25
+    opt.load_state_dict(old)
+    assert opt.param_groups[0]["lr"] == 1.0
+    rates.set({"lr_g": 0.5})
+    assert opt.param_groups[0]["lr"] is tensor and tensor.data_ptr() == address and tensor.item() == 0.5
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_tensor_rate_updates_as_the_float_rate_does(fused):
+    """The dtype of `Runtime.lr_dtype`, per Adam implementation: the CPU's single-tensor Adam
+    computes its step size in the rate's dtype, so a float64 tensor gives the float rate's update
+    to the bit (the CPU digests of test_equivalence hold; a float32 one changes them). Fused Adam,
+    CUDA's, reads a float32 tensor rate: here its CPU kernel takes the same Tensor-rate overload and
+    matches the float rate to float32 rounding."""
+    def trained(lr) -> torch.Tensor:
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(1000))
+        opt = torch.optim.Adam([w], lr=2e-4, betas=(0.5, 0.999), **({"fused": True} if fused else {}))
+        if isinstance(lr, torch.Tensor):
+            opt.param_groups[0]["lr"] = lr
+        for _ in range(20):
+            opt.zero_grad()
+            (w.sin() * torch.randn(1000)).sum().backward()
+            opt.step()
+        return w.detach()
+
+    reference = trained(2e-4)
+    if fused:
+        assert torch.allclose(trained(torch.tensor(2e-4, dtype=torch.float32)), reference, rtol=1e-6, atol=0)
+    else:
+        assert torch.equal(trained(torch.tensor(2e-4, dtype=torch.float64)), reference)
+        assert not torch.equal(trained(torch.tensor(2e-4, dtype=torch.float32)), reference)
+
+
 def test_hinge_loss_trains_and_resumes_exactly(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "a"), steps=6, loss="hinge", augment="translation",
                       r1_gamma=1.0, r1_every=2)
@@ -241,3 +285,4 @@ def test_training_step_never_reads_back_from_the_device(dataset32, tmp_path):
     ]
     assert in_step == [], f"host reads inside the training step: {in_step[:3]}"
     assert any(name == "tolist" for name, _ in reads.seen)  # the log step's one read is seen
+    assert_device_rates(cfg.run, cfg, {"opt_g": cfg.lr_g, "opt_d": cfg.lr_d})

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_states_equal, cli_train, latest_step, wait_for
+from helpers import assert_device_rates, assert_states_equal, cli_train, latest_step, wait_for
 from PIL import Image
 from torch import nn
 
@@ -397,6 +397,7 @@ def test_swap_step_never_reads_back_from_the_device(labelled32, tmp_path):
                and not any(w.startswith(("adam.py", "optimizer.py")) for w in where)]  # CPU Adam's step count
     assert in_step == [], f"host reads inside the step: {in_step[:3]}"
     assert any(name == "tolist" for name, _ in reads.seen)  # the log step's one read is seen
+    assert_device_rates(cfg.run, cfg, {"opt_g": cfg.lr, "opt_d": cfg.lr})
 
 
 def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, makeup_raw, tmp_path):

@@ -28,7 +28,7 @@ from facegan.errors import DatasetError
 from facegan.images import to_png
 from facegan.losses import lsgan_loss
 from facegan.runtime import use_device
-from facegan.schedule import get_lr, set_lr
+from facegan.schedule import DeviceRates, get_lr
 from facegan.storage import open_store
 
 MIN_DOMAIN = 2  # images a domain needs at least
@@ -172,6 +172,7 @@ class Recipe:
         adam = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
         self.opt_g = torch.optim.Adam([*G_AB.parameters(), *G_BA.parameters()], **adam)
         self.opt_d = torch.optim.Adam([*D_A.parameters(), *D_B.parameters()], **adam)
+        self.rates = DeviceRates({"lr_g": self.opt_g, "lr_d": self.opt_d}, rt.lr_dtype, device)
         self.pool = _Pools(cfg.pool_size, device)  # past fakes of A (for D_A) and of B (for D_B)
         self.parts = {**self.nets, "opt_g": self.opt_g, "opt_d": self.opt_d, "pool": self.pool}
         self.calls = dict(self.nets)
@@ -192,9 +193,7 @@ class Recipe:
 
     def learning_rates(self, step: int) -> dict[str, float]:
         lr = get_lr(step, self.cfg.lr, self.cfg)
-        set_lr(self.opt_g, lr)
-        set_lr(self.opt_d, lr)
-        return {"lr_g": lr, "lr_d": lr}
+        return self.rates.set({"lr_g": lr, "lr_d": lr})
 
     def step(self, step: int, calls: dict) -> torch.Tensor:  # noqa: ARG002 - the same step every time
         """Both generators, then both PatchGANs; returns (loss_d, loss_g, cycle, identity,

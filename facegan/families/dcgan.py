@@ -21,7 +21,7 @@ from facegan.images import to_png
 from facegan.losses import discriminator_loss, generator_loss, r1_penalty
 from facegan.models import Discriminator, Generator
 from facegan.sample import noise_sampler
-from facegan.schedule import get_lr, set_lr
+from facegan.schedule import DeviceRates, get_lr
 
 
 def fixed_latents(cfg: TrainConfig, device: torch.device) -> torch.Tensor:
@@ -70,6 +70,7 @@ class Recipe:
         adam = {"betas": (cfg.beta1, cfg.beta2), **rt.adam_options}
         self.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, **adam)
         self.opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.lr_d, **adam)
+        self.rates = DeviceRates({"lr_g": self.opt_g, "lr_d": self.opt_d}, rt.lr_dtype, device)
         self.parts = {"G": G, "D": D, "G_ema": self.G_ema, "opt_g": self.opt_g, "opt_d": self.opt_d}
         self.calls = {"G": G, "D": D}
         self.images_per_step = cfg.batch_size
@@ -82,10 +83,7 @@ class Recipe:
 
     def learning_rates(self, step: int) -> dict[str, float]:
         cfg = self.cfg
-        lr_g, lr_d = get_lr(step, cfg.lr_g, cfg), get_lr(step, cfg.lr_d, cfg)
-        set_lr(self.opt_g, lr_g)
-        set_lr(self.opt_d, lr_d)
-        return {"lr_g": lr_g, "lr_d": lr_d}
+        return self.rates.set({"lr_g": get_lr(step, cfg.lr_g, cfg), "lr_d": get_lr(step, cfg.lr_d, cfg)})
 
     def step(self, step: int, calls: dict) -> torch.Tensor:
         """One D update then one G update (on the same fakes); returns (loss_d, loss_g, D(x),
