@@ -108,6 +108,7 @@ def to_host(obj: Any) -> tuple[Any, Callable[[], None]]:
     waits for the GPU and the GPU never waits for a pageable copy. CPU tensors are cloned at once.
     """
     queued: list[torch.Event] = []
+    renders: dict[int, Render] = {}  # a Render met twice (the grid, also inside the events) is copied once
 
     def copy(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
@@ -121,7 +122,9 @@ def to_host(obj: Any) -> tuple[Any, Callable[[], None]]:
         if isinstance(x, dict):
             return {k: copy(v) for k, v in x.items()}
         if isinstance(x, Render):
-            return Render(x.fn, *copy(x.args), **copy(x.kwargs))
+            if id(x) not in renders:
+                renders[id(x)] = Render(x.fn, *copy(x.args), **copy(x.kwargs))
+            return renders[id(x)]
         if isinstance(x, (list, tuple)):
             return type(x)(copy(v) for v in x)
         return x
@@ -134,13 +137,18 @@ def to_host(obj: Any) -> tuple[Any, Callable[[], None]]:
 
 class Render:
     """A file rendered on the writer's thread as `fn(*args, **kwargs)`, after its tensor arguments
-    were copied off the device with the state (`to_host`): e.g. the sample grid's PNG encoding."""
+    were copied off the device with the state (`to_host`): e.g. the sample grid's PNG encoding.
+    It is rendered once: a second call (the grid inside the TensorBoard events, a retried upload)
+    returns the same bytes."""
 
     def __init__(self, fn: Callable[..., bytes], *args: Any, **kwargs: Any) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.rendered: bytes | None = None
 
     def __call__(self) -> bytes:
-        return self.fn(*self.args, **self.kwargs)
+        if self.rendered is None:
+            self.rendered = self.fn(*self.args, **self.kwargs)
+        return self.rendered
 
 
 def to_bytes(state: dict[str, Any]) -> bytes:

@@ -85,6 +85,24 @@ def test_keep_newest_k_plus_best(store_uri):
     assert ckpt.load_run(run, ckpt.BEST)["step"] == 2
 
 
+def test_a_render_met_twice_in_one_save_is_copied_and_rendered_once(tmp_path):
+    """The sample grid is a file of its own and the picture inside the TensorBoard events: one copy
+    off the device, one PNG encoding."""
+    calls = []
+
+    def encode(t: torch.Tensor) -> bytes:
+        calls.append(1)
+        return bytes(t.to(torch.uint8).tolist())
+
+    grid = ckpt.Render(encode, torch.arange(4.0))
+    events = ckpt.Render(lambda picture: b"events:" + picture(), grid)
+    (files, _), ready = ckpt.to_host(({"samples.png": grid, "events": events}, None))
+    ready()
+    assert files["events"].args[0] is files["samples.png"]
+    assert files["events"]() == b"events:\x00\x01\x02\x03" and files["samples.png"]() == b"\x00\x01\x02\x03"
+    assert len(calls) == 1
+
+
 def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     run = open_store(str(tmp_path / "run"))
     written = []
