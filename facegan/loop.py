@@ -266,7 +266,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
         if cfg.tensorboard and world.is_main:  # event files past the resume point are from a lost session
             tensorboard.purge_after(run, start)
-        evented = [len(metrics)]  # training rows already in event files
+        events = tensorboard.Events(metrics, scored)  # the rows already in event files
         scorers = {}
         if cfg.metric_every and world.is_main:  # weights and real features first: a bad file leaves no run folder
             shared: dict = {}  # one Inception network, real features and generated pass for all of them
@@ -309,9 +309,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             rows, grid = list(metrics), recipe.grid()
             files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
             if cfg.tensorboard:  # the rows since the last checkpoint, the scores and the picture, as events
-                files[tensorboard.event_key(step)] = ckpt.Render(tensorboard.checkpoint_events, step, time.time(),
-                                                                 rows[evented[0]:], scores, grid)
-                evented[0] = len(rows)
+                files[tensorboard.event_key(step)] = events.render(step, time.time(), rows, scored, grid)
             verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
             if verdict:
                 files[runfolder.WATCHDOG] = verdict

@@ -2,10 +2,11 @@
 
 One file per checkpoint, `tb/events.out.tfevents.<step:010d>.facegan`, holds:
 
-    train/<key>     every number of the training rows since the previous checkpoint (what
+    train/<key>     every number of the training rows since the previous event file (what
                     metrics.jsonl holds but its step and time: losses, D outputs, learning rates,
                     img/s, window length, ETA), at the row's step and wall time;
-    metric/<field>  each metric scored at this checkpoint (fid, kid, kid_std, precision, recall);
+    metric/<field>  each metric scored since then (fid, kid, kid_std, precision, recall), at the
+                    step it was scored;
     samples         the checkpoint's fixed-input sample picture.
 
 The names sort by step, so TensorBoard reads them in training order, and a checkpoint written again
@@ -14,7 +15,10 @@ its step (`purge_after`), which a lost session may have left: together the files
 rows of metrics.jsonl and metric-*.jsonl, on S3 as in a folder.
 
 They are made on the checkpoint writer's thread (`facegan.checkpoint.Render`), never the training
-step's, and uploaded with the checkpoint. The writer is tensorboardX's protobufs and record framing
+step's, and uploaded with the checkpoint. "Since the previous event file" is counted there, as each
+file is made (`Events`): a checkpoint the writer drops (replaced by a newer one while the store is
+unreachable) leaves its rows and scores to the next file, so none is lost; only its picture is.
+The writer is tensorboardX's protobufs and record framing
 (`RecordWriter`, masked crc32c): a small, long-kept package (numpy, protobuf), where
 torch.utils.tensorboard would pull all of TensorBoard (its server, grpcio, werkzeug) into the
 training image. TensorBoard itself only reads: `make tensorboard RUN=<uri>` (`fetch`, then
@@ -55,10 +59,45 @@ def numbers(row: dict) -> dict[str, float]:
             if k not in SKIPPED and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def checkpoint_events(step: int, wall_time: float, rows: list[dict], scores: dict[str, dict],
+class Events:
+    """Makes each checkpoint's event file with what the files made before it do not hold.
+
+    It counts the training rows and each metric's rows already in event files. `render` is called
+    on the training thread at a checkpoint and hands over what may be new; the count moves on only
+    when the writer's thread makes the file (in checkpoint order), so the rows of a checkpoint that
+    was never written go into the next one's file.
+    """
+
+    def __init__(self, rows: list[dict], scored: dict[str, list[dict]]) -> None:
+        """`rows` and `scored` ({metric: its rows}): those already in the run's event files."""
+        self.rows, self.scored = len(rows), {name: len(r) for name, r in scored.items()}
+
+    def render(self, step: int, wall_time: float, rows: list[dict], scored: dict[str, list[dict]],
+               picture: Callable[[], bytes | None] | None):
+        """The event file of the checkpoint at `step`, to be made on the writer's thread: the rows
+        of `rows` and `scored` that no file made so far holds, and `picture()`'s PNG (a
+        `facegan.checkpoint.Render`)."""
+        from facegan.checkpoint import Render  # torch: not for `facegan tensorboard`, which only fetches
+
+        # each count read once: the writer's thread may move it on meanwhile (then less is new)
+        start, starts = self.rows, {name: self.scored.get(name, 0) for name in scored}
+        return Render(self._make, step, wall_time, start, rows[start:],
+                      {name: (starts[name], r[starts[name]:]) for name, r in scored.items()}, picture)
+
+    def _make(self, step: int, wall_time: float, start: int, rows: list[dict],
+              scored: dict[str, tuple[int, list[dict]]], picture) -> bytes:
+        data = checkpoint_events(step, wall_time, rows[self.rows - start:],
+                                 [r for name, (at, new) in scored.items() for r in new[self.scored.get(name, 0) - at:]],
+                                 picture)
+        self.rows = start + len(rows)
+        self.scored.update({name: at + len(new) for name, (at, new) in scored.items()})
+        return data
+
+
+def checkpoint_events(step: int, wall_time: float, rows: list[dict], scores: list[dict],
                       picture: Callable[[], bytes | None] | None) -> bytes:
-    """The event file of the checkpoint at `step`: `rows` (training rows since the previous
-    checkpoint), `scores` ({metric: its fields} scored now) and `picture()`'s PNG."""
+    """The event file of the checkpoint at `step`: `rows` (training rows), `scores` (metric rows,
+    each with the step it was scored at) and `picture()`'s PNG."""
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
     from tensorboardX.record_writer import RecordWriter
@@ -67,10 +106,9 @@ def checkpoint_events(step: int, wall_time: float, rows: list[dict], scores: dic
     for row in rows:
         values = [Summary.Value(tag=f"train/{k}", simple_value=v) for k, v in numbers(row).items()]
         events.append(Event(wall_time=row.get("time", wall_time), step=row["step"], summary=Summary(value=values)))
-    values = [Summary.Value(tag=f"metric/{k}", simple_value=v) for fields in scores.values()
-              for k, v in numbers(fields).items()]
-    if values:
-        events.append(Event(wall_time=wall_time, step=step, summary=Summary(value=values)))
+    for score in scores:
+        values = [Summary.Value(tag=f"metric/{k}", simple_value=v) for k, v in numbers(score).items()]
+        events.append(Event(wall_time=wall_time, step=score["step"], summary=Summary(value=values)))
     png = picture() if picture else None
     if png:
         width, height, _, colour = struct.unpack(">IIBB", png[16:26])  # the IHDR chunk

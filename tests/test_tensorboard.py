@@ -108,3 +108,41 @@ def test_without_tensorboard_no_events_are_written_and_the_command_says_so(datas
     assert main(["tensorboard", result.run, "--fetch-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "tb: no event files" in err
+
+
+def test_a_checkpoint_the_writer_drops_leaves_its_rows_and_scores_to_the_next_file(tmp_path):
+    """While the store is unreachable the writer replaces a waiting checkpoint with a newer one:
+    the newer one's event file holds the dropped one's rows and scores too. A file handed over
+    while the one before is still being made holds only its own rows."""
+    from facegan import checkpoint as ckpt
+
+    def row(step: int) -> dict:
+        return {"step": step, "loss_d": float(step), "time": 1000.0 + step}
+
+    def made(render, name: str) -> None:  # as the writer does: a host copy, made on its thread
+        copy, ready = ckpt.to_host(render)
+        ready()
+        (tmp_path / name).mkdir()
+        (tmp_path / name / tensorboard.event_key(0).split("/")[-1]).write_bytes(copy())
+
+    rows, scored = [row(2)], {"fid": []}
+    events = tensorboard.Events(rows, scored)  # step 2's row: in a file already (e.g. before a resume)
+    rows.append(row(4))
+    scored["fid"].append({"step": 4, "fid": 9.0, "fid_protocol": {"samples": 16}})
+    events.render(4, 1004.0, rows, scored, None)  # dropped: never made
+    rows += [row(6), row(8)]
+    scored["fid"].append({"step": 8, "fid": 7.0, "fid_protocol": {"samples": 16}})
+    made(events.render(8, 1008.0, rows, scored, None), "a")
+    acc = accumulate(tmp_path / "a")
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss_d")] == [(4, 4.0), (6, 6.0), (8, 8.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("metric/fid")] == [(4, 9.0), (8, 7.0)]
+
+    rows.append(row(10))
+    in_flight = events.render(10, 1010.0, rows, scored, None)
+    rows.append(row(12))
+    after = events.render(12, 1012.0, rows, scored, None)  # handed over before step 10's file was made
+    made(in_flight, "b")
+    made(after, "c")
+    assert [e.step for e in accumulate(tmp_path / "b").Scalars("train/loss_d")] == [10]
+    assert [e.step for e in accumulate(tmp_path / "c").Scalars("train/loss_d")] == [12]
+    assert "metric/fid" not in accumulate(tmp_path / "c").Tags()["scalars"]
