@@ -220,9 +220,10 @@ def restore(obj, state: dict[str, Any], key: str, where: str) -> None:
 
 
 def make_state(step: int, config: dict, dataset_id: str, family: str, training: dict | None = None,
-               **parts: Any) -> dict[str, Any]:
+               watchdog: dict | None = None, **parts: Any) -> dict[str, Any]:
     """Assemble a checkpoint dict: the given parts (state dicts: the family's `parts`) plus
-    step, config, RNG, tags, and `training` (how it was trained: see `training_record`)."""
+    step, config, RNG, tags, `training` (how it was trained: see `training_record`) and `watchdog`
+    (the collapse watchdog's running signals, `facegan.watchdog.Watchdog.state`)."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -233,6 +234,7 @@ def make_state(step: int, config: dict, dataset_id: str, family: str, training: 
         "rng": rng_state(),
         "saved_at": time.time(),
         **({"training": training} if training is not None else {}),
+        **({"watchdog": watchdog} if watchdog is not None else {}),
         **parts,
     }
 

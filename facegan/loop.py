@@ -134,11 +134,13 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
 @dataclass(frozen=True)
 class Resumed:
     """Where a run resumes: its step (0 for a new run), its training record so far
-    (`checkpoint.training_record`) and the checkpoint it started from, if it was fine-tuned."""
+    (`checkpoint.training_record`), the checkpoint it started from, if it was fine-tuned, and the
+    watchdog's running signals (`Watchdog.state`; None before they were kept)."""
 
     step: int = 0
     training: dict = field(default_factory=dict)
     init_origin: dict | None = None
+    watchdog: object = None
 
 
 def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> Resumed:
@@ -170,7 +172,7 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
         ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
     ckpt.set_rng_state(state["rng"])
     log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-    return Resumed(state["step"], ckpt.training_record(state), saved.init_origin)
+    return Resumed(state["step"], ckpt.training_record(state), saved.init_origin, state.get("watchdog"))
 
 
 def start_from(cfg: RunConfig, family: families.Family, parts: dict, log: Callable[[str], None]) -> RunConfig:
@@ -277,6 +279,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                   metric_registry.get(first).lower_is_better if first else True,
                                   images if world.is_main else None, log)
         watch.replay(scored.get(first, []))  # the metric's best and patience count so far (a resumed run)
+        watch.restore(resumed.watchdog)  # ... and its saturation streak and diversity peak
         halt: watchdog.Alarm | None = None  # the watchdog's alarm that stops the run (--watchdog stop)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 
@@ -319,7 +322,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                                          family.plot_series(), separate_process=rt.plots_apart)
             training = {"seconds": trained.get("seconds", 0.0) + time.monotonic() - wall_start,
                         "device": rt.hardware(), "processes": world.size, "dataset_images": manifest["count"]}
-            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training,
+            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training, watch.state(),
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True
             writer.save(state, files, metric=best, lower_is_better=lower)

@@ -23,6 +23,7 @@ stops (`refuse_resume`). `warn` only logs and records; `off` computes nothing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -78,9 +79,10 @@ def diversity(sampler, real: torch.Tensor) -> float:
 
 
 class Watchdog:
-    """The signals' running state through one session of a run (rank 0 alone sees checkpoints). A
-    resumed run carries the metric's history on (`replay`); the saturation streak and the diversity
-    peak start again from the resume point."""
+    """The signals' running state through a run (rank 0 alone sees checkpoints). A resumed run
+    carries every signal on: the metric's history from its rows (`replay`), the saturation streak
+    and the diversity peak from the checkpoint it resumes (`state`, `restore`), so an interruption
+    neither delays nor hides a collapse."""
 
     def __init__(self, cfg, d_outputs: tuple[str, str] | None, metric: str | None, lower_is_better: bool,
                  images: torch.Tensor | None, log) -> None:
@@ -95,7 +97,7 @@ class Watchdog:
         self.peak = (0, 0.0)  # (step, share) of the highest fixed-sample diversity so far
         self.alarms: list[Alarm] = []
         self.recorded = 0  # alarms written into the run folder
-        self.checkpoints: list[int] = []  # steps checkpointed this session (the last healthy one)
+        self.checkpoints: list[int] = []  # steps checkpointed with no alarm (the best before a collapse)
 
     def window(self, row: dict) -> Alarm | None:
         """Look at one log window's averaged row (every process alike)."""
@@ -114,6 +116,24 @@ class Watchdog:
         return self.fire(Alarm("saturation", row["step"], self.saturated_since,
                                f"D(x) {real:.3f} - D(G(z)) {fake:.3f} >= {self.cfg.watchdog_gap:g} for "
                                f"{self.cfg.watchdog_windows} log windows"))
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the running signals (every process has the same streak)."""
+        return {"saturated": self.saturated, "saturated_since": self.saturated_since,
+                "peak_step": self.peak[0], "peak": self.peak[1], "healthy": list(self.checkpoints)}
+
+    def restore(self, state: object) -> None:
+        """Carry on from a checkpoint's `state()`; one written before it was kept, or damaged, is
+        ignored (the streak and peak then start again)."""
+        kinds = {"saturated": int, "saturated_since": int, "peak_step": int, "peak": float, "healthy": list}
+        if not isinstance(state, dict) or any(type(state.get(k)) is not t for k, t in kinds.items()):
+            return
+        if (state["saturated"] < 0 or not math.isfinite(state["peak"])
+                or any(type(s) is not int for s in state["healthy"])):
+            return
+        self.saturated, self.saturated_since = state["saturated"], state["saturated_since"]
+        self.peak = (state["peak_step"], state["peak"])
+        self.checkpoints = list(state["healthy"])
 
     def checkpoint(self, step: int, sampler, scores: dict[str, float]) -> Alarm | None:
         """Look at a checkpoint (rank 0): the fixed samples' diversity, and the metric if scored."""
@@ -166,7 +186,7 @@ class Watchdog:
 
     def best_checkpoint(self, alarm: Alarm) -> int | None:
         """The step of the run's best checkpoint before `alarm`: the metric's best when one is scored,
-        else the newest checkpoint of this session saved before the trouble began."""
+        else the newest checkpoint saved with no alarm before the trouble began."""
         if self.best is not None:
             return self.best[0]
         before = [s for s in self.checkpoints if s < alarm.since]

@@ -65,8 +65,9 @@ def state_digest(state: dict) -> str:
         elif isinstance(value, (int, float, bool)):
             h.update(f"{prefix}={value!r}".encode())
 
-    # not trained state: tags, the config, when it was saved and how long it trained (`training`)
-    skip = {"format", "version", "family", "config", "dataset_id", "saved_at", "rng", "training"}
+    # not trained state: tags, the config, when it was saved, how long it trained (`training`) and
+    # the collapse watchdog's running signals (`watchdog`, kept since the digests were recorded)
+    skip = {"format", "version", "family", "config", "dataset_id", "saved_at", "rng", "training", "watchdog"}
     for key in sorted(k for k in state if k not in skip):
         part = state[key]
         if isinstance(part, dict) and "param_groups" in part:  # an optimizer: its state, not its settings

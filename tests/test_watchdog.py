@@ -77,7 +77,9 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
 
 def test_a_generator_forced_to_a_constant_is_stopped_at_the_next_checkpoint(dataset32, tmp_path, monkeypatch):
     """From step 60 every generator's output is its first face repeated (mode collapse); the fixed
-    samples' diversity falls to 0 of its peak and the next checkpoint (step 75) stops the run."""
+    samples' diversity falls to 0 of its peak and the next checkpoint (step 75) stops the run. The
+    run was interrupted at step 50 and resumed: the peak and the healthy checkpoints from before
+    the interruption are the ones it is judged against (a fresh peak would be 0 and never fire)."""
     forced = threading.Event()
     forward = models.Generator.forward
 
@@ -88,6 +90,7 @@ def test_a_generator_forced_to_a_constant_is_stopped_at_the_next_checkpoint(data
     monkeypatch.setattr(models.Generator, "forward", collapsed)
     cfg = toy(dataset32, str(tmp_path / "mode"))
     hooks = Hooks(progress=lambda step, total, row: forced.set() if step >= 60 else None, log=lambda m: None)
+    assert fit(cfg.replace(steps=50), hooks).finished  # a spot interruption at step 50
     with pytest.raises(CollapsedError, match="diversity"):
         fit(cfg, hooks)
     verdict = watchdog.read_verdict(open_store(cfg.run))
@@ -114,6 +117,21 @@ def test_the_metric_signal_fires_after_patience_evaluations_worse_than_the_best(
     higher = watchdog.Watchdog(_Cfg, None, "precision", False, None, lines.append)  # higher is better
     assert [higher.checkpoint(s, None, {"precision": v}) for s, v in ((1, 0.5), (2, 0.6), (3, 0.55))] == [None] * 3
     assert higher.checkpoint(4, None, {"precision": 0.58}).since == 2
+
+
+def test_a_checkpoints_watchdog_state_carries_the_streak_on_and_a_damaged_one_is_ignored():
+    row = lambda step, real, fake: {"step": step, "d_real": real, "d_fake": fake, "window_steps": 10}  # noqa: E731
+    dog = watchdog.Watchdog(_Cfg, ("d_real", "d_fake"), None, True, None, lambda m: None)
+    assert [dog.window(row(s, 1.0, 0.0)) for s in (10, 20)] == [None, None]  # 2 of 3 windows, then a stop
+    resumed = watchdog.Watchdog(_Cfg, ("d_real", "d_fake"), None, True, None, lambda m: None)
+    resumed.restore(dog.state())
+    alarm = resumed.window(row(30, 1.0, 0.0))
+    assert alarm.signal == "saturation" and alarm.since == 1 and alarm.step == 30
+    for damaged in (None, "x", {**dog.state(), "peak": float("nan")}, {**dog.state(), "saturated": "2"},
+                    {**dog.state(), "healthy": [1.5]}, {k: v for k, v in dog.state().items() if k != "peak"}):
+        fresh = watchdog.Watchdog(_Cfg, ("d_real", "d_fake"), None, True, None, lambda m: None)
+        fresh.restore(damaged)
+        assert fresh.window(row(30, 1.0, 0.0)) is None and fresh.peak == (0, 0.0)
 
 
 def test_saturation_needs_windows_in_a_row_and_off_computes_nothing():
