@@ -279,7 +279,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                   metric_registry.get(first).lower_is_better if first else True,
                                   images if world.is_main else None, log)
         watch.replay(scored.get(first, []))  # the metric's best and patience count so far (a resumed run)
-        watch.restore(resumed.watchdog)  # ... and its saturation streak and diversity peak
+        watch.restore(resumed.watchdog)  # ... and its saturation streak, diversity peak, healthy checkpoints
         halt: watchdog.Alarm | None = None  # the watchdog's alarm that stops the run (--watchdog stop)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 
@@ -311,7 +311,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             alarm = watch.checkpoint(step, recipe.sampler, {name: fields[name] for name, fields in scores.items()})
             rows, grid = list(metrics), recipe.grid()
             files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
-            if cfg.tensorboard:  # the rows since the last checkpoint, the scores and the picture, as events
+            if cfg.tensorboard:  # the rows and scores no event file holds yet, and the picture, as events
                 files[tensorboard.event_key(step)] = events.render(step, time.time(), rows, scored, grid)
             verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
             if verdict:
