@@ -309,16 +309,18 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                     best, scores[name] = best or (name, fields[name]), fields
                     log(f"step {step}: {name} {fields[name]:.4g} ({scorers[name].protocol['samples']} samples)")
             alarm = watch.checkpoint(step, recipe.sampler, {name: fields[name] for name, fields in scores.items()})
-            rows, grid = list(metrics), recipe.grid()
-            files = {runfolder.sample_key(step): grid, runfolder.METRICS: runfolder.jsonl(rows)}
+            rows, grid = list(metrics), recipe.grid()  # rows: a snapshot, encoded on the writer's thread
+            files = {runfolder.sample_key(step): grid, runfolder.METRICS: ckpt.Render(runfolder.jsonl, ckpt.Host(rows))}
             if cfg.tensorboard:  # the rows and scores no event file holds yet, and the picture, as events
                 files[tensorboard.event_key(step)] = events.render(step, time.time(), rows, scored, grid)
             verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
             if verdict:
                 files[runfolder.WATCHDOG] = verdict
-            files.update({runfolder.metric_key(name): runfolder.jsonl(r) for name, r in scored.items() if r})
+            files.update({runfolder.metric_key(name): ckpt.Render(runfolder.jsonl, ckpt.Host(list(r)))
+                          for name, r in scored.items() if r})
             if rows:
-                files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", rows, runfolder.name(cfg.run),
+                files[runfolder.LOSS_PLOT] = ckpt.Render(plots.render, "loss_curve_png", ckpt.Host(rows),
+                                                         runfolder.name(cfg.run),
                                                          family.plot_series(), separate_process=rt.plots_apart)
             training = {"seconds": trained.get("seconds", 0.0) + time.monotonic() - wall_start,
                         "device": rt.hardware(), "processes": world.size, "dataset_images": manifest["count"]}

@@ -103,6 +103,14 @@ def test_a_render_met_twice_in_one_save_is_copied_and_rendered_once(tmp_path):
     assert len(calls) == 1
 
 
+def test_host_data_is_handed_over_unwalked():
+    """Rows already on the host are not copied item by item on the training thread (`Host`)."""
+    rows = [{"step": i, "loss": torch.tensor(1.0)} for i in range(3)]
+    (host, walked), ready = ckpt.to_host((ckpt.Host(rows), rows))
+    ready()
+    assert host is rows and walked is not rows and walked[0]["loss"] is not rows[0]["loss"]
+
+
 def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
     run = open_store(str(tmp_path / "run"))
     written = []

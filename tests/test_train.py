@@ -19,9 +19,15 @@ from facegan.storage import open_store
 quiet = Hooks(log=lambda *_: None)
 
 
-def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri):
+def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri, monkeypatch):
+    import threading
+
+    from facegan import runfolder
+
     run_uri = f"{store_uri}/runs/tiny"
-    seen = []
+    seen, encoded_on = [], []
+    encode = runfolder.jsonl
+    monkeypatch.setattr(runfolder, "jsonl", lambda rows: encoded_on.append(threading.current_thread()) or encode(rows))
     result = fit(tiny_config(dataset32, run_uri),
                    Hooks(progress=lambda s, t, m: seen.append(s), log=lambda *_: None))
     assert result.finished and result.step == 12
@@ -35,6 +41,8 @@ def test_tiny_run_writes_checkpoints_grids_metrics(dataset32, store_uri):
     assert {"config.json", "latest.json", "loss.png", "metrics.jsonl"} <= set(keys)
     rows = [json.loads(x) for x in run.get_bytes("metrics.jsonl").decode().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    # the rows are encoded by the checkpoint writer, never on the training thread
+    assert len(encoded_on) == 3 and threading.main_thread() not in encoded_on
     for r in rows:
         assert {"loss_d", "loss_g", "d_real", "d_fake", "img_per_s", "lr_g", "lr_d"} <= set(r)
         assert 0 < r["d_real"] < 1 and r["img_per_s"] > 0
