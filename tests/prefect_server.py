@@ -117,6 +117,19 @@ class PrefectServer:
                     raise
                 time.sleep(0.5 * attempt)
 
+    def run_deployment(self, name: str, parameters: dict, job_variables: dict | None = None) -> str:
+        """A flow run of deployment `name` ("flow/deployment"), scheduled now; returns its id. The
+        request `prefect deployment run` makes (its client's create_flow_run_from_deployment),
+        without starting a CLI process (~5 s each on a 2-core machine)."""
+        import datetime as dt
+
+        deployment = self.api("GET", f"/deployments/name/{name}")
+        now = dt.datetime.now(dt.UTC).isoformat()
+        run = self.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {
+            "parameters": parameters, "job_variables": job_variables or {},
+            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}}})
+        return run["id"]
+
     def cli(self, *args: str, env: dict | None = None, timeout: float = 300, cwd=None) -> str:
         out = subprocess.run([str(BIN / "prefect"), *args], env={**self.env, **(env or {})},
                              capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 
 import boto3
@@ -118,12 +117,11 @@ def test_ecs_worker_puts_gpu_flows_on_the_gpu_provider_and_the_rest_on_fargate(e
         dep = server.api("GET", f"/deployments/name/{name}")
         assert dep["work_pool_name"] == ECS_POOL, name
         params = {"checkpoint_uri": f"{bucket}/runs/x"} if name == "evaluate/evaluate" else {}
-        override = []
+        override = {}
         if name in GPU_FLOWS:  # the deployment asks for 14 GiB of a g5.xlarge; moto's instance has 7482 MiB
             assert dep["job_variables"]["memory"] == 14336
-            override = ["--job-variable", "memory=6144"]
-        out = server.cli("deployment", "run", name, "--params", json.dumps(params), *override, env=env)
-        run_ids[re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)] = name
+            override = {"memory": 6144}
+        run_ids[server.run_deployment(name, params, override)] = name
     worker_log = server.cli("worker", "start", "--pool", ECS_POOL, "--type", "ecs", "--run-once", env=env,
                             timeout=600)
 
