@@ -24,6 +24,7 @@ run)
     export PYTHONPATH=/tmp/site
   fi
   export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+  rm -rf /tmp/facegan-smoke  # a rerun on a warm machine starts fresh, not from the last run's finished runs
   python3 -m bench.smoke --device "${DEVICE:-cuda}" --work /tmp/facegan-smoke 2>&1 | tee "${OUT:-/tmp}/smoke.log" ;;
 *)
   echo "usage: bash bench/device_check.sh wheels|run" >&2; exit 2 ;;
