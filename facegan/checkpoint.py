@@ -486,8 +486,11 @@ class CheckpointWriter:
     unreachable (a transient StorageError) the writer retries with backoff (1 s doubling to 30 s)
     for up to `outage_limit` seconds while training goes on: a newer checkpoint then replaces the
     waiting one instead of blocking the trainer, and `latest.json` only ever names objects that
-    were written completely. A store that stays away longer, or a permanent error, is raised by
-    the next `save` or by `close`.
+    were written completely. A replaced checkpoint's files given as bytes (the watchdog's verdict)
+    are written with the one that replaced it, unless it writes the same key; its `Render`s (the
+    sample picture) are dropped with its state, so host memory stays bounded however long the
+    outage. A store that stays away longer, or a permanent error, is raised by the next `save` or
+    by `close`.
     """
 
     def __init__(self, run: Store, keep_last: int, on_written=None, log=None,
@@ -588,9 +591,13 @@ class CheckpointWriter:
             while self._waiting is not None and not self._retrying and self._error is None:
                 self._cv.wait()  # back-pressure while the store is merely slow
             self._raise()
-            if self._waiting is not None:
-                self.log(f"checkpoint step {self._waiting[0]['step']} replaced by step {state['step']} "
-                         "(the store is still unreachable)")
+            if self._waiting is not None:  # replaced: its state is dropped, its written-out files are not
+                dropped, files = self._waiting[0]["step"], self._waiting[1]
+                carried = {k: v for k, v in files.items() if isinstance(v, bytes) and k not in extra_files}
+                item = (state, {**carried, **extra_files}, *item[2:])
+                kept = f"; its {', '.join(carried)} written with it" if carried else ""
+                self.log(f"checkpoint step {dropped} replaced by step {state['step']} "
+                         f"(the store is still unreachable){kept}")
             self._waiting = item
             self._cv.notify_all()
 

@@ -141,6 +141,43 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path):
         bad.close()
 
 
+def test_a_checkpoint_replaced_in_an_outage_keeps_its_written_out_files(tmp_path):
+    """While the store is down a newer checkpoint replaces the waiting one: the replaced one's state
+    and Renders (its picture) are dropped, its files given as bytes (the watchdog's verdict) are
+    written with the newer one unless it writes the same key."""
+    import threading
+
+    from facegan.storage import LocalStore, StorageError
+
+    down, failed = threading.Event(), threading.Event()
+
+    class Outage(LocalStore):  # a local folder that refuses writes while `down` is set
+        def put_bytes(self, key: str, data: bytes) -> None:
+            if down.is_set():
+                failed.set()
+                raise StorageError(f"{self.uri(key)}: S3 endpoint unreachable (test outage)", transient=True)
+            super().put_bytes(key, data)
+
+    run, logs = Outage(tmp_path / "run"), []
+    writer = ckpt.CheckpointWriter(run, keep_last=5, log=logs.append)
+    picture = lambda step: ckpt.Render(lambda: f"picture {step}".encode())  # noqa: E731
+    down.set()
+    writer.save(_state(1), {"samples/1.png": picture(1)})  # taken by the writer, retried
+    assert failed.wait(10)
+    writer.save(_state(2), {"samples/2.png": picture(2), "watchdog.json": b"alarm at 2", "note-2": b"two"})
+    writer.save(_state(3), {"samples/3.png": picture(3), "note-2": b"three"})  # replaces step 2
+    writer.save(_state(4), {"samples/4.png": picture(4)})  # replaces step 3, which carries step 2's
+    down.clear()
+    writer.close()
+    assert [step for step, _ in ckpt.list_checkpoints(run)] == [1, 4]
+    assert run.get_bytes("watchdog.json") == b"alarm at 2" and run.get_bytes("note-2") == b"three"
+    assert sorted(run.list("samples")) == ["samples/1.png", "samples/4.png"]
+    assert "checkpoint step 2 replaced by step 3 (the store is still unreachable); its watchdog.json written " \
+           "with it" in logs
+    assert "checkpoint step 3 replaced by step 4 (the store is still unreachable); its watchdog.json, note-2 " \
+           "written with it" in logs
+
+
 def _flip_byte(run, key: str, at: int = -100) -> None:
     data = bytearray(run.get_bytes(key))
     data[at] ^= 0x01
