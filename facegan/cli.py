@@ -373,7 +373,7 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     _add_train_args(p, SWAP_FAMILY, choose=False)
     p.set_defaults(fn=cmd_train)
     p = tsub.add_parser("apply", help="translate a face image or a folder of them with a trained run")
-    p.add_argument("run", help="run URI (uses latest.json) or checkpoint .pt URI")
+    p.add_argument("run", help="run URI (uses latest.json), checkpoint .pt URI, or a folder `facegan export` wrote")
     p.add_argument("input", help="an image file or a folder of images (cropped and resized as prepare does)")
     p.add_argument("out", help="output URI (a folder or s3://...) for <name>.png")
     p.add_argument("--direction", required=True, choices=("add", "remove"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, families
+from facegan import data, export, families
 from facegan.config import ConfigError
 from facegan.cyclegan import ResnetGenerator
 from facegan.errors import DatasetError
@@ -27,10 +27,12 @@ DIRECTIONS = {"remove": "G_AB", "add": "G_BA"}  # apply --direction: A (attribut
 
 def load_translator(run_or_checkpoint: str, direction: str, device: str = "auto") -> tuple[ResnetGenerator, dict]:
     """The generator of `direction` ("remove": A->B, "add": B->A) of a translation checkpoint (a
-    run URI or a .pt URI), in eval mode on `device`; returns (network, checkpoint state)."""
+    run URI, a .pt URI, or a folder that `facegan export` wrote, verified against its model card),
+    in eval mode on `device`; returns (network, checkpoint state)."""
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction={direction!r} must be one of {', '.join(DIRECTIONS)}")
-    state = ckpt.load(run_or_checkpoint)
+    state = export.load_state(run_or_checkpoint) if export.is_export(run_or_checkpoint) \
+        else ckpt.load(run_or_checkpoint)
     if families.name_of_state(state) != families.SWAP:
         raise ConfigError(f"{run_or_checkpoint} is a {families.name_of_state(state)} checkpoint, not an attribute swap")
     return load_generators(state, use_device(device))[DIRECTIONS[direction]], state
@@ -38,10 +40,10 @@ def load_translator(run_or_checkpoint: str, direction: str, device: str = "auto"
 
 def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: str, device: str = "auto",
           log=print) -> list[str]:
-    """Translate a face image, or every image in a folder, with a trained run: each input is
-    cropped and resized as `prepare` does, translated, and written as `<name>.png` under
-    `out_uri`. Unreadable images are listed and skipped; none readable is a DatasetError.
-    Returns the keys written."""
+    """Translate a face image, or every image in a folder, with a trained run (or a checkpoint or an
+    export of one, as `load_translator` takes): each input is cropped and resized as `prepare`
+    does, translated, and written as `<name>.png` under `out_uri`. Unreadable images are listed
+    and skipped; none readable is a DatasetError. Returns the keys written."""
     from facegan.prepare import IMAGE_SUFFIXES, process_image
 
     net, state = load_translator(run_or_checkpoint, direction, device)

@@ -148,7 +148,9 @@ def test_the_card_carries_the_metrics_at_the_exported_step_and_the_training_time
     assert "**FID**" in (tmp_path / "out" / "model_card.md").read_text()
 
 
-def test_both_generators_of_an_attribute_swap_are_exported(labelled32, tmp_path):
+def test_both_generators_of_an_attribute_swap_are_exported(labelled32, makeup_raw, tmp_path):
+    """Both directions are exported, load without facegan, and `translate apply` takes the export,
+    writing the same pictures as from the run."""
     run = tmp_path / "swap"
     fit(TranslateConfig(dataset=labelled32, run=str(run), steps=2, batch_size=4, ckpt_every=2, log_every=1,
                         sample_count=2, device="cpu", seed=3, pool_size=4,
@@ -171,6 +173,15 @@ def test_both_generators_of_an_attribute_swap_are_exported(labelled32, tmp_path)
     for n in names:
         assert report[n]["pt2"] <= 1e-6 and report[n]["onnx"] <= 1e-4 and report[n]["safetensors_equal"], report
         assert report["snippets"][f"{n}/pt2"] == [3, 3, 32, 32] and report["snippets"][f"{n}/onnx"] == [3, 3, 32, 32]
+    from facegan.translate import apply
+
+    for direction in ("add", "remove"):
+        made = {}
+        for name, source in (("run", run), ("export", out)):
+            folder = tmp_path / name / direction
+            keys = apply(str(source), makeup_raw, str(folder), direction, "cpu", log=lambda *_: None)
+            made[name] = {k: (folder / k).read_bytes() for k in keys}
+        assert len(made["run"]) == 48 and made["export"] == made["run"], direction
 
 
 def test_an_op_without_an_onnx_translation_is_named_and_the_rest_is_written(trained, tmp_path, monkeypatch):
