@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,15 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def work_folder(prefix: str, keep: bool = False) -> Path:
+    """A new temp folder for a benchmark's faces, datasets and runs, removed when this process ends
+    (unless `keep`): repeated benchmarks do not fill the disk."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    if not keep:
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def median_rate(times: list[float], items_per_window: int) -> float:

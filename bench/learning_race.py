@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench.common import feature_distance, feature_net, write_record
+from bench.common import feature_distance, feature_net, work_folder, write_record
 from bench.preset_speed import ALL, preset_config
 from facegan import data, runfolder
 from facegan.attributes import TABLE_NAME
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(resolutions) != 1:
         p.error(f"--presets must share one resolution, not {sorted(resolutions)}")
     res = resolutions.pop()
-    tmp = Path(tempfile.mkdtemp(prefix="facegan-learning-race-"))
+    tmp = work_folder("facegan-learning-race-")
     raw = make_faces(tmp / "raw" / "img_align_celeba", a.images, seed=11, makeup=0.5)
     train_n = a.images * 3 // 4
     dataset, everything = str(tmp / "train"), str(tmp / "all")

@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import tempfile
-from pathlib import Path
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import write_record
+from bench.common import work_folder, write_record
 from facegan import data, families, runfolder
 from facegan import distributed as dist
 from facegan.attributes import TABLE_NAME
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if name not in ALL:
             p.error(f"--presets: {name!r} is not a preset ({', '.join(ALL)})")
-    tmp = Path(tempfile.mkdtemp(prefix="facegan-preset-speed-"))
+    tmp = work_folder("facegan-preset-speed-")
     raw = make_faces(tmp / "raw" / "img_align_celeba", a.images, seed=5, makeup=0.5)
     datasets: dict[int, str] = {}
     rows = []

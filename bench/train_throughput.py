@@ -11,14 +11,12 @@ Prints the figures and their ratios, writes a JSON record.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from bench import baseline
-from bench.common import export_jpegs, median_rate, write_record
+from bench.common import export_jpegs, median_rate, work_folder, write_record
 from facegan import data
 from facegan.config import ModelConfig, TrainConfig
 from facegan.loop import Hooks, fit
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     device = use_device(a.device)
     model = ModelConfig(resolution=a.resolution, ngf=a.ngf, ndf=a.ndf)
-    tmp = Path(tempfile.mkdtemp(prefix="facegan-bench-"))
+    tmp = work_folder("facegan-bench-")
     print(f"device {device}, DCGAN-{a.resolution} ngf={a.ngf} ndf={a.ndf}, batch {a.batch}, {a.images} images")
 
     # the same images for both: prepared shards for facegan, a JPEG folder for the baseline

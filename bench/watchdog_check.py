@@ -14,11 +14,9 @@ is a false positive. Writes a JSON record to bench/results/.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import write_record
+from bench.common import work_folder, write_record
 from facegan import families
 from facegan.loop import Hooks, fit
 from facegan.prepare import prepare
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--results", default=None, help="folder for the JSON record (default bench/results)")
     a = p.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="facegan-watchdog-"))
+    tmp = work_folder("facegan-watchdog-")
     raw = make_faces(tmp / "raw" / "img_align_celeba", 96, seed=1)
     prepare(raw, str(tmp / "ds"), resolution=32, workers=2, log=lambda *_: None)
     record, false_positives, healthy_runs = {}, 0, 0

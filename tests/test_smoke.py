@@ -3,8 +3,10 @@ sizes (on a GPU machine the same command with `--device cuda` accepts the machin
 
 import io
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from helpers import ROOT
 
@@ -56,3 +58,19 @@ def test_smoke_fails_when_the_device_is_missing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^FAIL  device .*CUDA is not available", out, re.M), out
     assert re.search(r"^SKIP  dcgan64 train .*needs device", out, re.M), out
+
+
+def test_a_benchmarks_work_folder_is_removed_when_it_ends_unless_kept():
+    """bench.common.work_folder: repeated benchmarks (`make bench`, the smoke's `bench`) leave no faces,
+    datasets or runs behind in the temp folder."""
+    code = ("from bench.common import work_folder\n"
+            "for keep in (False, True):\n"
+            "    folder = work_folder('facegan-test-bench-', keep=keep)\n"
+            "    (folder / 'runs').mkdir()\n"
+            "    (folder / 'runs' / 'x.pt').write_bytes(b'x')\n"
+            "    print(folder)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    removed, kept = (Path(line) for line in out.stdout.split())
+    assert not removed.exists() and (kept / "runs" / "x.pt").is_file()
+    shutil.rmtree(kept)
