@@ -437,10 +437,11 @@ def list_checkpoints(run: Store) -> list[tuple[int, str]]:
 
 def write_checkpoint(
     run: Store, state: dict[str, Any], keep_last: int, metric: tuple[str, float] | None = None,
-    lower_is_better: bool = True,
+    lower_is_better: bool = True, protect: tuple[int, ...] = (),
 ) -> str:
     """Write a CPU checkpoint dict, then the checkpoint list, `latest.json` (and `best.json`), then
-    prune old ones. Returns the checkpoint's URI.
+    prune old ones: the newest `keep_last`, the best by the metric and the steps in `protect` (the
+    collapse watchdog's best before a collapse) stay. Returns the checkpoint's URI.
 
     The order makes every visible pointer valid at every moment, and every pointer and list entry
     carries the file's sha256: a file is listed before anything points at it, and deleted only
@@ -463,7 +464,7 @@ def write_checkpoint(
         if old is None or (metric[1] < old if lower_is_better else metric[1] > old):
             best = pointer
     existing = list_checkpoints(run)  # one listing serves both the keep set and the pruning
-    keep = {k for _, k in existing[-keep_last:]} | {key}
+    keep = {k for _, k in existing[-keep_last:]} | {key} | {k for s, k in existing if s in protect}
     if best:
         keep.add(best["key"])
     listed = {e["key"]: e for e in read_index(run) if e["key"] in keep and e["key"] != key}
@@ -531,7 +532,7 @@ class CheckpointWriter:
                     self._busy = self._retrying = False
                     self._cv.notify_all()
 
-    def _write(self, state: dict[str, Any], extra_files: dict, metric, ready: Callable[[], None]) -> None:
+    def _write(self, state: dict[str, Any], extra_files: dict, options: dict, ready: Callable[[], None]) -> None:
         ready()  # the host copies are complete
         down_since, delay = None, 1.0
         while True:
@@ -541,7 +542,7 @@ class CheckpointWriter:
                         data = extra_files[key] = self._render(key, data, state["step"])
                     if data is not None:
                         self.run.put_bytes(key, data)
-                uri = write_checkpoint(self.run, state, self.keep_last, *metric)
+                uri = write_checkpoint(self.run, state, self.keep_last, **options)
                 break
             except StorageError as exc:
                 now = time.monotonic()
@@ -580,12 +581,15 @@ class CheckpointWriter:
             raise err
 
     def save(self, state: dict[str, Any], extra_files: dict | None = None,
-             metric: tuple[str, float] | None = None, lower_is_better: bool = True) -> None:
+             metric: tuple[str, float] | None = None, lower_is_better: bool = True,
+             protect: tuple[int, ...] = ()) -> None:
         """Hand over a checkpoint (live tensors are copied now) plus extra objects written first:
         bytes, or callables (such as `Render`) called on the writer's thread. `metric`: the
-        (name, value) best.json is decided by, and which way is better."""
+        (name, value) best.json is decided by, and which way is better; `protect`: steps of older
+        checkpoints pruning keeps (`write_checkpoint`)."""
         (state, extra_files), ready = to_host((state, dict(extra_files or {})))
-        item = (state, extra_files, (metric, lower_is_better), ready)
+        options = {"metric": metric, "lower_is_better": lower_is_better, "protect": tuple(protect)}
+        item = (state, extra_files, options, ready)
         with self._cv:
             self._raise()
             while self._waiting is not None and not self._retrying and self._error is None:

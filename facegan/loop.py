@@ -327,7 +327,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training, watch.state(),
                                     **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True
-            writer.save(state, files, metric=best, lower_is_better=lower)
+            writer.save(state, files, metric=best, lower_is_better=lower, protect=watch.kept())
             return alarm
 
         writer = None  # rank 0 alone writes the run folder

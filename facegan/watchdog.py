@@ -152,7 +152,8 @@ class Watchdog:
         if self.metric in scores:  # judged whatever else fired, so its best stays the best
             judged = self.judge(step, scores[self.metric])
             alarm = alarm or judged
-        if alarm is None:
+        fired_here = bool(self.alarms) and self.alarms[-1].step == step  # (saturation fires in `window`)
+        if alarm is None and not fired_here:
             self.checkpoints.append(step)
         return self.fire(alarm) if alarm else None
 
@@ -179,7 +180,22 @@ class Watchdog:
                 if isinstance(row.get(self.metric), int | float):
                     self.judge(row["step"], row[self.metric])
 
+    def kept(self) -> tuple[int, ...]:
+        """Steps of the checkpoints that pruning must keep (`checkpoint.write_checkpoint`'s `protect`):
+        the best before the last alarm, which its verdict names, and while a saturation streak runs,
+        the newest healthy checkpoint before it, which its alarm would name (the newest `keep_last`
+        checkpoints may all lie inside the streak)."""
+        steps = set()
+        if self.alarms:
+            steps.add(self.best_checkpoint(self.alarms[-1]))
+        if self.saturated:
+            steps.add(next((s for s in reversed(self.checkpoints) if s < self.saturated_since), None))
+        return tuple(sorted(s for s in steps if s is not None))
+
     def fire(self, alarm: Alarm) -> Alarm:
+        # checkpoints taken once the trouble had begun were not healthy (the metric's best itself was)
+        self.checkpoints = [s for s in self.checkpoints
+                            if s < alarm.since or (alarm.signal == "metric" and s == alarm.since)]
         self.alarms.append(alarm)
         self.log(f"watchdog ({self.cfg.watchdog}): {alarm.line}")
         return alarm

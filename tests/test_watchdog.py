@@ -40,7 +40,9 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
     assert healthy.finished and not open_store(healthy.run).exists(runfolder.WATCHDOG)
 
     rows: list[dict] = []
-    cfg = toy(dataset32, str(tmp_path / "store" / "runs" / "dead"), lr_g=1e-7, steps=400)
+    # the default keep_last (3): the 20-window streak spans 4 checkpoints, so the best before it is
+    # older than the newest 3 and stays only because the watchdog protects it from pruning
+    cfg = toy(dataset32, str(tmp_path / "store" / "runs" / "dead"), lr_g=1e-7, steps=400, keep_last=3)
     with pytest.raises(CollapsedError) as caught:
         fit(cfg, quiet(rows))
     message = str(caught.value)
@@ -56,6 +58,10 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
     # checkpoint first: latest.json is the stop's step; the best is the newest one before the onset
     assert ckpt.read_pointer(run)["step"] == verdict["step"]
     assert verdict["best_step"] < verdict["since"] and run.exists(verdict["best"])
+    kept = [step for step, _ in ckpt.list_checkpoints(run)]
+    assert len(kept) == 4 and kept[0] == verdict["best_step"] < verdict["since"] <= kept[1]
+    state, _, origin = ckpt.load_chosen(run.uri(verdict["best"]))  # listed, verified: --init-from takes it
+    assert state["step"] == verdict["best_step"] and origin["sha256"]
 
     # the nightly gallery shows the best checkpoint before the collapse, with a note
     night = gallery.publish(str(tmp_path / "store"), fixed=2, fresh=2, interpolation_steps=2)
@@ -72,6 +78,8 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
     assert result.finished and result.step == 500
     warned = json.loads(run.get_bytes(runfolder.WATCHDOG))
     assert warned["mode"] == "warn" and not warned["stopped"] and warned["step"] > verdict["step"]
+    # the collapsed checkpoints are not "healthy": the new alarm names the same best, still kept
+    assert warned["best_step"] == verdict["best_step"] and run.exists(warned["best"])
     assert any("watchdog (warn): collapsed at step" in line for line in lines)
 
 
@@ -149,3 +157,22 @@ def test_saturation_needs_windows_in_a_row_and_off_computes_nothing():
     off = watchdog.Watchdog(Off, ("d_real", "d_fake"), "fid", True, None, lambda m: None)
     assert all(off.window(row(s, 1.0, 0.0)) is None for s in range(10))
     assert off.checkpoint(1, None, {"fid": 1.0}) is None  # no sampler is even called
+
+
+def test_pruning_keeps_the_checkpoint_a_verdict_names_or_a_running_streak_would():
+    """`Watchdog.kept`: nothing while healthy; during a saturation streak the newest healthy
+    checkpoint before it; after an alarm its verdict's best. Checkpoints taken inside the streak (and
+    at the alarm's step) are not healthy, so a later alarm names the same best."""
+    dog = watchdog.Watchdog(_Cfg, ("d_real", "d_fake"), None, True, None, lambda m: None)
+    row = lambda step, gap: {"step": step, "d_real": gap, "d_fake": 0.0, "window_steps": 10}  # noqa: E731
+    for step in (10, 20):
+        assert dog.window(row(step, 0.5)) is None and dog.checkpoint(step, None, {}) is None
+    assert dog.kept() == ()
+    assert dog.window(row(30, 1.0)) is None and dog.checkpoint(30, None, {}) is None  # streak since 21
+    assert dog.kept() == (20,)
+    assert dog.window(row(40, 1.0)) is None
+    alarm = dog.window(row(50, 1.0))
+    assert alarm.since == 21 and dog.checkpoint(50, None, {}) is None
+    assert dog.best_checkpoint(alarm) == 20 and dog.kept() == (20,) and dog.checkpoints == [10, 20]
+    later = [dog.window(row(s, 1.0)) for s in (60, 70, 80)][-1]  # warn mode: another full streak
+    assert later.since == 51 and dog.best_checkpoint(later) == 20 and dog.kept() == (20,)
