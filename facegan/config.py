@@ -187,7 +187,8 @@ class RunConfig:
     decay_start: float = option(0.5, "fraction of the steps after which the linear schedule decays")
     ckpt_every: int = option(500, "checkpoint (full state, sample picture, metrics, loss plot) every N steps",
                              resumable=True)
-    keep_last: int = option(3, "newest checkpoints kept (the best one by the metric is kept besides)",
+    keep_last: int = option(3, "newest checkpoints kept (the metric's best and the watchdog's best before a "
+                               "collapse are kept besides)",
                             resumable=True)
     log_every: int = option(50, "progress line and metrics row every N steps", resumable=True)
     sample_count: int = option(64, "faces in each checkpoint's fixed-input sample picture", resumable=True)
