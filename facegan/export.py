@@ -16,8 +16,9 @@ A format that cannot be written (an op without an ONNX translation, say) is name
 (an `ExportError`, raised after every other file and the card are written).
 
 `load_state(uri)` reads an export back as a checkpoint-like dict (family, step, config, weights;
-every file verified against the card's sha256), so `facegan.sample.load_generator` and the
-Python API (`facegan.api`) take an export wherever they take a run.
+every file verified against the card's sha256); `load_any(uri)` reads a run, a checkpoint or an
+export, so `facegan.sample.load_generator`, `translate apply` and the Python API (`facegan.api`)
+take an export wherever they take a run.
 """
 
 from __future__ import annotations
@@ -319,6 +320,13 @@ def is_export(uri: str) -> bool:
         return open_store(uri).exists(CARD_JSON)
     except StorageError:
         return False
+
+
+def load_any(uri: str) -> dict[str, Any]:
+    """The checkpoint-like state of a run (its latest checkpoint), a checkpoint `.pt`, or an export
+    folder (`load_state`), each verified as it is read: what the commands that use a trained
+    generator take."""
+    return load_state(uri) if is_export(uri) else ckpt.load(uri)
 
 
 def load_state(uri: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 
-from facegan import checkpoint as ckpt
 from facegan import export, families, memory
 from facegan.config import TRUNCATION_MIN, ConfigError, RunConfig
 from facegan.images import to_png
@@ -36,12 +35,10 @@ def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = 
     device = use_device(str(device))
     if isinstance(state_or_uri, dict):
         state = state_or_uri
-    elif export.is_export(state_or_uri):
-        if not ema:
-            raise ConfigError(f"{state_or_uri} is an export: it holds the EMA generator only (leave out --no-ema)")
-        state = export.load_state(state_or_uri)
+    elif not ema and export.is_export(state_or_uri):
+        raise ConfigError(f"{state_or_uri} is an export: it holds the EMA generator only (leave out --no-ema)")
     else:
-        state = ckpt.load(state_or_uri)
+        state = export.load_any(state_or_uri)
     family = families.get(families.name_of_state(state))
     if not family.noise:
         where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)

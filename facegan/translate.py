@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from facegan import checkpoint as ckpt
 from facegan import data, export, families
 from facegan.config import ConfigError
 from facegan.cyclegan import ResnetGenerator
@@ -31,8 +30,7 @@ def load_translator(run_or_checkpoint: str, direction: str, device: str = "auto"
     in eval mode on `device`; returns (network, checkpoint state)."""
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction={direction!r} must be one of {', '.join(DIRECTIONS)}")
-    state = export.load_state(run_or_checkpoint) if export.is_export(run_or_checkpoint) \
-        else ckpt.load(run_or_checkpoint)
+    state = export.load_any(run_or_checkpoint)
     if families.name_of_state(state) != families.SWAP:
         raise ConfigError(f"{run_or_checkpoint} is a {families.name_of_state(state)} checkpoint, not an attribute swap")
     return load_generators(state, use_device(device))[DIRECTIONS[direction]], state
