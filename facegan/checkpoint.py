@@ -29,6 +29,7 @@ the sample grid and loss curve are rendered on that thread too (`Render`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
@@ -36,7 +37,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -501,7 +502,7 @@ class CheckpointWriter:
         self.on_written = on_written
         self.log = log or (lambda msg: None)
         self.outage_limit = outage_limit
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.RLock())  # re-entrant: `save` inside `replacing`
         self._waiting: tuple | None = None  # the next checkpoint to write
         self._busy = False  # a write (with its retries) is under way
         self._retrying = False  # ... and the store is unreachable
@@ -579,6 +580,19 @@ class CheckpointWriter:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+    @contextlib.contextmanager
+    def replacing(self) -> Iterator[int | None]:
+        """Hold the hand-over for one `save` (the caller's thread): once a slow store's back-pressure
+        has passed, yields the step of the waiting checkpoint that a `save` inside will replace (the
+        store is unreachable), or None when it will replace none. Until the block ends the writer's
+        thread cannot take or drop anything, so what is composed inside (the watchdog's verdict, its
+        pruning protection) can leave that step out knowing it will never be written."""
+        with self._cv:
+            self._raise()
+            while self._waiting is not None and not self._retrying and self._error is None:
+                self._cv.wait()
+            yield None if self._waiting is None or self._error is not None else self._waiting[0]["step"]
 
     def save(self, state: dict[str, Any], extra_files: dict | None = None,
              metric: tuple[str, float] | None = None, lower_is_better: bool = True,

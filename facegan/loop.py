@@ -280,6 +280,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                   images if world.is_main else None, log)
         watch.replay(scored.get(first, []))  # the metric's best and patience count so far (a resumed run)
         watch.restore(resumed.watchdog)  # ... and its saturation streak, diversity peak, healthy checkpoints
+        if world.is_main:  # ... and the verdict an earlier session left: what it names stays
+            watch.inherit(watchdog.read_verdict(run), start)
         halt: watchdog.Alarm | None = None  # the watchdog's alarm that stops the run (--watchdog stop)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 
@@ -313,9 +315,6 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             files = {runfolder.sample_key(step): grid, runfolder.METRICS: ckpt.Render(runfolder.jsonl, ckpt.Host(rows))}
             if cfg.tensorboard:  # the rows and scores no event file holds yet, and the picture, as events
                 files[tensorboard.event_key(step)] = events.render(step, time.time(), rows, scored, grid)
-            verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
-            if verdict:
-                files[runfolder.WATCHDOG] = verdict
             files.update({runfolder.metric_key(name): ckpt.Render(runfolder.jsonl, ckpt.Host(list(r)))
                           for name, r in scored.items() if r})
             if rows:
@@ -324,10 +323,16 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
                                                          family.plot_series(), separate_process=rt.plots_apart)
             training = {"seconds": trained.get("seconds", 0.0) + time.monotonic() - wall_start,
                         "device": rt.hardware(), "processes": world.size, "dataset_images": manifest["count"]}
-            state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training, watch.state(),
-                                    **{key: obj.state_dict() for key, obj in recipe.parts.items()})
             lower = metric_registry.get(best[0]).lower_is_better if best else True
-            writer.save(state, files, metric=best, lower_is_better=lower, protect=watch.kept())
+            with writer.replacing() as dropped:  # a checkpoint a store outage drops is never named or kept
+                if dropped is not None:
+                    watch.forget(dropped)
+                verdict = watch.unrecorded(run.uri())  # what fired since the last checkpoint
+                if verdict:
+                    files[runfolder.WATCHDOG] = verdict
+                state = ckpt.make_state(step, cfg.to_dict(), manifest["id"], cfg.family, training, watch.state(),
+                                        **{key: obj.state_dict() for key, obj in recipe.parts.items()})
+                writer.save(state, files, metric=best, lower_is_better=lower, protect=watch.kept())
             return alarm
 
         writer = None  # rank 0 alone writes the run folder

@@ -98,6 +98,9 @@ class Watchdog:
         self.alarms: list[Alarm] = []
         self.recorded = 0  # alarms written into the run folder
         self.checkpoints: list[int] = []  # steps checkpointed with no alarm (the best before a collapse)
+        self.dropped: set[int] = set()  # steps whose checkpoint a store outage dropped (never written)
+        self.earlier: list[dict] = []  # alarms of earlier sessions, from the run folder's verdict (`inherit`)
+        self.named: int | None = None  # the checkpoint the run folder's verdict names: kept from pruning
 
     def window(self, row: dict) -> Alarm | None:
         """Look at one log window's averaged row (every process alike)."""
@@ -120,7 +123,8 @@ class Watchdog:
     def state(self) -> dict:
         """What a checkpoint keeps of the running signals (every process has the same streak)."""
         return {"saturated": self.saturated, "saturated_since": self.saturated_since,
-                "peak_step": self.peak[0], "peak": self.peak[1], "healthy": list(self.checkpoints)}
+                "peak_step": self.peak[0], "peak": self.peak[1], "healthy": list(self.checkpoints),
+                "dropped": sorted(self.dropped)}
 
     def restore(self, state: object) -> None:
         """Carry on from a checkpoint's `state()`; one written before it was kept, or damaged, is
@@ -134,6 +138,31 @@ class Watchdog:
         self.saturated, self.saturated_since = state["saturated"], state["saturated_since"]
         self.peak = (state["peak_step"], state["peak"])
         self.checkpoints = list(state["healthy"])
+        dropped = state.get("dropped", [])  # (kept since the outage fix; older checkpoints have none)
+        if isinstance(dropped, list) and all(type(s) is int for s in dropped):
+            self.dropped = set(dropped)
+
+    def inherit(self, verdict: object, start: int) -> None:
+        """Carry on from the run folder's watchdog.json of an earlier session (`read_verdict`; None when
+        there is none): the checkpoint it names is kept from pruning until this session's verdict
+        replaces the file (`unrecorded`: written with its checkpoint, before pruning), and its
+        alarms up to the resume point `start` are listed again in a new verdict (later ones were in a
+        lost stretch the run trains again). Parts not of a verdict's shape are ignored."""
+        if not isinstance(verdict, dict):
+            return
+        named = verdict.get("best_step")
+        self.named = named if type(named) is int else None
+        fields = {"signal": str, "step": int, "since": int, "detail": str}
+        alarms = verdict.get("alarms")
+        self.earlier = [{k: a[k] for k in fields} for a in (alarms if isinstance(alarms, list) else [])
+                        if isinstance(a, dict) and all(type(a.get(k)) is t for k, t in fields.items())
+                        and a["step"] <= start]
+
+    def forget(self, step: int) -> None:
+        """The checkpoint at `step` was dropped unwritten (`CheckpointWriter.replacing`): no verdict
+        names it and pruning need not keep it."""
+        self.dropped.add(step)
+        self.checkpoints = [s for s in self.checkpoints if s != step]
 
     def checkpoint(self, step: int, sampler, scores: dict[str, float]) -> Alarm | None:
         """Look at a checkpoint (rank 0): the fixed samples' diversity, and the metric if scored."""
@@ -184,8 +213,8 @@ class Watchdog:
         """Steps of the checkpoints that pruning must keep (`checkpoint.write_checkpoint`'s `protect`):
         the best before the last alarm, which its verdict names, and while a saturation streak runs,
         the newest healthy checkpoint before it, which its alarm would name (the newest `keep_last`
-        checkpoints may all lie inside the streak)."""
-        steps = set()
+        checkpoints may all lie inside the streak), and the one an earlier session's verdict names."""
+        steps = {self.named}
         if self.alarms:
             steps.add(self.best_checkpoint(self.alarms[-1]))
         if self.saturated:
@@ -201,9 +230,10 @@ class Watchdog:
         return alarm
 
     def best_checkpoint(self, alarm: Alarm) -> int | None:
-        """The step of the run's best checkpoint before `alarm`: the metric's best when one is scored,
-        else the newest checkpoint saved with no alarm before the trouble began."""
-        if self.best is not None:
+        """The step of the run's best checkpoint before `alarm`: the metric's best when one is scored
+        (and its checkpoint was written), else the newest checkpoint saved with no alarm before the
+        trouble began."""
+        if self.best is not None and self.best[0] not in self.dropped:
             return self.best[0]
         before = [s for s in self.checkpoints if s < alarm.since]
         return before[-1] if before else None
@@ -214,17 +244,18 @@ class Watchdog:
         if len(self.alarms) == self.recorded:
             return None
         self.recorded = len(self.alarms)
+        self.named = None  # this verdict replaces the earlier session's before anything is pruned
         return self.verdict(run_uri)
 
     def verdict(self, run_uri: str) -> bytes:
-        """watchdog.json: the mode, every alarm of this session so far, and (for the last) the best
-        checkpoint before it."""
+        """watchdog.json: the mode, every alarm of the run so far (earlier sessions' up to the resume
+        point, then this one's), and (for the last) the best checkpoint before it."""
         last = self.alarms[-1]
         best = self.best_checkpoint(last)
         return json.dumps({
             "mode": self.cfg.watchdog, "stopped": self.cfg.watchdog == "stop", "line": last.line, **asdict(last),
             "best": None if best is None else checkpoint_key(best), "best_step": best,
-            "alarms": [asdict(a) for a in self.alarms], "run": run_uri,
+            "alarms": [*self.earlier, *(asdict(a) for a in self.alarms)], "run": run_uri,
         }, indent=1).encode()
 
 

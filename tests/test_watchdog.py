@@ -12,10 +12,10 @@ import pytest
 from facegan import checkpoint as ckpt
 from facegan import gallery, models, runfolder, watchdog
 from facegan.config import ModelConfig, TrainConfig
-from facegan.errors import CollapsedError
+from facegan.errors import CollapsedError, StorageError
 from facegan.loop import Hooks, fit
 from facegan.presets import resolve
-from facegan.storage import open_store
+from facegan.storage import LocalStore, open_store
 
 
 def toy(dataset: str, run: str, **overrides) -> TrainConfig:
@@ -81,6 +81,45 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
     # the collapsed checkpoints are not "healthy": the new alarm names the same best, still kept
     assert warned["best_step"] == verdict["best_step"] and run.exists(warned["best"])
     assert any("watchdog (warn): collapsed at step" in line for line in lines)
+    # ... and lists the stopped session's alarm before its own: a resume does not lose the record
+    assert [a["step"] for a in warned["alarms"]] == [verdict["step"], 270, 370, warned["step"]]
+    assert warned["alarms"][0] == {k: verdict[k] for k in ("signal", "step", "since", "detail")}
+
+    # a later session that sees no trouble (here: a gap of 1 is never reached) prunes to the newest 3
+    # and keeps what watchdog.json names
+    assert fit(cfg.replace(steps=575, watchdog="warn", watchdog_gap=1.0), quiet()).finished
+    assert json.loads(run.get_bytes(runfolder.WATCHDOG)) == warned
+    assert run.exists(warned["best"])
+    assert [step for step, _ in ckpt.list_checkpoints(run)] == [warned["best_step"], 525, 550, 575]
+
+
+def test_a_verdict_never_names_a_checkpoint_a_store_outage_dropped(dataset32, tmp_path, monkeypatch):
+    """The run folder refuses writes from step 20 to step 100 (a store outage): the writer retries
+    step 25's checkpoint, step 50's waits, and step 75's replaces it unwritten. The saturation that
+    begins at step 71 (measured) stops the run at step 170; its verdict names step 25, the newest
+    healthy checkpoint that was written, not step 50."""
+    down = threading.Event()
+    put = LocalStore.put_bytes
+
+    def flaky(self, key, data):
+        if down.is_set() and "dropped" in str(self.root):
+            raise StorageError(f"{self.uri(key)}: S3 endpoint unreachable (test outage)", transient=True)
+        put(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "put_bytes", flaky)
+    lines: list[str] = []
+    cfg = toy(dataset32, str(tmp_path / "dropped"), lr_g=1e-7, steps=400, keep_last=3)
+    hooks = Hooks(progress=lambda step, total, row: (down.set if 20 <= step < 100 else down.clear)(),
+                  log=lines.append)
+    with pytest.raises(CollapsedError, match="saturation"):
+        fit(cfg, hooks)
+    assert "checkpoint step 50 replaced by step 75 (the store is still unreachable)" in lines
+    run = open_store(cfg.run)
+    verdict = watchdog.read_verdict(run)
+    assert verdict["step"] == 170 and verdict["since"] == 71
+    assert verdict["best_step"] == 25 and run.exists(verdict["best"])
+    listed = [step for step, _ in ckpt.list_checkpoints(run)]  # (which of 100-150 the retries took varies)
+    assert listed[0] == 25 and listed[-1] == 170 and 50 not in listed
 
 
 def test_a_generator_forced_to_a_constant_is_stopped_at_the_next_checkpoint(dataset32, tmp_path, monkeypatch):
