@@ -215,3 +215,35 @@ def test_pruning_keeps_the_checkpoint_a_verdict_names_or_a_running_streak_would(
     assert dog.best_checkpoint(alarm) == 20 and dog.kept() == (20,) and dog.checkpoints == [10, 20]
     later = [dog.window(row(s, 1.0)) for s in (60, 70, 80)][-1]  # warn mode: another full streak
     assert later.since == 51 and dog.best_checkpoint(later) == 20 and dog.kept() == (20,)
+
+
+def test_a_dropped_checkpoint_is_never_named_and_an_earlier_verdict_is_carried_on():
+    """`forget` (a checkpoint a store outage dropped): neither the newest healthy checkpoint nor the
+    metric's best is named when it was never written, also after a resume (`state` keeps the drops).
+    `inherit` (an earlier session's watchdog.json): what it names stays kept until this session's
+    verdict replaces it, which lists the earlier alarms up to the resume point; damaged parts of it
+    are ignored."""
+    dog = watchdog.Watchdog(_Cfg, None, "fid", True, None, lambda m: None)
+    for step, fid in ((100, 50.0), (200, 40.0), (300, 39.0)):
+        assert dog.checkpoint(step, None, {"fid": fid}) is None
+    dog.forget(300)  # the metric's best, dropped unwritten
+    alarm = [dog.checkpoint(s, None, {"fid": 45.0}) for s in (400, 500)][-1]
+    assert alarm.since == 300 and dog.best_checkpoint(alarm) == 200 and dog.kept() == (200,)
+    resumed = watchdog.Watchdog(_Cfg, None, "fid", True, None, lambda m: None)
+    resumed.restore(dog.state())
+    resumed.replay([{"step": s, "fid": v} for s, v in ((100, 50.0), (200, 40.0), (300, 39.0))])
+    assert resumed.best_checkpoint(alarm) == 200
+
+    earlier = json.loads(dog.verdict("/runs/a"))
+    later = watchdog.Watchdog(_Cfg, None, "fid", True, None, lambda m: None)
+    later.inherit({**earlier, "alarms": [*earlier["alarms"], {**earlier["alarms"][0], "step": 900}, "x"]}, 500)
+    assert later.kept() == (200,)  # named by watchdog.json; the alarm at 900 was in a lost stretch
+    for step, fid in ((600, 30.0), (700, 31.0), (800, 32.0)):
+        later.checkpoint(step, None, {"fid": fid})
+    new = json.loads(later.unrecorded("/runs/a"))
+    assert later.kept() == (600,) and new["best_step"] == 600
+    assert [a["step"] for a in new["alarms"]] == [500, 800]
+    for damaged in (None, [], {"best_step": "200", "alarms": "x"}):
+        fresh = watchdog.Watchdog(_Cfg, None, "fid", True, None, lambda m: None)
+        fresh.inherit(damaged, 500)
+        assert fresh.kept() == () and fresh.earlier == []
