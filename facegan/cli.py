@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 
@@ -196,6 +195,9 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_tensorboard(a: argparse.Namespace) -> int:
     import importlib.util
+    import shutil
+    import signal
+    import subprocess
     import tempfile
 
     from facegan import tensorboard
@@ -204,18 +206,28 @@ def cmd_tensorboard(a: argparse.Namespace) -> int:
 
     run = open_store(a.run)
     out = a.out or tempfile.mkdtemp(prefix="facegan-tb-")
-    files = tensorboard.fetch(run, out)
-    if not files:
-        raise StorageError(f"{run.uri(tensorboard.DIR)}: no event files; is {a.run} a run trained with "
-                           "--tensorboard (the default) that has reached a checkpoint?")
-    print(f"{len(files)} event files of {a.run} in {out}", flush=True)
-    if a.fetch_only:
-        return 0
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("tensorboard is not installed here (pip install tensorboard; `make install` has it)")
-    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--port", str(a.port),
-                              "--bind_all" if a.bind_all else "--host=127.0.0.1"])
-    return 0  # not reached: execv replaces this process
+    done = False  # a temporary folder outlives the command only when it is what --fetch-only printed
+    try:
+        files = tensorboard.fetch(run, out)
+        if not files:
+            raise StorageError(f"{run.uri(tensorboard.DIR)}: no event files; is {a.run} a run trained with "
+                               "--tensorboard (the default) that has reached a checkpoint?")
+        print(f"{len(files)} event files of {a.run} in {out}", flush=True)
+        if a.fetch_only:
+            done = True
+            return 0
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("tensorboard is not installed here (pip install tensorboard; `make install` has it)")
+        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out), "--port",
+                                   str(a.port), "--bind_all" if a.bind_all else "--host=127.0.0.1"])
+        signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # (Ctrl-C reaches both processes)
+        try:
+            return server.wait()
+        except KeyboardInterrupt:
+            return server.wait()
+    finally:
+        if not a.out and not done:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
@@ -352,7 +364,8 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p = sub.add_parser("tensorboard", help="fetch a run's TensorBoard event files (<run>/tb/, from S3 too) and "
                                            "serve them with TensorBoard")
     p.add_argument("run", help="run URI (a folder or s3://...)")
-    p.add_argument("--out", default="", help="folder to fetch into (default: a new temporary folder)")
+    p.add_argument("--out", default="", help="folder to fetch into (default: a temporary folder, removed when "
+                                             "TensorBoard ends; kept with --fetch-only)")
     p.add_argument("--port", type=count(0, 65535), default=6006, help="TensorBoard's port (6006)")
     p.add_argument("--bind-all", action="store_true", help="serve on every interface, not only 127.0.0.1")
     p.add_argument("--fetch-only", action="store_true", help="only fetch the files, print where, and exit")

@@ -5,6 +5,7 @@ across a resume that found a lost session's file; `facegan tensorboard` serves t
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -83,8 +84,10 @@ def test_facegan_tensorboard_serves_a_runs_events(evented, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "facegan.cli", "tensorboard", run.root, "--port", str(port),
-                               "--out", str(tmp_path / "tb")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    temp = tmp_path / "tmp"  # where the fetched files go without --out: removed when the command ends
+    temp.mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "facegan.cli", "tensorboard", run.root, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(temp)})
     try:
         deadline, tags = time.monotonic() + 90, {}
         while time.monotonic() < deadline and "train/loss_d" not in json.dumps(tags):
@@ -95,19 +98,29 @@ def test_facegan_tensorboard_serves_a_runs_events(evented, tmp_path):
                 assert server.poll() is None, server.stdout.read().decode()[-2000:]
                 time.sleep(0.5)
         assert "metric/fid" in tags.get(".", {}) and "train/loss_d" in tags["."], tags
+        assert len(list(temp.glob("facegan-tb-*"))) == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
+    assert not list(temp.glob("facegan-tb-*"))  # SIGTERM ended TensorBoard too, then the folder went
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5)
 
 
-def test_without_tensorboard_no_events_are_written_and_the_command_says_so(dataset32, tmp_path, capsys):
+def test_without_tensorboard_no_events_are_written_and_the_command_says_so(dataset32, tmp_path, capsys,
+                                                                         monkeypatch):
+    import tempfile
+
     from facegan.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     result = fit(tiny_config(dataset32, str(tmp_path / "run"), steps=4, tensorboard=False), Hooks(log=lambda *_: None))
     assert not open_store(result.run).list("tb/")
     assert main(["tensorboard", result.run, "--fetch-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "tb: no event files" in err
+    assert not list(tmp_path.glob("facegan-tb-*"))  # the empty folder it fetched into is gone
 
 
 def test_a_checkpoint_the_writer_drops_leaves_its_rows_and_scores_to_the_next_file(tmp_path):
