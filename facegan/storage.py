@@ -205,7 +205,7 @@ class LocalStore(Store):
             with open(src, "rb") as s:
                 _atomic_write(Path(path), lambda f: shutil.copyfileobj(s, f, 1 << 20))
         except OSError as exc:
-            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc})") from None
+            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
 
     def exists(self, key: str) -> bool:
         try:
@@ -405,15 +405,20 @@ class S3Store(Store):
 
     def get_file(self, key: str, path: str | Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+        except OSError as exc:  # the local side: a file where a folder should be, no permission, ...
+            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
         try:
             self._call(
                 key, self.client.download_file, self.bucket, self._k(key), tmp,
                 Config=self.transfer,
             )
             os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
         finally:
             Path(tmp).unlink(missing_ok=True)
 

@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from facegan.errors import StorageError
 from facegan.storage import Store
 
 DIR = "tb"
@@ -137,7 +138,10 @@ def purge_after(run: Store, step: int) -> list[str]:
 def fetch(run: Store, out: str | Path) -> list[Path]:
     """Copy the run's event files into the folder `out` (for `tensorboard --logdir out`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where the folder should be, no permission, ...
+        raise StorageError(f"{out}: cannot write ({exc.strerror or exc})") from None
     paths = []
     for key in sorted(k for k in run.list(f"{DIR}/") if step_of(k) is not None):
         path = out / key.rsplit("/", 1)[-1]

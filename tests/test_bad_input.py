@@ -304,6 +304,13 @@ _add("train: --init-from a flipped byte in the checkpoint",
 for name, where in [("the run itself", lambda t, d, r: r), ("the dataset", lambda t, d, r: d),
                     ("a folder of other files", lambda t, d, r: str(_write(t / "other" / "notes.txt", b"x").parent))]:
     _add(f"export: into {name}", lambda t, d, r, raw, w=where: (["export", r, w(t, d, r)], []), "not an earlier export")
+# tensorboard: where it fetches to must be a folder it can make
+_add("tensorboard: --out a file",
+     lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x")), "--fetch-only"], []),
+     "notes.txt: cannot write (File exists)")
+_add("tensorboard: --out inside a file",
+     lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x") / "tb"), "--fetch-only"],
+                           [t / "notes.txt" / "tb"]), "notes.txt/tb: cannot write (Not a directory)")
 _add("export: a run that never trained", lambda t, d, r, raw: (["export", str(t / "none"), str(t / "o")], [t / "o"]),
      "no checkpoint")
 _add("export: a dataset as the source", lambda t, d, r, raw: (["export", d, str(t / "o")], [t / "o"]), "no checkpoint")

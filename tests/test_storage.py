@@ -56,6 +56,19 @@ def test_missing_key_names_uri(store_uri, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_download_to_a_place_that_cannot_hold_it_names_both(store_uri, tmp_path):
+    """The local side of get_file fails as a StorageError too (both stores), not an OSError; a file
+    in the way of the download itself is replaced, as any download replaces its target."""
+    s = open_store(store_uri)
+    s.put_bytes("a.bin", b"a")
+    (tmp_path / "notes.txt").write_bytes(b"x")
+    where = tmp_path / "notes.txt" / "a.bin"
+    with pytest.raises(StorageError, match=rf"/a\.bin: cannot download to {where} \(File exists\)$"):
+        s.get_file("a.bin", where)
+    s.get_file("a.bin", tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_bytes() == b"a"
+
+
 def test_invalid_json_names_uri(store_uri):
     s = open_store(store_uri)
     s.put_bytes("bad.json", b"{not json")
