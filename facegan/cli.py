@@ -222,9 +222,10 @@ def cmd_tensorboard(a: argparse.Namespace) -> int:
                                    str(a.port), "--bind_all" if a.bind_all else "--host=127.0.0.1"])
         signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # (Ctrl-C reaches both processes)
         try:
-            return server.wait()
+            code = server.wait()
         except KeyboardInterrupt:
-            return server.wait()
+            code = server.wait()
+        return 128 - code if code < 0 else code  # ended by a signal: the shell's 128 + N
     finally:
         if not a.out and not done:
             shutil.rmtree(out, ignore_errors=True)

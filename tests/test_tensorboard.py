@@ -101,7 +101,7 @@ def test_facegan_tensorboard_serves_a_runs_events(evented, tmp_path):
         assert len(list(temp.glob("facegan-tb-*"))) == 1
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        assert server.wait(timeout=30) == 0  # TensorBoard, handed the SIGTERM, ends cleanly
     assert not list(temp.glob("facegan-tb-*"))  # SIGTERM ended TensorBoard too, then the folder went
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5)
