@@ -82,7 +82,8 @@ def test_a_discriminator_that_wins_is_stopped_and_a_healthy_run_is_not(dataset32
     assert warned["best_step"] == verdict["best_step"] and run.exists(warned["best"])
     assert any("watchdog (warn): collapsed at step" in line for line in lines)
     # ... and lists the stopped session's alarm before its own: a resume does not lose the record
-    assert [a["step"] for a in warned["alarms"]] == [verdict["step"], 270, 370, warned["step"]]
+    every = cfg.watchdog_windows * cfg.log_every  # warn mode: an alarm each full streak after the stop
+    assert [a["step"] for a in warned["alarms"]] == [verdict["step"] + k * every for k in range(4)]
     assert warned["alarms"][0] == {k: verdict[k] for k in ("signal", "step", "since", "detail")}
 
     # a later session that sees no trouble (here: a gap of 1 is never reached) prunes to the newest 3
@@ -97,7 +98,8 @@ def test_a_verdict_never_names_a_checkpoint_a_store_outage_dropped(dataset32, tm
     """The run folder refuses writes from step 20 to step 100 (a store outage): the writer retries
     step 25's checkpoint, step 50's waits, and step 75's replaces it unwritten. The saturation that
     begins at step 71 (measured) stops the run at step 170; its verdict names step 25, the newest
-    healthy checkpoint that was written, not step 50."""
+    healthy checkpoint that was written, not step 50 (the figures are this CPU's; the test asserts
+    only what makes step 50 the candidate)."""
     down = threading.Event()
     put = LocalStore.put_bytes
 
@@ -116,10 +118,10 @@ def test_a_verdict_never_names_a_checkpoint_a_store_outage_dropped(dataset32, tm
     assert "checkpoint step 50 replaced by step 75 (the store is still unreachable)" in lines
     run = open_store(cfg.run)
     verdict = watchdog.read_verdict(run)
-    assert verdict["step"] == 170 and verdict["since"] == 71
+    assert verdict["since"] > 50  # step 50 was healthy: the newest before the trouble, had it been written
     assert verdict["best_step"] == 25 and run.exists(verdict["best"])
     listed = [step for step, _ in ckpt.list_checkpoints(run)]  # (which of 100-150 the retries took varies)
-    assert listed[0] == 25 and listed[-1] == 170 and 50 not in listed
+    assert listed[0] == 25 and listed[-1] == verdict["step"] and 50 not in listed
 
 
 def test_a_generator_forced_to_a_constant_is_stopped_at_the_next_checkpoint(dataset32, tmp_path, monkeypatch):
