@@ -38,8 +38,9 @@ CASES = {
                                                 "--blocks", "1", "--sample-count", "2"]),
 }
 PRESET = {"dcgan64-bf16-hinge": "dcgan64"}
+CAPABILITY = torch.backends.cpu.get_cpu_capability()  # the key of DIGESTS this CPU's runs match
 # (dd87acf spelled dcgan64-plus's "--metric-every 0" as "--fid-every 0": the same setting, renamed)
-DIGESTS = {  # by torch.backends.cpu.get_cpu_capability(): CPU float kernels differ between them
+DIGESTS = {  # by CPU capability: CPU float kernels differ between them
     "AVX2": {
         "udacity32": "8bd918718c682662247b66904c9d136946344e67d1e91a8298f80de16692906c",
         "dcgan64": "c7db48670c12afc3aeafbf3a0b118084e56d6734824cef55acf23419f4ab7064",
@@ -89,7 +90,7 @@ def state_digest(state: dict) -> str:
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict:
     """16 labelled synthetic faces prepared at 32, 64 and 128 px."""
-    raw = make_faces(tmp_path_factory.mktemp("eqraw") / "img_align_celeba", 16, seed=5, makeup=0.5)
+    raw = faces(tmp_path_factory.mktemp("eqraw"))
     table = str(raw.parent / attributes.TABLE_NAME)
     out = {}
     for res in (32, 64, 128):
@@ -106,14 +107,13 @@ def train_digest(name: str, dataset: str, run: str) -> str:
     return state_digest(ckpt.load(run))
 
 
-@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in DIGESTS,
+@pytest.mark.skipif(CAPABILITY not in DIGESTS,
                     reason=f"the digests were recorded on {' and '.join(DIGESTS)} CPUs")
 @pytest.mark.parametrize("name", list(CASES))
 def test_toy_runs_end_with_dd87acfs_weights(name, datasets, tmp_path, capsys):
     digest = train_digest(name, datasets[CASES[name][1]], str(tmp_path / name))
     capsys.readouterr()
-    assert digest == DIGESTS[torch.backends.cpu.get_cpu_capability()][name], \
-        f"{name}: the trained state changed ({digest})"
+    assert digest == DIGESTS[CAPABILITY][name], f"{name}: the trained state changed ({digest})"
 
 
 OLD = "dd87acf"  # the last commit whose run folders had no family written in config.json
@@ -123,20 +123,30 @@ OLD = "dd87acf"  # the last commit whose run folders had no family written in co
 def old_datasets(tmp_path_factory) -> dict:
     """The same 16 labelled faces prepared by dd87acf's own code at 32 and 64 px: an old run is
     made on an old dataset (dd87acf refuses today's labelled ids, which cover the attribute names)."""
-    import subprocess
-    import sys
-
     tree = old_code(tmp_path_factory.mktemp("old-tree"))
-    raw = make_faces(tmp_path_factory.mktemp("oldraw") / "img_align_celeba", 16, seed=5, makeup=0.5)
+    raw = faces(tmp_path_factory.mktemp("oldraw"))
     out = {}
     for res in (32, 64):
         out[res] = str(tmp_path_factory.mktemp(f"old{res}") / f"faces-{res}")
-        done = subprocess.run([sys.executable, "-m", "facegan.cli", "prepare", str(raw), out[res], "--resolution",
-                               str(res), "--workers", "1", "--attributes", str(raw.parent / attributes.TABLE_NAME)],
-                              cwd=tree, env={**__import__("os").environ, "PYTHONPATH": tree},
-                              capture_output=True, text=True)
+        done = old_cli(tree, "prepare", str(raw), out[res], "--resolution", str(res), "--workers", "1",
+                       "--attributes", str(raw.parent / attributes.TABLE_NAME))
         assert done.returncode == 0, done.stderr[-2000:]
     return out
+
+
+def faces(folder):
+    """The 16 labelled synthetic faces every case trains on (img_align_celeba/ and its table)."""
+    return make_faces(folder / "img_align_celeba", 16, seed=5, makeup=0.5)
+
+
+def old_cli(tree: str, *argv: str):
+    """dd87acf's `facegan` command (its package at `tree`, see `old_code`), run to its end."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "facegan.cli", *argv], cwd=tree,
+                          env={**os.environ, "PYTHONPATH": tree}, capture_output=True, text=True)
 
 
 def old_code(tmp_path) -> str:
