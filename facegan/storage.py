@@ -404,23 +404,21 @@ class S3Store(Store):
         )
 
     def get_file(self, key: str, path: str | Path) -> None:
-        path = Path(path)
+        path, tmp = Path(path), None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             os.close(fd)
-        except OSError as exc:  # the local side: a file where a folder should be, no permission, ...
-            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
-        try:
             self._call(
                 key, self.client.download_file, self.bucket, self._k(key), tmp,
                 Config=self.transfer,
             )
             os.replace(tmp, path)
-        except OSError as exc:
+        except OSError as exc:  # the local side (`_call` turns S3's into StorageErrors): a file in the way, ...
             raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
