@@ -233,7 +233,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
     # --- one trainer per run: the lease is held from before anything is read until the end ---
     lease = Lease(run).acquire() if world.is_main else None
     try:
-        watchdog.refuse_resume(cfg, run)  # a run the watchdog stopped stays stopped while it stops runs
+        earlier = watchdog.read_verdict(run)  # what the watchdog said of an earlier session, if it fired
+        watchdog.refuse_resume(cfg, run, earlier)  # a run the watchdog stopped stays stopped while it stops runs
         # --- data: one uint8 tensor on the device, batches drawn there -----------------------
         manifest = data.read_manifest(open_store(cfg.dataset))  # checked before any pixel is read
         cfg.check_dataset(manifest)
@@ -281,7 +282,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         watch.replay(scored.get(first, []))  # the metric's best and patience count so far (a resumed run)
         watch.restore(resumed.watchdog)  # ... and its saturation streak, diversity peak, healthy checkpoints
         if world.is_main:  # ... and the verdict an earlier session left: what it names stays
-            watch.inherit(watchdog.read_verdict(run), start)
+            watch.inherit(earlier, start)
         halt: watchdog.Alarm | None = None  # the watchdog's alarm that stops the run (--watchdog stop)
         log(f"config: {json.dumps(cfg.to_dict())}")  # after every check on it, so errors come first
 

@@ -264,10 +264,10 @@ def read_verdict(run: Store) -> dict | None:
     return run.get_json(WATCHDOG) if run.exists(WATCHDOG) else None
 
 
-def refuse_resume(cfg, run: Store) -> None:
+def refuse_resume(cfg, run: Store, verdict: object) -> None:
     """A run the watchdog stopped is not resumed while `cfg.watchdog` is "stop": a CollapsedError
-    names the verdict and the ways on."""
-    found = read_verdict(run) if cfg.watchdog == "stop" else None
+    names the verdict (`read_verdict(run)`) and the ways on."""
+    found = verdict if cfg.watchdog == "stop" and isinstance(verdict, dict) else None
     if found and found.get("stopped"):
         best = f"; its best checkpoint is {run.uri(found['best'])}" if found.get("best") else ""
         raise CollapsedError(
