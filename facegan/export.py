@@ -15,6 +15,12 @@ against the PyTorch network on fixed inputs of another batch size than the one i
 A format that cannot be written (an op without an ONNX translation, say) is named in one line
 (an `ExportError`, raised after every other file and the card are written).
 
+An export written over an earlier one first copies that one, card last, under `previous/`: the
+top-level card stays the earlier export's until the new card is written (the commit point), and
+`load_state` reads a file the card names from `previous/` when the top-level file is already the
+new one, so an interrupted export (a spot instance taken back mid-write) leaves the earlier export
+loadable. A finished export removes `previous/`.
+
 `load_state(uri)` reads an export back as a checkpoint-like dict (family, step, config, weights;
 every file verified against the card's sha256); `load_any(uri)` reads a run, a checkpoint or an
 export, so `facegan.sample.load_generator`, `translate apply` and the Python API (`facegan.api`)
@@ -42,6 +48,7 @@ from facegan.errors import CheckpointError, ExportError, StorageError
 from facegan.storage import Store, open_store
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
+PREVIOUS = "previous/"  # the earlier export, whole, while a new one is written over it
 FORMAT, VERSION = "facegan-export", 1
 TOLERANCE = 1e-4  # max |exported - PyTorch| on images in [-1, 1]
 CHECK_BATCH = 4  # the check's batch: not the traced one, so the dynamic batch is exercised
@@ -145,7 +152,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     from safetensors.torch import save as save_safetensors
 
     target = open_store(out)
-    existing = target.list()
+    existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
     if existing and not target.exists(CARD_JSON):
         raise ExportError(f"{out}: holds {len(existing)} file(s) and no {CARD_JSON}: not an earlier export; "
                           "export into an empty folder")
@@ -181,6 +188,8 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
         generators[name] = entry
     card = model_card(family, cfg, state, run, origin, generators, problems)
     card["how_to_load"] = {name: how_to_load(card, name) for name in names}
+    if existing:
+        keep_earlier(target)
     for key, blob in files.items():
         target.put_bytes(key, blob)
     target.put_bytes(CARD_MD, card_markdown(card).encode())
@@ -188,6 +197,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     for key in existing:  # an earlier export's files that this one did not write again
         if key not in files and key not in (CARD_JSON, CARD_MD):
             target.delete(key)
+    _remove_copy(target)
     written = [*files, CARD_MD, CARD_JSON]
     log(f"exported {', '.join(names)} of {family.name} at step {state['step']} ({origin['which']}) to {out}: "
         + ", ".join(written))
@@ -195,6 +205,57 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     if problems:
         raise ExportError(f"{out}: {'; '.join(problems)} (the other files and the model card were written)")
     return result
+
+
+def card_files(card: Any) -> dict[str, str]:
+    """{key: sha256} of every file a model card names (not the card's own two files; {} for what
+    is not a card)."""
+    named = {}
+    for entry in (card.get("generators") or {}).values() if isinstance(card, dict) else ():
+        for record in (entry.get("files") or {}).values() if isinstance(entry, dict) else ():
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                named[record["key"]] = record.get("sha256")
+    return named
+
+
+def _whole(store: Store, named: dict[str, str]) -> dict[str, bytes] | None:
+    """The files `named` ({key: sha256}) as stored, or None when one is missing or differs."""
+    blobs = {}
+    for key, digest in named.items():
+        if not store.exists(key):
+            return None
+        blobs[key] = store.get_bytes(key)
+        if ckpt.sha256(blobs[key]) != digest:
+            return None
+    return blobs
+
+
+def _remove_copy(target: Store) -> None:
+    """Remove `previous/`, its card first (a copy without its card is never read)."""
+    kept = target.list(PREVIOUS)
+    for key in sorted(kept, key=lambda k: k != PREVIOUS + CARD_JSON):
+        target.delete(key)
+
+
+def keep_earlier(target: Store) -> None:
+    """Copy the earlier export in `target` under `previous/`, its card last, before a new export
+    is written over it. When the top level is not whole (an export was interrupted after writing
+    some of its files) and `previous/` holds a card, that copy is the earlier export: it is kept."""
+    card_bytes = target.get_bytes(CARD_JSON)
+    try:
+        card = json.loads(card_bytes)
+    except ValueError:
+        card = None
+    named = card_files(card)
+    blobs = _whole(target, named) if named else None
+    if blobs is None:
+        return  # torn: either previous/ already holds the earlier export, or there is none to keep
+    _remove_copy(target)
+    for key, blob in blobs.items():
+        target.put_bytes(PREVIOUS + key, blob)
+    if target.exists(CARD_MD):
+        target.put_bytes(PREVIOUS + CARD_MD, target.get_bytes(CARD_MD))
+    target.put_bytes(PREVIOUS + CARD_JSON, card_bytes)
 
 
 def model_card(family: families.Family, cfg, state: dict, run: Store | None, origin: dict,
@@ -329,6 +390,21 @@ def load_any(uri: str) -> dict[str, Any]:
     return load_state(uri) if is_export(uri) else ckpt.load(uri)
 
 
+def _read_named(store: Store, record: dict) -> bytes:
+    """The file a card's `record` names, verified against its sha256: from the top level, or from
+    `previous/` while a new export is being written over the one the card describes."""
+    key = record["key"]
+    blob = store.get_bytes(key) if store.exists(key) else None
+    if blob is None or ckpt.sha256(blob) != record["sha256"]:
+        kept = store.get_bytes(PREVIOUS + key) if store.exists(PREVIOUS + key) else None
+        if kept is not None and ckpt.sha256(kept) == record["sha256"]:
+            return kept
+        if blob is None:
+            raise CheckpointError(f"{store.uri(key)}: missing (named by {CARD_JSON})")
+    ckpt.verify(blob, record, store.uri(key), CARD_JSON)
+    return blob
+
+
 def load_state(uri: str) -> dict[str, Any]:
     """An export as a checkpoint-like dict: {"family", "step", "config", "dataset_id", and each
     generator's weights by name}; each safetensors file is verified against the card's sha256."""
@@ -351,8 +427,7 @@ def load_state(uri: str) -> dict[str, Any]:
         if not isinstance(record, dict) or not isinstance(record.get("key"), str) \
                 or not isinstance(record.get("sha256"), str):
             raise CheckpointError(f"{store.uri(CARD_JSON)}: damaged model card ({name} has no safetensors record)")
-        blob = store.get_bytes(record["key"])
-        ckpt.verify(blob, record, store.uri(record["key"]), CARD_JSON)
+        blob = _read_named(store, record)
         try:
             state[name] = load_safetensors(blob)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own kinds for bad files

@@ -33,7 +33,7 @@ from facegan import checkpoint as ckpt
 from facegan import families, runfolder, watchdog
 from facegan import metrics as metric_registry
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
-from facegan.export import CARD_JSON, CARD_MD
+from facegan.export import CARD_JSON, CARD_MD, card_files
 from facegan.images import to_png
 from facegan.plots import metric_curve_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
@@ -101,13 +101,12 @@ def exported(run: Store, name: str) -> dict | None:
     folder = run.child(runfolder.EXPORT)
     try:
         card = folder.get_json(CARD_JSON) if folder.exists(CARD_JSON) else None
-        files = sorted(k for k in folder.list() if k != CARD_JSON)
     except INPUT_ERRORS:
         return None
     if not isinstance(card, dict) or not isinstance(card.get("step"), int):
         return None
     base = f"../../runs/{name}/{runfolder.EXPORT}/"
-    return {"step": card["step"], "card": base + CARD_MD, "files": [base + k for k in files if k != CARD_MD]}
+    return {"step": card["step"], "card": base + CARD_MD, "files": [base + k for k in sorted(card_files(card))]}
 
 
 def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict], dict[str, bytes]]:

@@ -245,6 +245,47 @@ def test_export_refuses_what_is_not_its_own_and_verifies_what_it_reads(trained, 
     assert "holds the EMA generator only" in capsys.readouterr().err
 
 
+def test_an_export_interrupted_over_an_earlier_one_leaves_the_earlier_one_loadable(trained, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """An export written over an earlier one that stops part-way (the store refuses its writes,
+    as a spot instance taken back would stop it) leaves the earlier export loadable through
+    the folder, again after a second interrupted try; the next whole export replaces it."""
+    from facegan.errors import StorageError
+    from facegan.storage import LocalStore
+
+    pt4, _ = sorted(Path(trained).glob("checkpoints/*.pt"))  # steps 4 and 8: different weights
+    out = tmp_path / "out"
+    exporting.export(str(pt4), str(out), log=lambda *_: None)
+    earlier = exporting.load_state(str(out))
+    assert earlier["step"] == 4
+    real_put = LocalStore.put_bytes
+
+    def interrupt_after(n: int):
+        writes = []
+
+        def put_bytes(self, key, data):
+            if not key.startswith(exporting.PREVIOUS):
+                writes.append(key)
+                if len(writes) > n:
+                    raise StorageError(f"{self.uri(key)}: injected interruption")
+            real_put(self, key, data)
+        monkeypatch.setattr(LocalStore, "put_bytes", put_bytes)
+
+    for n in (1, 2):  # the new safetensors written (then also the pt2), the card not yet
+        interrupt_after(n)
+        with pytest.raises(StorageError, match="injected interruption"):
+            exporting.export(trained, str(out), log=lambda *_: None)
+        monkeypatch.setattr(LocalStore, "put_bytes", real_put)
+        state = exporting.load_state(str(out))
+        assert state["step"] == 4 and all(torch.equal(state["G_ema"][k], w) for k, w in earlier["G_ema"].items())
+        # the top-level weights are the new export's: the earlier ones were read from previous/
+        assert (out / "generator.safetensors").read_bytes() != (out / "previous" / "generator.safetensors").read_bytes()
+        assert main(["sample", str(out), str(tmp_path / f"s{n}"), "--count", "2"]) == 0
+    exporting.export(trained, str(out), log=lambda *_: None)
+    assert exporting.load_state(str(out))["step"] == 8 and not (out / "previous").exists()
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------ truncation
 
 
