@@ -13,6 +13,7 @@ Every failure is a `StorageError` whose one-line message names the URI and what 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -140,6 +141,17 @@ def remove_folders(made: list[Path]) -> None:
             break
 
 
+def local_write_error(line: str, folder: Path, exc: OSError) -> StorageError:
+    """The one-line error of a local write that failed: `line` ("<what>: cannot write") and the
+    OS's reason, or, where a file stands where `folder` or a folder above it must be, that file
+    named first ("<file>: is a file, not a folder (<line>)")."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        for p in [folder, *folder.parents]:
+            if p.exists() and not p.is_dir():
+                return StorageError(f"{p}: is a file, not a folder ({line})")
+    return StorageError(f"{line} ({exc.strerror or exc})")
+
+
 def _atomic_write(path: Path, write) -> None:
     """Temp file in the same folder, fsync, then rename over `path`: readers see the old or the
     new file, never half of one. The file gets the mode a plain open() would (0666 & ~umask). A
@@ -180,7 +192,7 @@ class LocalStore(Store):
         try:
             _atomic_write(self._p(key), lambda f: f.write(data))
         except OSError as exc:
-            raise StorageError(f"{self.uri(key)}: cannot write ({exc.strerror or exc})") from None
+            raise local_write_error(f"{self.uri(key)}: cannot write", self._p(key).parent, exc) from None
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -195,7 +207,7 @@ class LocalStore(Store):
             with open(path, "rb") as src:
                 _atomic_write(self._p(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
         except OSError as exc:
-            raise StorageError(f"{self.uri(key)}: cannot upload {path} ({exc})") from None
+            raise local_write_error(f"{self.uri(key)}: cannot upload {path}", self._p(key).parent, exc) from None
 
     def get_file(self, key: str, path: str | Path) -> None:
         src = self._p(key)
@@ -205,7 +217,7 @@ class LocalStore(Store):
             with open(src, "rb") as s:
                 _atomic_write(Path(path), lambda f: shutil.copyfileobj(s, f, 1 << 20))
         except OSError as exc:
-            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
+            raise local_write_error(f"{self.uri(key)}: cannot download to {path}", Path(path).parent, exc) from None
 
     def exists(self, key: str) -> bool:
         try:
@@ -279,7 +291,7 @@ class LocalStore(Store):
                 os.close(folder)  # and so unlocked
         except OSError as exc:
             remove_folders(made)
-            raise StorageError(f"{self.uri(key)}: cannot write ({exc.strerror or exc})") from None
+            raise local_write_error(f"{self.uri(key)}: cannot write", self._p(key).parent, exc) from None
         return hashlib.sha256(data).hexdigest()
 
 
@@ -415,7 +427,7 @@ class S3Store(Store):
             )
             os.replace(tmp, path)
         except OSError as exc:  # the local side (`_call` turns S3's into StorageErrors): a file in the way, ...
-            raise StorageError(f"{self.uri(key)}: cannot download to {path} ({exc.strerror or exc})") from None
+            raise local_write_error(f"{self.uri(key)}: cannot download to {path}", path.parent, exc) from None
         finally:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)

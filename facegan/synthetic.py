@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from facegan.attributes import CELEBA_ATTRIBUTES, TABLE_NAME, format_table
 from facegan.errors import StorageError
-from facegan.storage import make_folders, remove_folders
+from facegan.storage import local_write_error, make_folders, remove_folders
 
 SKIN = [(255, 224, 196), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36)]
 HAIR = [(20, 20, 20), (90, 56, 37), (165, 107, 70), (230, 200, 140), (120, 120, 120)]
@@ -90,5 +90,5 @@ def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | No
         for p in folder.glob("*.jpg") if made else []:  # what this call wrote into a folder it made
             p.unlink(missing_ok=True)
         remove_folders(made)
-        raise StorageError(f"{exc.filename or folder}: cannot write ({exc.strerror or exc})") from None
+        raise local_write_error(f"{exc.filename or folder}: cannot write", folder, exc) from None
     return folder

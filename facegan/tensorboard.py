@@ -34,8 +34,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from facegan.errors import StorageError
-from facegan.storage import Store
+from facegan.storage import Store, local_write_error
 
 DIR = "tb"
 SKIPPED = ("step", "time")  # row fields that are the event's step and wall time, not scalars
@@ -141,7 +140,7 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file where the folder should be, no permission, ...
-        raise StorageError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        raise local_write_error(f"{out}: cannot write", out, exc) from None
     paths = []
     for key in sorted(k for k in run.list(f"{DIR}/") if step_of(k) is not None):
         path = out / key.rsplit("/", 1)[-1]

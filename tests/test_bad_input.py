@@ -222,16 +222,18 @@ _add("prepare: output is the source", lambda t, d, r, raw: (["prepare", str(raw)
      "the output is the source folder")
 
 # destinations that cannot be written
-for name, where in [("an existing file", lambda t, raw: str(sorted(raw.iterdir())[0])),
-                    ("/proc", lambda t, raw: "/proc/facegan-x"),
-                    ("a 300-character name", lambda t, raw: str(t / ("x" * 300)))]:
+for name, where, expected in [
+    ("an existing file", lambda t, raw: str(sorted(raw.iterdir())[0]), "is a file, not a folder ("),
+    ("/proc", lambda t, raw: "/proc/facegan-x", "cannot "),
+    ("a 300-character name", lambda t, raw: str(t / ("x" * 300)), "cannot "),
+]:
     for command in ("synth", "prepare", "train", "sample"):
         def build(t, d, r, raw, c=command, w=where):
             out = w(t, raw)
             return {"synth": ["synth", out, "--count", "2"], "prepare": ["prepare", str(raw), out],
                     "train": ["train", "--dataset", d, "--run", out, "--steps", "1"],
                     "sample": ["sample", r, out, "--count", "2"]}[c], []
-        _add(f"{command}: destination {name}", build, "cannot ")
+        _add(f"{command}: destination {name}", build, expected)
 
 # stored documents of the wrong shape: config.json, the manifest, pointers, a checkpoint's fields
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -307,10 +309,10 @@ for name, where in [("the run itself", lambda t, d, r: r), ("the dataset", lambd
 # tensorboard: where it fetches to must be a folder it can make
 _add("tensorboard: --out a file",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x")), "--fetch-only"], []),
-     "notes.txt: cannot write (File exists)")
+     "notes.txt: is a file, not a folder (")
 _add("tensorboard: --out inside a file",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x") / "tb"), "--fetch-only"],
-                           [t / "notes.txt" / "tb"]), "notes.txt/tb: cannot write (Not a directory)")
+                           [t / "notes.txt" / "tb"]), "notes.txt: is a file, not a folder (")
 _add("export: a run that never trained", lambda t, d, r, raw: (["export", str(t / "none"), str(t / "o")], [t / "o"]),
      "no checkpoint")
 _add("export: a dataset as the source", lambda t, d, r, raw: (["export", d, str(t / "o")], [t / "o"]), "no checkpoint")
