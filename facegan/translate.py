@@ -16,7 +16,7 @@ from facegan.errors import DatasetError
 from facegan.families.cyclegan import load_generators
 from facegan.images import to_png
 from facegan.runtime import use_device
-from facegan.storage import open_store
+from facegan.storage import canonical, open_store
 
 DIRECTIONS = {"remove": "G_AB", "add": "G_BA"}  # apply --direction: A (attribute on) -> B, B -> A
 
@@ -41,7 +41,8 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
     """Translate a face image, or every image in a folder, with a trained run (or a checkpoint or an
     export of one, as `load_translator` takes): each input is cropped and resized as `prepare`
     does, translated, and written as `<name>.png` under `out_uri`. Unreadable images are listed
-    and skipped; none readable is a DatasetError. Returns the keys written."""
+    and skipped; none readable is a DatasetError, as is an output that would replace an input image
+    or two inputs of one name (checked before anything is written). Returns the keys written."""
     from facegan.prepare import IMAGE_SUFFIXES, process_image
 
     net, state = load_translator(run_or_checkpoint, direction, device)
@@ -54,6 +55,16 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
     else:
         raise DatasetError(f"{source}: no such image or folder")
     out = open_store(out_uri)
+    keys: dict[str, Path] = {}
+    for path in files:  # checked before anything is written: no input is ever written over
+        key = f"{path.stem}.png"
+        if key in keys:
+            raise DatasetError(f"{source}: {keys[key].name} and {path.name} would both be written as {key}; "
+                               "rename one")
+        if canonical(out.uri(key)) == canonical(path):
+            raise DatasetError(f"{out_uri}: would write over the input image {path.name}; translate into another "
+                               "folder")
+        keys[key] = path
     written, skipped = [], []
     dev = next(net.parameters()).device
     for path in files:

@@ -269,6 +269,24 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
     assert main(["translate", "apply", cfg.run, str(faces), str(tmp_path / "x"), "--direction", "sideways"]) == 2
     assert main(["translate", "apply", str(tmp_path / "nowhere"), str(faces), str(tmp_path / "x"),
                  "--direction", "add"]) == 2
+    # an output that would replace an input image (the same folder, or an image and its folder), or
+    # two inputs of one name: refused before anything is written
+    pngs = tmp_path / "out"
+    before = {p: p.read_bytes() for p in pngs.iterdir()}
+    capsys.readouterr()
+    for source, target, expected in [
+            (pngs, pngs, f"would write over the input image {written[0]}"),
+            (pngs / written[0], pngs, f"would write over the input image {written[0]}"),
+    ]:
+        assert main(["translate", "apply", cfg.run, str(source), str(target), "--direction", "add"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err
+    (pngs / f"{Path(written[0]).stem}.jpg").write_bytes(one.read_bytes())
+    assert main(["translate", "apply", cfg.run, str(pngs), str(tmp_path / "y"), "--direction", "add"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"would both be written as {written[0]}" in err and not (tmp_path / "y").exists()
+    (pngs / f"{Path(written[0]).stem}.jpg").unlink()
+    assert {p: p.read_bytes() for p in pngs.iterdir()} == before
 
 
 # ------------------------------------------------------------------ it learns the swap
