@@ -9,7 +9,10 @@ for the attribute-swap (CycleGAN) model.
 
 from __future__ import annotations
 
+import io
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,30 +65,54 @@ def draw_face(rng: random.Random, size: tuple[int, int] = (178, 218), makeup: bo
     return img.filter(ImageFilter.GaussianBlur(0.8))
 
 
+def drawn(count: int, seed: int = 0, makeup: float | None = None) -> Iterator[tuple[str, bytes]]:
+    """What `make_faces` writes, in order: each face as (`000001.jpg`, its JPEG bytes), then with
+    `makeup` (TABLE_NAME, the attribute table)."""
+    rng = random.Random(seed)
+    labels = random.Random(seed + 1)
+    rows = {}
+    for i in range(1, count + 1):
+        on = None if makeup is None else labels.random() < makeup
+        jpeg = io.BytesIO()
+        draw_face(rng, makeup=on).save(jpeg, format="JPEG", quality=90)
+        if on is not None:
+            row = np.array([labels.random() < 0.5 for _ in CELEBA_ATTRIBUTES])
+            row[[CELEBA_ATTRIBUTES.index(a) for a in MAKEUP_ATTRIBUTES]] = on
+            rows[f"{i:06d}.jpg"] = row
+        yield f"{i:06d}.jpg", jpeg.getvalue()
+    if makeup is not None:
+        yield TABLE_NAME, format_table(CELEBA_ATTRIBUTES, rows).encode()
+
+
 def make_faces(folder: str | Path, count: int, seed: int = 0, makeup: float | None = None) -> Path:
     """Write `count` synthetic faces as CelebA-style JPEGs into `folder`; returns the folder.
 
     `makeup` (a fraction in [0, 1]): that share of faces wears eye shadow and lipstick, and
     `list_attr_celeba.txt` is written beside the folder in CelebA's format, Heavy_Makeup and
-    Wearing_Lipstick labelling it (the other 38 attributes are random)."""
+    Wearing_Lipstick labelling it (the other 38 attributes are random).
+
+    A file of those names that is already there is never replaced: the same call again finds
+    the same bytes and leaves them; anything else there (real CelebA images, its attribute
+    table) is a StorageError naming it, raised before anything is written."""
     if not str(folder).strip():
         raise StorageError("the output folder is empty; name a folder to write the faces into")
     folder = Path(folder)
+    place = lambda name: folder.parent / name if name == TABLE_NAME else folder / name  # noqa: E731
     made = []
     try:
+        names = [f"{i:06d}.jpg" for i in range(1, count + 1)] + ([TABLE_NAME] if makeup is not None else [])
+        there = {name for name in names if os.path.lexists(place(name))}
+        missing = {}  # with files there: what to write, kept while all of them are checked first
+        for name, blob in drawn(count, seed, makeup) if there else ():
+            if name not in there:
+                missing[name] = blob
+            elif not place(name).is_file() or place(name).read_bytes() != blob:
+                what = "attribute table" if name == TABLE_NAME else "synthetic face"
+                raise StorageError(f"{place(name)}: already there and not the {what} synth would write (synth "
+                                   "never writes over a file); write into a new or empty folder")
         made = make_folders(folder)
-        rng = random.Random(seed)
-        labels = random.Random(seed + 1)
-        rows = {}
-        for i in range(1, count + 1):
-            on = None if makeup is None else labels.random() < makeup
-            draw_face(rng, makeup=on).save(folder / f"{i:06d}.jpg", quality=90)
-            if on is not None:
-                row = np.array([labels.random() < 0.5 for _ in CELEBA_ATTRIBUTES])
-                row[[CELEBA_ATTRIBUTES.index(a) for a in MAKEUP_ATTRIBUTES]] = on
-                rows[f"{i:06d}.jpg"] = row
-        if makeup is not None:
-            (folder.parent / TABLE_NAME).write_text(format_table(CELEBA_ATTRIBUTES, rows))
+        for name, blob in missing.items() if there else drawn(count, seed, makeup):
+            place(name).write_bytes(blob)
     except OSError as exc:  # a file in the way, /proc, a read-only or full disk, a name too long
         for p in folder.glob("*.jpg") if made else []:  # what this call wrote into a folder it made
             p.unlink(missing_ok=True)

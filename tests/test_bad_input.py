@@ -218,6 +218,12 @@ for command in (("train",), ("translate", "train")):
                         ("around the dataset", lambda d: str(Path(d).parent))]:
         _add(f"{' '.join(command)}: --run {name}",
              lambda t, d, r, raw, c=command, w=where: ([*c, "--dataset", d, "--run", w(d)], []), "overlap")
+_add("synth: into a folder of other JPEGs (real CelebA, say)",
+     lambda t, d, r, raw: (["synth", str(raw), "--count", "2", "--seed", "5"], []), "000001.jpg: already there")
+_add("synth: beside another attribute table",
+     lambda t, d, r, raw: (["synth", str(_write(t / "celeba" / "list_attr_celeba.txt", b"2\n").parent / "img"),
+                            "--count", "2", "--makeup", "0.5"], [t / "celeba" / "img"]),
+     "list_attr_celeba.txt: already there and not the attribute table")
 _add("prepare: output is the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw)], []),
      "the output is the source folder")
 

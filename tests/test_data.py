@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from facegan.data import BatchSampler, DatasetError, load, read_manifest
+from facegan.errors import StorageError
 from facegan.prepare import CELEBA_FACE_BOX, crop_box, prepare, process_image
 from facegan.storage import open_store
 from facegan.synthetic import draw_face, make_faces
@@ -256,3 +257,24 @@ def test_killed_rebuild_keeps_the_dataset(raw_faces, tmp_path):
     assert after == before and torch.equal(images, old_images)
     prepare(big, uri, resolution=32, workers=1, log=quiet)  # a later rebuild succeeds and cleans up
     assert len(list((tmp_path / "ds").glob("shard-*.npy"))) == len(read_manifest(open_store(uri))["shards"])
+
+
+def test_synth_never_writes_over_a_file_and_the_same_call_again_is_a_no_op(tmp_path):
+    """make_faces into a folder that already has its names: the same faces again are left as they
+    are (a re-run, or more of the same seed, works); other bytes there are refused before any write."""
+    folder = make_faces(tmp_path / "celeba" / "img", 4, seed=3, makeup=0.5)
+    before = {p: p.read_bytes() for p in (tmp_path / "celeba").rglob("*") if p.is_file()}
+    assert make_faces(folder, 4, seed=3, makeup=0.5) == folder
+    assert {p: p.read_bytes() for p in (tmp_path / "celeba").rglob("*") if p.is_file()} == before
+    plain = make_faces(tmp_path / "plain", 4, seed=3)
+    make_faces(plain, 6, seed=3)  # two more of the same seed: as one call of 6 writes them
+    fresh = make_faces(tmp_path / "fresh", 6, seed=3)
+    assert {p.name: p.read_bytes() for p in plain.iterdir()} == {p.name: p.read_bytes() for p in fresh.iterdir()}
+    with pytest.raises(StorageError, match=r"000001\.jpg: already there and not the synthetic face"):
+        make_faces(plain, 8, seed=4)  # other faces (real CelebA, say)
+    assert not (plain / "000007.jpg").exists()
+    table = tmp_path / "celeba" / "list_attr_celeba.txt"
+    table.write_bytes(table.read_bytes() + b"a user's own row\n")
+    with pytest.raises(StorageError, match=r"list_attr_celeba\.txt: already there and not the attribute table"):
+        make_faces(folder, 8, seed=3, makeup=0.5)
+    assert table.read_bytes().endswith(b"a user's own row\n") and not (folder / "000007.jpg").exists()
