@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -529,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     p.add_argument("--size", choices=("auto", "tiny", "preset"), default="auto",
                    help="tiny networks, or each preset's own (auto: preset on CUDA, tiny on CPU)")
-    p.add_argument("--work", default=None, help="work folder (default: a new temp folder)")
+    p.add_argument("--work", default=None,
+                   help="work folder, kept (default: a new temp folder, removed when every check passed)")
     p.add_argument("--only", default=None, help="run only checks whose name contains this text")
     a = p.parse_args(argv)
 
@@ -548,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("PASS", "FAIL", "SKIP")}
     print(f"smoke: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
           f"{' (' + ', '.join(failed) + ')' if failed else ''} in {sum(o.seconds for o in outcomes):.0f}s")
+    if a.work is None and not failed:  # each `make smoke` left ~100-200 MB of runs in the temp folder
+        shutil.rmtree(work, ignore_errors=True)
+    elif failed:
+        print(f"smoke: work folder kept for a look: {work}")
     return 1 if failed else 0
 
 

@@ -38,6 +38,8 @@ from prefect_server import PrefectServer  # noqa: E402
 from bench.smoke import Check, run_checks, save_random_fid_weights  # noqa: E402
 
 IMAGE = "facegan:check"
+DEPS_IMAGE = "facegan:check-deps"  # the Dockerfile's deps stage, tagged so its 6 GB venv stays cached
+CHECK_POOL = "check-docker"  # the Prefect work pool of the worker check
 STANDIN = "localhost/facegan-standin-python:3.11-bookworm"
 CACHE = ROOT / ".cache" / "image-check"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -91,16 +93,50 @@ def base_image(eng: str) -> str | None:
     return STANDIN
 
 
+def remove_stale(eng: str) -> None:
+    """Remove what earlier checks left: the worker check's exited containers, and the images built
+    from this Dockerfile that no tag holds any more (each old runtime image holds its own 6 GB copy
+    of the venv; left there, a few checks fill the disk and the next build fails)."""
+    remove_worker_containers(eng)
+    removed = 1
+    while removed:  # removing a leaf can leave its parent dangling
+        removed = 0
+        for iid in sh(eng, "images", "-q", "--no-trunc", "--filter", "dangling=true", quiet=True).stdout.split():
+            steps = sh(eng, "history", "--no-trunc", "--format", "{{.CreatedBy}}", iid, check=False, quiet=True).stdout
+            if ("facegan" in steps or "constraints.txt" in steps) and sh(eng, "rmi", iid, check=False,
+                                                                        quiet=True).returncode == 0:
+                removed += 1
+    free = shutil.disk_usage(storage_root(eng)).free / 2**30
+    print(f"image-check: {free:.0f} GiB free for images", flush=True)
+
+
+def remove_worker_containers(eng: str) -> None:
+    """The containers the worker check's flow runs left (its job keeps them for their logs)."""
+    for cid in sh(eng, "ps", "-a", "-q", "--filter", f"label=io.prefect.work-pool-name={CHECK_POOL}",
+                  quiet=True).stdout.split():
+        sh(eng, "rm", "-f", cid, check=False, quiet=True)
+
+
+def storage_root(eng: str) -> str:
+    """Where the engine keeps its images."""
+    fmt = "{{.Store.GraphRoot}}" if eng == "podman" else "{{.DockerRootDir}}"
+    root = sh(eng, "info", "--format", fmt, check=False, quiet=True).stdout.strip()
+    return root if root and Path(root).exists() else "/"
+
+
 def build(eng: str) -> None:
     base = base_image(eng)
-    args = [eng, "build", "-t", IMAGE]
+    args = [eng, "build"]
     if base:
         args += ["--build-arg", f"PYTHON_IMAGE={base}"]
     if Path(CA_BUNDLE).is_file() and eng == "podman":  # pip behind a TLS-inspecting proxy: the host's CAs
         args += ["--volume", f"{CA_BUNDLE}:/etc/ssl/certs/host-ca.crt:ro", "--build-arg",
                  "PIP_CERT=/etc/ssl/certs/host-ca.crt"]
     started = time.monotonic()
-    sh(*args, str(ROOT), timeout=3600)
+    sh(*args, "--target", "deps", "-t", DEPS_IMAGE, str(ROOT), timeout=3600)
+    remove_stale(eng)
+    sh(*args, "-t", IMAGE, str(ROOT), timeout=3600)
+    remove_stale(eng)  # the image this build replaced
     print(f"image-check: built {IMAGE} in {time.monotonic() - started:.0f} s", flush=True)
 
 
@@ -193,16 +229,16 @@ class ImageChecks:
                 assert time.monotonic() < deadline, "podman system service did not start"
                 time.sleep(0.2)
         env = {**server.env, **socket_env, "FACEGAN_STORE": "/store", "FACEGAN_IMAGE": IMAGE,
-               "FACEGAN_POOL": "check-docker", "FACEGAN_TZ": "UTC"}
+               "FACEGAN_POOL": CHECK_POOL, "FACEGAN_TZ": "UTC"}
         try:
-            server.cli("work-pool", "create", "check-docker", "--type", "docker", "--overwrite", env=env)
+            server.cli("work-pool", "create", CHECK_POOL, "--type", "docker", "--overwrite", env=env)
             spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
             spec.pop("definitions", None)
             job = {"image": IMAGE, "image_pull_policy": "Never", "network_mode": "host", "auto_remove": False,
                    "volumes": [f"{self.store}:/store"],
                    "env": {"FACEGAN_STORE": "/store", "PREFECT_API_URL": server.url, "PYTHONUNBUFFERED": "1"}}
             spec["deployments"] = [d for d in spec["deployments"] if d["name"] == "train-dcgan"]
-            spec["deployments"][0]["work_pool"] = {"name": "check-docker", "job_variables": job}
+            spec["deployments"][0]["work_pool"] = {"name": CHECK_POOL, "job_variables": job}
             path = self.work / "prefect.yaml"
             path.write_text(yaml.safe_dump(spec, sort_keys=False))
             server.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(path), env=env, cwd=ROOT)
@@ -211,7 +247,7 @@ class ImageChecks:
                       "log_every": 1, "device": "cpu"}
             out = server.cli("deployment", "run", "train-dcgan/train-dcgan", "--params", json.dumps(params), env=env)
             run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-            worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "check-docker",
+            worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", CHECK_POOL,
                                        "--type", "docker", "--run-once"], env={**os.environ, **env},
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
@@ -233,13 +269,14 @@ class ImageChecks:
             params["steps"] = stopped + 2
             out = server.cli("deployment", "run", "train-dcgan/train-dcgan", "--params", json.dumps(params), env=env)
             run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-            server.cli("worker", "start", "--pool", "check-docker", "--type", "docker", "--run-once", env=env,
+            server.cli("worker", "start", "--pool", CHECK_POOL, "--type", "docker", "--run-once", env=env,
                        timeout=900)
             run = server.wait_final(run_id)
             logs = server.logs(run_id)
             assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{logs[-2000:]}"
             assert f"from step {stopped}" in logs and self.latest("worker") == stopped + 2
         finally:
+            remove_worker_containers(self.eng)
             server.stop()
             if service:
                 service.terminate()

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from helpers import ROOT
@@ -13,10 +14,12 @@ from helpers import ROOT
 from bench.smoke import PRESET_NAMES, SWAP_PRESETS, Check, Skip, run_checks
 
 
-def test_smoke_check_passes_on_cpu(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.smoke", "--device", "cpu", "--work", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+def test_smoke_check_passes_on_cpu():
+    out = subprocess.run([sys.executable, "-m", "bench.smoke", "--device", "cpu"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    work = Path(re.search(r"^facegan smoke: .*, work (\S+)$", out.stdout, re.M).group(1))
+    assert work.name.startswith("facegan-smoke-") and not work.exists()  # all passed: its temp folder is gone
     status = {name: st for st, name in re.findall(r"^(PASS|FAIL|SKIP)\s+(.+?)\s+\d+\.\d+s", out.stdout, re.M)}
     expected = ["data", "device", "snapshot",
                 *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
@@ -46,16 +49,20 @@ def test_smoke_runner_reports_fail_and_skips_what_depends_on_it():
     assert lines[2].endswith("needs b") and lines[3].endswith("needs 2 GPUs")
 
 
-def test_smoke_fails_when_the_device_is_missing(tmp_path, capsys):
-    """On a machine without a GPU, `--device cuda` must fail (exit 1), never pass by running on the CPU."""
+def test_smoke_fails_when_the_device_is_missing(tmp_path, capsys, monkeypatch):
+    """On a machine without a GPU, `--device cuda` must fail (exit 1), never pass by running on the CPU;
+    its temp work folder is kept for a look."""
     import torch
 
     from bench.smoke import main
 
     if torch.cuda.is_available():
         return  # a GPU machine runs the real thing instead
-    assert main(["--device", "cuda", "--work", str(tmp_path), "--only", "dcgan64 train"]) == 1
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["--device", "cuda", "--only", "dcgan64 train"]) == 1
     out = capsys.readouterr().out
+    kept = re.search(r"^smoke: work folder kept for a look: (\S+)$", out, re.M)
+    assert kept and Path(kept.group(1)).parent == tmp_path and Path(kept.group(1)).is_dir(), out
     assert re.search(r"^FAIL  device .*CUDA is not available", out, re.M), out
     assert re.search(r"^SKIP  dcgan64 train .*needs device", out, re.M), out
 
