@@ -19,7 +19,10 @@ An export written over an earlier one first copies that one, card last, under `p
 top-level card stays the earlier export's until the new card is written (the commit point), and
 `load_state` reads a file the card names from `previous/` when the top-level file is already the
 new one, so an interrupted export (a spot instance taken back mid-write) leaves the earlier export
-loadable. A finished export removes `previous/`.
+loadable. A finished export removes `previous/`. One export writes into a folder at a time: it
+holds the folder's lease (`facegan.lease`) while it writes, and a second one is refused naming
+it. An export stopped before it wrote its first card leaves only names an export writes: the next
+export writes over them (any other file in a folder without a card is refused).
 
 `load_state(uri)` reads an export back as a checkpoint-like dict (family, step, config, weights;
 every file verified against the card's sha256); `load_any(uri)` reads a run, a checkpoint or an
@@ -43,12 +46,13 @@ from typing import Any
 import torch
 
 from facegan import checkpoint as ckpt
-from facegan import data, families, runfolder
+from facegan import data, families, lease, runfolder
 from facegan.errors import CheckpointError, ExportError, StorageError
 from facegan.storage import Store, open_store
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
 PREVIOUS = "previous/"  # the earlier export, whole, while a new one is written over it
+FORMATS = ("safetensors", "pt2", "onnx")  # a generator's files, in the order they are written
 FORMAT, VERSION = "facegan-export", 1
 TOLERANCE = 1e-4  # max |exported - PyTorch| on images in [-1, 1]
 CHECK_BATCH = 4  # the check's batch: not the traced one, so the dynamic batch is exercised
@@ -77,6 +81,12 @@ class Exported:
 def stem(names: list[str], name: str) -> str:
     """A generator's file stem: `generator` for a family's only one, else `generator-<name>`."""
     return "generator" if len(names) == 1 else f"generator-{name}"
+
+
+def _export_named(key: str) -> bool:
+    """Whether `key` is a name an export writes before its card (or its folder's lease): what an
+    export interrupted before its first card leaves, and nothing else."""
+    return key in (CARD_MD, lease.KEY) or re.fullmatch(rf"generator(-[^/]+)?\.({'|'.join(FORMATS)})", key) is not None
 
 
 def example_inputs(family: families.Family, net: torch.nn.Module, resolution: int, n: int,
@@ -152,10 +162,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     from safetensors.torch import save as save_safetensors
 
     target = open_store(out)
-    existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
-    if existing and not target.exists(CARD_JSON):
-        raise ExportError(f"{out}: holds {len(existing)} file(s) and no {CARD_JSON}: not an earlier export; "
-                          "export into an empty folder")
+    _check_folder(target, out)
     state, run, origin = ckpt.load_chosen(source)
     family = families.get(families.name_of_state(state))
     cfg = family.config.from_dict(state["config"])
@@ -180,7 +187,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
                            "what": "latents from N(0, I)" if family.noise else "face images in [-1, 1]"},
                  "output": {"name": "images", "shape": ["batch", 3, side, side], "what": "images in [-1, 1]"},
                  "max_difference_to_pytorch": checks, "files": {}}
-        for fmt in ("safetensors", "pt2", "onnx"):
+        for fmt in FORMATS:
             if fmt in made:
                 key = f"{base}.{fmt}"
                 files[key] = made[fmt]
@@ -188,16 +195,18 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
         generators[name] = entry
     card = model_card(family, cfg, state, run, origin, generators, problems)
     card["how_to_load"] = {name: how_to_load(card, name) for name in names}
-    if existing:
-        keep_earlier(target)
-    for key, blob in files.items():
-        target.put_bytes(key, blob)
-    target.put_bytes(CARD_MD, card_markdown(card).encode())
-    target.put_json(CARD_JSON, card)  # last: a folder with a card is a complete export
-    for key in existing:  # an earlier export's files that this one did not write again
-        if key not in files and key not in (CARD_JSON, CARD_MD):
-            target.delete(key)
-    _remove_copy(target)
+    with lease.Lease(target, what="export folder", doing="exported into", instead="export into another folder"):
+        existing = _check_folder(target, out)  # again: another export may have ended meanwhile
+        if target.exists(CARD_JSON):
+            keep_earlier(target)
+        for key, blob in files.items():
+            target.put_bytes(key, blob)
+        target.put_bytes(CARD_MD, card_markdown(card).encode())
+        target.put_json(CARD_JSON, card)  # last: a folder with a card is a complete export
+        for key in existing:  # an earlier (or interrupted) export's files that this one did not write again
+            if key not in files and key not in (CARD_JSON, CARD_MD, lease.KEY):
+                target.delete(key)
+        _remove_copy(target)
     written = [*files, CARD_MD, CARD_JSON]
     log(f"exported {', '.join(names)} of {family.name} at step {state['step']} ({origin['which']}) to {out}: "
         + ", ".join(written))
@@ -205,6 +214,19 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     if problems:
         raise ExportError(f"{out}: {'; '.join(problems)} (the other files and the model card were written)")
     return result
+
+
+def _check_folder(target: Store, out: str) -> list[str]:
+    """The keys in the export folder `target` outside `previous/`, once it is known to be empty, an
+    earlier export (it has a card) or an export interrupted before its first card (only names an
+    export writes); anything else raises ExportError before a byte is written."""
+    existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
+    foreign = [key for key in existing if not _export_named(key)]
+    if foreign and not target.exists(CARD_JSON):
+        raise ExportError(f"{out}: holds {len(foreign)} file(s) an export does not write ({foreign[0]}"
+                          f"{', ...' if len(foreign) > 1 else ''}) and no {CARD_JSON}: not an earlier export; "
+                          "export into an empty folder")
+    return existing
 
 
 def card_files(card: Any) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -284,6 +285,60 @@ def test_an_export_interrupted_over_an_earlier_one_leaves_the_earlier_one_loadab
     exporting.export(trained, str(out), log=lambda *_: None)
     assert exporting.load_state(str(out))["step"] == 8 and not (out / "previous").exists()
     capsys.readouterr()
+
+
+def test_an_export_stopped_before_its_first_card_is_written_over_and_one_export_writes_at_a_time(
+        trained, tmp_path, monkeypatch, capsys):
+    """The flows export into `<run>/export/` at every session's end: a first export stopped
+    part-way (no card yet) must not wedge every later one, and two exports into one folder must
+    not interleave their files (the second is refused while the first holds the folder's lease)."""
+    from facegan import lease
+    from facegan.errors import LeaseError, StorageError
+    from facegan.storage import LocalStore, open_store
+
+    out = tmp_path / "out"
+    real_put = LocalStore.put_bytes
+
+    def put_bytes(self, key, data):
+        if key.endswith(".pt2"):
+            raise StorageError(f"{self.uri(key)}: injected interruption")
+        real_put(self, key, data)
+    monkeypatch.setattr(LocalStore, "put_bytes", put_bytes)
+    with pytest.raises(StorageError, match="injected interruption"):
+        exporting.export(trained, str(out), log=lambda *_: None)
+    monkeypatch.setattr(LocalStore, "put_bytes", real_put)
+    assert sorted(p.name for p in out.iterdir()) == ["generator.safetensors"]  # no card, and its lease released
+    (out / "generator.onnx").write_bytes(b"a stray file of the stopped export")
+    assert main(["export", trained, str(out)]) == 0
+    assert exporting.load_state(str(out))["step"] == 8
+    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", "generator.pt2", "generator.safetensors",
+                                                     "model_card.json", "model_card.md"]
+    assert (out / "generator.onnx").read_bytes() != b"a stray file of the stopped export"
+    # a folder without a card holding anything else is still not written into
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "generator.pt2").write_bytes(b"x")
+    (other / "notes.txt").write_bytes(b"mine")
+    capsys.readouterr()
+    assert main(["export", trained, str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(notes.txt)" in err and "not an earlier export" in err and "\n" not in err
+    assert (other / "generator.pt2").read_bytes() == b"x"
+    # another export holding the folder: refused in one line, the export there untouched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with lease.Lease(open_store(str(out)), what="export folder"):
+        assert main(["export", trained, str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "export folder is being exported into by another process" in err and "\n" not in err
+        with pytest.raises(LeaseError):
+            exporting.export(trained, str(out), log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a lease left by a killed export on this host does not block the next one
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / "lease.json").write_text(json.dumps({"holder": "x", "host": socket.gethostname(), "pid": int(dead.stdout),
+                                                "renewed": 0, "expires": 9e12}))
+    exporting.export(trained, str(out), log=lambda *_: None)
+    assert not (out / "lease.json").exists() and exporting.load_state(str(out))["step"] == 8
 
 
 # ------------------------------------------------------------------ truncation
