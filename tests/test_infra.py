@@ -361,6 +361,12 @@ def test_dockerfile_hadolint_clean():
     assert re.search(r"^torch==\S+$", reqs, re.M) and re.search(r"^torchvision==\S+$", reqs, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"data", "runs", "store", ".venv", ".cache", "demo"} <= set(ignored)
+    # the 6 GB venv is copied from a stage that holds only the pinned requirements, so a code change
+    # reuses its cached layer (with facegan installed in it, each rebuild added 6 GB and filled CI's disk)
+    stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM )", text, re.M | re.S))
+    venv_stage = re.search(r"^COPY --from=(\w+) /opt/venv /opt/venv$", text, re.M).group(1)
+    copied = re.findall(r"^COPY (.+)$", stages[venv_stage], re.M)
+    assert copied == ["requirements.txt constraints.txt ./"], copied
 
 
 def make_n(*args: str) -> str:
