@@ -179,8 +179,8 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
     save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps,
-                 truncation=a.truncation)
-    print(f"wrote {a.count} faces (faces/000.png ...), grid.png and interpolation.png "
+                 truncation=a.truncation, source=a.checkpoint)
+    print(f"wrote {a.count} faces (faces/000.png ...), grid.png, interpolation.png and sample.json "
           f"({a.interpolation_steps} steps) from {gen.which} at step {gen.step} to {a.out}"
           + (f" (truncation {a.truncation:g})" if a.truncation != 1 else ""))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 import torch
@@ -146,14 +148,39 @@ def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int
     return to_png(interpolate(gen, seed_a, seed_b, steps, truncation), nrow=steps)
 
 
+RECORD = "sample.json"  # what the last `save_samples` into a folder drew, and the files it wrote
+
+
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
-                 interpolation_steps: int = 8, truncation: float | None = None) -> list[str]:
+                 interpolation_steps: int = 8, truncation: float | None = None,
+                 source: str | None = None) -> list[str]:
     """Write grid.png, faces/NNN.png and interpolation.png under `out_uri` (latents truncated at
-    psi `truncation`, see `latents`); returns their keys."""
+    psi `truncation`, see `latents`), then `sample.json` (the generator, step, seed, count,
+    truncation, `source` and the files). Faces an earlier `save_samples` there recorded and this
+    one did not write again (it drew more) are removed, so the folder never mixes two samples;
+    nothing else there is touched. Returns the keys written."""
     store = open_store(out_uri)
     images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused, not listed
     files = {"grid.png": to_png(images), **face_pngs(images),
              "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
+    earlier = _recorded_files(store)
     for key, data in files.items():
         store.put_bytes(key, data)
-    return list(files)
+    store.put_json(RECORD, {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
+                            "truncation": truncation, "interpolation_steps": interpolation_steps,
+                            "files": sorted(files)})
+    for key in earlier - set(files):
+        store.delete(key)
+    return [*files, RECORD]
+
+
+def _recorded_files(store) -> set[str]:
+    """The faces an earlier `save_samples` recorded in `store` ({} when there is no readable record)."""
+    if not store.exists(RECORD):
+        return set()
+    try:
+        listed = json.loads(store.get_bytes(RECORD)).get("files")
+    except (ValueError, RecursionError, AttributeError):  # not a record: nothing there is known to be ours
+        return set()
+    return {key for key in listed if isinstance(key, str) and re.fullmatch(r"faces/\d{3,}\.png", key)} \
+        if isinstance(listed, list) else set()

@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import subprocess
 import sys
@@ -146,4 +147,23 @@ def test_resume_takes_the_runs_saved_settings_and_names_changes(dataset32, tmp_p
 def test_sample_says_what_it_wrote(trained_run, tmp_path, capsys):
     assert main(["sample", trained_run, str(tmp_path / "o"), "--count", "3", "--interpolation-steps", "5"]) == 0
     out = capsys.readouterr().out
-    assert "wrote 3 faces (faces/000.png ...), grid.png and interpolation.png (5 steps)" in out
+    assert "wrote 3 faces (faces/000.png ...), grid.png, interpolation.png and sample.json (5 steps)" in out
+
+
+def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path):
+    """A folder sampled again with fewer faces held faces of both draws (faces/002.png from an earlier
+    checkpoint beside a new grid); the faces the earlier sample recorded and this one did not write
+    go, and nothing else in the folder is touched."""
+    out = tmp_path / "o"
+    assert main(["sample", trained_run, str(out), "--count", "5", "--seed", "7"]) == 0
+    (out / "faces" / "mine.png").write_bytes(b"not a sample's")
+    (out / "faces" / "900.png").write_bytes(b"not in the record")
+    assert main(["sample", trained_run, str(out), "--count", "2", "--truncation", "0.5"]) == 0
+    assert sorted(p.name for p in (out / "faces").iterdir()) == ["000.png", "001.png", "900.png", "mine.png"]
+    record = json.loads((out / "sample.json").read_text())
+    assert record == {"source": trained_run, "generator": "G_ema", "step": 4, "seed": 0, "count": 2,
+                      "truncation": 0.5, "interpolation_steps": 8,
+                      "files": ["faces/000.png", "faces/001.png", "grid.png", "interpolation.png"]}
+    (out / "sample.json").write_text("{damaged")  # an unreadable record: nothing is known to be ours
+    assert main(["sample", trained_run, str(out), "--count", "1"]) == 0
+    assert (out / "faces" / "001.png").is_file() and json.loads((out / "sample.json").read_text())["count"] == 1
