@@ -6,7 +6,9 @@
    installs it). Base image: the Dockerfile's pinned one when it can be pulled, else a stand-in
    built here: `debootstrap --variant=minbase bookworm` + python3, imported as an image (cached
    in .cache/image-check/). The host's CA bundle is mounted into the build for pip, and nothing of
-   it stays in the image.
+   it stays in the image. The deps stage is tagged (its 6 GB venv is the cache); before and after
+   the build, what earlier checks left is removed (`remove_stale`): a few checks' old images once
+   filled CI's disk.
 2. Checks, each a PASS/FAIL line, as the image's user (uid 1000) on a mounted store folder:
    help and routing; synth -> prepare -> train -> sample -> fid in the container; a SIGTERM
    through `docker stop` mid-training (checkpoint at the stop step, exit 143, clean resume); the
