@@ -1,5 +1,5 @@
-"""One writer per folder: a lease object in a run (or dataset) folder, taken and renewed by
-conditional writes. A run has one trainer, a dataset one `prepare`.
+"""One writer per folder: a lease object in a run (or dataset, or export) folder, taken and renewed
+by conditional writes. A run has one trainer, a dataset one `prepare`, an export folder one export.
 
 `lease.json` names its holder (a random id, host, pid) and when it expires. `RunLease.acquire`
 creates it only if it is absent (S3 `If-None-Match: *`; a file lock in a local folder), or
