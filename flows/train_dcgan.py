@@ -15,7 +15,7 @@ from prefect.artifacts import (
 from facegan import checkpoint as ckpt
 from facegan import data, families, runfolder
 from facegan.config import ConfigError, RunConfig, all_options, nest_options
-from facegan.errors import ExportError
+from facegan.errors import ExportError, LeaseError
 from facegan.export import CARD_MD, export
 from facegan.loop import Hooks, config_for_run, fit
 from facegan.runtime import GracefulStop
@@ -85,13 +85,13 @@ def train_model(config: dict) -> dict:
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_transient)
 def export_model(run_uri: str) -> dict:
     """Export the run's generator(s) into `<run>/export/` (facegan.export: from its best checkpoint
-    when a metric chose one, else its latest). A format that cannot be written is reported, not a
-    failure: the run trained, and the other files are there."""
+    when a metric chose one, else its latest). A format that cannot be written, or another export
+    writing into the folder (its lease), is reported, not a failure: the run trained."""
     out = f"{run_uri.rstrip('/')}/{runfolder.EXPORT}"
     try:
         done = export(run_uri, out, log=print)
         return {"out": out, "files": done.files, "step": done.card["step"], "problems": []}
-    except ExportError as exc:
+    except (ExportError, LeaseError) as exc:
         print(f"export incomplete: {exc}")
         return {"out": out, "files": [], "step": None, "problems": [str(exc)]}
 

@@ -126,6 +126,15 @@ def test_train_flow_takes_a_preset(prefect_api, prepared, tmp_path):
     cfg = ckpt.load(out["run"])["config"]
     assert cfg["model"]["ngf"] == 8 and cfg["model"]["ndf"] == 32  # preset value kept where not overridden
     assert cfg["ema_decay"] == 0.0 and cfg["batch_size"] == 4 and out["step"] == 2
+    # another export writing into the run's export folder: the session trained, its export is reported
+    from facegan.lease import Lease
+    from facegan.storage import open_store
+
+    with Lease(open_store(f"{out['run']}/export"), what="export folder"):
+        again = train_dcgan(dataset_uri=prepared(32), run_name="preset-run", store=str(tmp_path), steps=4,
+                            device="cpu")
+    assert again["step"] == 4 and again["export"]["files"] == []
+    assert "being exported into by another process" in again["export"]["problems"][0]
     message = _failed_fast(lambda **kw: train_dcgan(dataset_uri=prepared(32), run_name="r", store=str(tmp_path),
                                                     preset="dcgan256", **kw), time.monotonic())
     assert "preset='dcgan256' is unknown" in message
