@@ -166,16 +166,16 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
     earlier = _recorded_files(store)
     for key, data in files.items():
         store.put_bytes(key, data)
+    for key in earlier - set(files):  # before the new record: stopped here, the old one still lists them
+        store.delete(key)
     store.put_json(RECORD, {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
                             "truncation": truncation, "interpolation_steps": interpolation_steps,
                             "files": sorted(files)})
-    for key in earlier - set(files):
-        store.delete(key)
     return [*files, RECORD]
 
 
 def _recorded_files(store) -> set[str]:
-    """The faces an earlier `save_samples` recorded in `store` ({} when there is no readable record)."""
+    """The faces an earlier `save_samples` recorded in `store` (none when there is no readable record)."""
     if not store.exists(RECORD):
         return set()
     try:
