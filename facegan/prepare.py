@@ -12,7 +12,9 @@ names (`shard-<build>-NNNNN.npy`), switches `manifest.json` last, and only then 
 previous build's shards. A reader sees the old dataset or the new one; a failed or killed
 rebuild leaves the old one intact. One `prepare` writes a dataset at a time: it holds the
 folder's lease (`facegan.lease`, the run's one-writer guarantee) from its first write to its
-last, and a second one is refused in one line naming the first.
+last, and a second one is refused in one line naming the first. It writes only into an empty
+folder, an earlier dataset, or what a stopped `prepare` left (names a dataset has): a folder
+holding anything else (a run, the raw images themselves) is refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from facegan import attributes as attrs
 from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
 from facegan.errors import DatasetError, LeaseError, StorageError
+from facegan.lease import KEY as LEASE_KEY
 from facegan.lease import Lease
 from facegan.storage import Store, canonical, is_remote, open_store, split_uri
 
@@ -336,6 +339,21 @@ class PrepareResult:
         )
 
 
+def _dataset_named(key: str) -> bool:
+    """Whether `key` is a name a dataset folder holds (what a stopped `prepare` may have left)."""
+    return key in (MANIFEST, LEASE_KEY) or bool(SHARD_NAME.fullmatch(key)) or key.startswith(f"{ATTRIBUTES_NAME}-")
+
+
+def _check_out(store: Store, out_uri: str) -> None:
+    """Refuse an output folder that is neither empty, an earlier dataset (it has a manifest) nor
+    what a stopped `prepare` left: a run, an export or a folder of photos is not written into."""
+    foreign = [key for key in store.list() if key and not _dataset_named(key)]
+    if foreign and not store.exists(MANIFEST):
+        raise DatasetError(f"{out_uri}: holds {len(foreign)} file(s) a dataset does not have ({foreign[0]}"
+                           f"{', ...' if len(foreign) > 1 else ''}) and no {MANIFEST}: not a dataset; "
+                           "prepare into an empty folder")
+
+
 def prepare(
     source: str | Path,
     out_uri: str,
@@ -393,6 +411,7 @@ def prepare(
         raise DatasetError(f"{source}: no file to prepare: all {len(unlisted)} were skipped (the first, "
                            f"{first['file']}: {first['reason']})")
     store = open_store(out_uri)
+    _check_out(store, out_uri)
     with Lease(store, what="dataset", doing="prepared", instead="prepare into another folder") as lease:
         build = uuid.uuid4().hex[:8]  # this build's shard names: the current dataset's stay untouched
         workers = workers or os.cpu_count() or 1

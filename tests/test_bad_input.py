@@ -226,6 +226,10 @@ _add("synth: beside another attribute table",
      "list_attr_celeba.txt: already there and not the attribute table")
 _add("prepare: output is the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw)], []),
      "the output is the source folder")
+_add("prepare: into a run folder", lambda t, d, r, raw: (["prepare", str(raw), r], []),
+     "no manifest.json: not a dataset; prepare into an empty folder")
+_add("prepare: into the folder holding the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw.parent)], []),
+     "no manifest.json: not a dataset; prepare into an empty folder")
 
 # destinations that cannot be written
 for name, where, expected in [

@@ -259,6 +259,29 @@ def test_killed_rebuild_keeps_the_dataset(raw_faces, tmp_path):
     assert len(list((tmp_path / "ds").glob("shard-*.npy"))) == len(read_manifest(open_store(uri))["shards"])
 
 
+def test_prepare_writes_only_into_an_empty_folder_a_dataset_or_what_a_stopped_prepare_left(raw_faces, tmp_path):
+    left = tmp_path / "left"  # a prepare killed before its manifest: its build's shard and labels
+    left.mkdir()
+    (left / "shard-0123abcd-00000.npy").write_bytes(b"half a shard")
+    (left / "attributes-0123abcd.npy").write_bytes(b"labels")
+    m = prepare(raw_faces, str(left), resolution=32, workers=1, limit=8, log=quiet).manifest
+    assert m["count"] == 8
+    assert sorted(p.name for p in left.iterdir()) == sorted(["manifest.json", *(s["name"] for s in m["shards"])])
+    (left / "NOTES.txt").write_text("mine")  # an earlier dataset (it has a manifest) is rebuilt in place
+    prepare(raw_faces, str(left), resolution=32, workers=1, limit=4, log=quiet)
+    assert (left / "NOTES.txt").read_text() == "mine" and read_manifest(open_store(str(left)))["count"] == 4
+    for name, files in [("run", ["config.json", "checkpoints/step-0000004.pt"]), ("photos", ["a.jpg"])]:
+        folder = tmp_path / name  # anything else: refused before a byte is written
+        for f in files:
+            (folder / f).parent.mkdir(parents=True, exist_ok=True)
+            (folder / f).write_bytes(b"theirs")
+        more = ", ..." if len(files) > 1 else ""
+        with pytest.raises(DatasetError, match=rf"{name}: holds {len(files)} file\(s\) a dataset does not have "
+                           rf"\({sorted(files)[0]}{more}\) and no manifest.json: not a dataset"):
+            prepare(raw_faces, str(folder), resolution=32, workers=1, limit=4, log=quiet)
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(files)
+
+
 def test_synth_never_writes_over_a_file_and_the_same_call_again_is_a_no_op(tmp_path):
     """make_faces into a folder that already has its names: the same faces again are left as they
     are (a re-run, or more of the same seed, works); other bytes there are refused before any write."""
