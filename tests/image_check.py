@@ -14,7 +14,8 @@
    through `docker stop` mid-training (checkpoint at the stop step, exit 143, clean resume); the
    same through a real Prefect server and `prefect worker start --type docker` running the
    train-dcgan deployment (the run ends Failed with TrainingInterrupted and its checkpoint, a new
-   run of the deployment resumes from it).
+   run of the deployment resumes from it); then the one-box host's daily container prune (from
+   infra/facegan.yaml) on the containers those runs left.
 Exits 1 if any check failed.
 """
 
@@ -117,6 +118,17 @@ def remove_worker_containers(eng: str) -> None:
     for cid in sh(eng, "ps", "-a", "-q", "--filter", f"label=io.prefect.work-pool-name={CHECK_POOL}",
                   quiet=True).stdout.split():
         sh(eng, "rm", "-f", cid, check=False, quiet=True)
+
+
+def one_box_prune_script(pool: str) -> str:
+    """The prune script of the one-box worker host's user data (infra/facegan.yaml), for `pool`,
+    as CloudFormation's Fn::Sub writes it."""
+    import yaml
+
+    template = yaml.safe_load((ROOT / "infra" / "facegan.yaml").read_text())
+    user_data = template["Resources"]["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+    script = re.search(r"<<'PRUNE'\n(.*?)\nPRUNE\n", user_data["Fn::Base64"]["Fn::Sub"], re.S).group(1)
+    return script.replace("${WorkPoolName}", pool).replace("${!", "${")
 
 
 def storage_root(eng: str) -> str:
@@ -277,12 +289,34 @@ class ImageChecks:
             logs = server.logs(run_id)
             assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{logs[-2000:]}"
             assert f"from step {stopped}" in logs and self.latest("worker") == stopped + 2
+            self.one_box_prune({**env, **socket_env})
         finally:
             remove_worker_containers(self.eng)
             server.stop()
             if service:
                 service.terminate()
                 service.wait()
+
+    def one_box_prune(self, env: dict) -> None:
+        """The one-box host's daily prune (infra/facegan.yaml) on the exited containers the two
+        flow runs left: those younger than its age limit stay, older ones go (age 0 here)."""
+        left = lambda: sh(self.eng, "ps", "-a", "-q", "--filter",  # noqa: E731
+                          f"label=io.prefect.work-pool-name={CHECK_POOL}", quiet=True).stdout.split()
+        assert len(left()) == 2, f"the two flow runs left {len(left())} containers"
+        script = self.work / "facegan-prune"
+        script.write_text(one_box_prune_script(CHECK_POOL))
+        shim = self.work / "engine-shim"  # the script calls `docker`: on podman, podman's own CLI
+        shim.mkdir(exist_ok=True)
+        if self.eng != "docker":
+            (shim / "docker").write_text(f'#!/bin/sh\nexec {shutil.which(self.eng)} "$@"\n')
+            (shim / "docker").chmod(0o755)
+        path = {"PATH": f"{shim}:{os.environ['PATH']}"}
+        subprocess.run(["bash", str(script)], env={**os.environ, **env, **path}, check=True, timeout=120)
+        assert len(left()) == 2, "the prune removed containers younger than its age limit"
+        subprocess.run(["bash", str(script)], env={**os.environ, **env, **path, "FACEGAN_PRUNE_AFTER": "0s"},
+                       check=True, timeout=120)
+        assert left() == [], f"the prune left {left()}"
+        print("image-check: the one-box prune keeps recent flow-run containers and removes older ones", flush=True)
 
     def _wait_training_container(self, run_id: str) -> str:
         """The flow run's container, once its training has written progress lines."""

@@ -324,7 +324,7 @@ def user_data_script() -> str:
     assert used == set(values), used  # every ${} is a template reference we know
     for k, v in values.items():
         text = text.replace("${" + k + "}", v)
-    return text
+    return text.replace("${!", "${")  # Fn::Sub's escape for a literal ${...}
 
 
 def test_user_data_is_valid_shell(tmp_path):
@@ -335,11 +335,14 @@ def test_user_data_is_valid_shell(tmp_path):
     assert shellcheck, "shellcheck is missing: `make system-deps` installs it (make test does)"
     out = subprocess.run([shellcheck, "-s", "bash", str(script)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
-    # the embedded spot watcher is a script of its own
-    watcher = re.search(r"<<'WATCH'\n(.*?)\nWATCH", user_data_script(), re.S).group(1)
-    (tmp_path / "watch.sh").write_text(watcher)
-    out = subprocess.run([shellcheck, str(tmp_path / "watch.sh")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout
+    # the embedded spot watcher and container prune are scripts of their own (the prune also runs
+    # against the engine in `make image-check`)
+    for name in ("WATCH", "PRUNE"):
+        embedded = re.search(rf"<<'{name}'\n(.*?)\n{name}\n", user_data_script(), re.S).group(1)
+        (tmp_path / f"{name}.sh").write_text(embedded)
+        out = subprocess.run([shellcheck, str(tmp_path / f"{name}.sh")], capture_output=True, text=True)
+        assert out.returncode == 0, (name, out.stdout)
+    assert "facegan-prune.timer" in user_data_script().split("systemctl enable --now")[-1]
     # the ECS GPU instances' user data: only the cluster is a template reference
     gpu = resource("GpuLaunchTemplate")["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
     assert set(re.findall(r"\$\{([A-Za-z:]+)\}", gpu)) == {"EcsCluster"}
