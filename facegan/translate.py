@@ -5,6 +5,7 @@ The swap is trained by facegan.loop.fit with the CycleGAN family (facegan.famili
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -16,9 +17,11 @@ from facegan.errors import DatasetError
 from facegan.families.cyclegan import load_generators
 from facegan.images import to_png
 from facegan.runtime import use_device
-from facegan.storage import canonical, open_store
+from facegan.storage import Store, canonical, open_store
 
 DIRECTIONS = {"remove": "G_AB", "add": "G_BA"}  # apply --direction: A (attribute on) -> B, B -> A
+RECORD = "translations.json"  # the files `apply` wrote into a folder, each with what made it
+RECORD_FORMAT = "facegan-translations"
 
 
 # ------------------------------------------------------------------ using a trained run
@@ -40,9 +43,11 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
           log=print) -> list[str]:
     """Translate a face image, or every image in a folder, with a trained run (or a checkpoint or an
     export of one, as `load_translator` takes): each input is cropped and resized as `prepare`
-    does, translated, and written as `<name>.png` under `out_uri`. Unreadable images are listed
-    and skipped; none readable is a DatasetError, as is an output that would replace an input image
-    or two inputs of one name (checked before anything is written). Returns the keys written."""
+    does, translated, and written as `<name>.png` under `out_uri`, listed (with the run, step,
+    direction and input) in `translations.json` there. Unreadable images are listed and skipped;
+    none readable is a DatasetError, as is an output that would replace an input image, a file
+    there that no earlier `apply` wrote, or two inputs of one name (all checked before anything is
+    written: an earlier apply's outputs are written over, nothing else). Returns the keys written."""
     from facegan.prepare import IMAGE_SUFFIXES, process_image
 
     net, state = load_translator(run_or_checkpoint, direction, device)
@@ -65,6 +70,14 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
             raise DatasetError(f"{out_uri}: would write over the input image {path.name}; translate into another "
                                "folder")
         keys[key] = path
+    recorded = _recorded(out)
+    present = set(out.list())
+    for key in keys:
+        if key in present and key not in recorded:
+            raise DatasetError(f"{out.uri(key)}: already there and not written by an earlier translate apply; "
+                               "translate into another folder")
+    made = {"run": run_or_checkpoint, "step": state["step"], "direction": direction,
+            "attribute": state["config"]["attribute"]}
     written, skipped = [], []
     dev = next(net.parameters()).device
     for path in files:
@@ -77,11 +90,37 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
         with torch.no_grad():
             y = net(x)
         key = f"{path.stem}.png"
+        if not written:  # first the record names every output this apply may write: if it is
+            # stopped midway, the outputs already there are still known as an apply's
+            _write_record(out, {**recorded, **{k: {**made, "input": str(p)} for k, p in keys.items()}})
         out.put_bytes(key, to_png(y))
         written.append(key)
+    if written:
+        _write_record(out, {**recorded, **{key: {**made, "input": str(keys[key])} for key in written}})
     if skipped:
         log(f"skipped {len(skipped)}: {'; '.join(skipped[:5])}")
     if not written:
         raise DatasetError(f"{source}: no readable face image among {len(files)} file(s)")
     log(f"translated {len(written)} face(s) ({direction} {state['config']['attribute']}) to {out.uri()}")
     return written
+
+
+def _recorded(out: Store) -> dict:
+    """{key: what made it} of the outputs earlier `apply` calls wrote into `out` ({} when there is no
+    record). A `translations.json` that is not such a record (the user's own, say) is refused."""
+    if not out.exists(RECORD):
+        return {}
+    try:
+        record = json.loads(out.get_bytes(RECORD))
+    except (ValueError, RecursionError):
+        record = None
+    files = record.get("files") if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+    if not isinstance(files, dict):
+        raise DatasetError(f"{out.uri(RECORD)}: already there and not a record of translate apply; "
+                           "translate into another folder")
+    return files
+
+
+def _write_record(out: Store, files: dict) -> None:
+    """Write the record of `out`'s translations: {key: what made it}."""
+    out.put_json(RECORD, {"format": RECORD_FORMAT, "files": dict(sorted(files.items()))})

@@ -255,8 +255,12 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
     assert main(["translate", "apply", cfg.run, str(faces), str(tmp_path / "out"), "--direction", "remove"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1: broken.jpg" in out and "translated 3 face(s) (remove Heavy_Makeup)" in out
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".png")
     assert written == [p.stem + ".png" for p in sorted(makeup_raw.iterdir())[:3]]
+    record = json.loads((tmp_path / "out" / "translations.json").read_text())
+    assert sorted(record["files"]) == written and record["files"][written[0]] == {
+        "run": cfg.run, "step": 2, "direction": "remove", "attribute": "Heavy_Makeup",
+        "input": str(faces / sorted(makeup_raw.iterdir())[0].name)}
     assert Image.open(tmp_path / "out" / written[0]).size == (32, 32)
     one = sorted(makeup_raw.iterdir())[0]
     assert main(["translate", "apply", cfg.run, str(one), str(tmp_path / "one"), "--direction", "add"]) == 0
@@ -287,6 +291,27 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
     assert f"would both be written as {written[0]}" in err and not (tmp_path / "y").exists()
     (pngs / f"{Path(written[0]).stem}.jpg").unlink()
     assert {p: p.read_bytes() for p in pngs.iterdir()} == before
+    # an earlier apply's outputs are written over (the record says so); any other file is refused
+    assert main(["translate", "apply", cfg.run, str(one), str(pngs), "--direction", "add"]) == 0
+    record = json.loads((pngs / "translations.json").read_text())["files"]
+    assert record[f"{one.stem}.png"]["direction"] == "add" and record[written[1]]["direction"] == "remove"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / f"{one.stem}.png").write_bytes(b"another tool's output")
+    capsys.readouterr()
+    assert main(["translate", "apply", cfg.run, str(faces), str(theirs), "--direction", "add"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{one.stem}.png: already there and not written by an earlier translate apply" in err and "\n" not in err
+    assert sorted(p.name for p in theirs.iterdir()) == [f"{one.stem}.png"]
+    (theirs / f"{one.stem}.png").unlink()
+    (theirs / "translations.json").write_text('{"mine": true}')  # a file of that name that is not a record
+    assert main(["translate", "apply", cfg.run, str(faces), str(theirs), "--direction", "add"]) == 2
+    assert "translations.json: already there and not a record of translate apply" in capsys.readouterr().err
+    assert sorted(p.name for p in theirs.iterdir()) == ["translations.json"]
+    # nothing readable: an error, and nothing written (not even the record)
+    assert main(["translate", "apply", cfg.run, str(faces / "broken.jpg"), str(tmp_path / "z"),
+                 "--direction", "add"]) == 2
+    assert not (tmp_path / "z").exists()
 
 
 # ------------------------------------------------------------------ it learns the swap
