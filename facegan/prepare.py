@@ -347,8 +347,9 @@ def _dataset_named(key: str) -> bool:
 def _check_out(store: Store, out_uri: str) -> None:
     """Refuse an output folder that is neither empty, an earlier dataset (it has a manifest) nor
     what a stopped `prepare` left: a run, an export or a folder of photos is not written into."""
-    foreign = [key for key in store.list() if key and not _dataset_named(key)]
-    if foreign and not store.exists(MANIFEST):
+    keys = store.list()
+    foreign = [key for key in keys if key and not _dataset_named(key)]
+    if foreign and MANIFEST not in keys:
         raise DatasetError(f"{out_uri}: holds {len(foreign)} file(s) a dataset does not have ({foreign[0]}"
                            f"{', ...' if len(foreign) > 1 else ''}) and no {MANIFEST}: not a dataset; "
                            "prepare into an empty folder")

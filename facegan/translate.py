@@ -78,6 +78,7 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
                                "translate into another folder")
     made = {"run": run_or_checkpoint, "step": state["step"], "direction": direction,
             "attribute": state["config"]["attribute"]}
+    record = lambda outputs: {**recorded, **{k: {**made, "input": str(keys[k])} for k in outputs}}  # noqa: E731
     written, skipped = [], []
     dev = next(net.parameters()).device
     for path in files:
@@ -92,11 +93,11 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
         key = f"{path.stem}.png"
         if not written:  # first the record names every output this apply may write: if it is
             # stopped midway, the outputs already there are still known as an apply's
-            _write_record(out, {**recorded, **{k: {**made, "input": str(p)} for k, p in keys.items()}})
+            _write_record(out, record(keys))
         out.put_bytes(key, to_png(y))
         written.append(key)
     if written:
-        _write_record(out, {**recorded, **{key: {**made, "input": str(keys[key])} for key in written}})
+        _write_record(out, record(written))  # without the outputs of inputs that could not be read
     if skipped:
         log(f"skipped {len(skipped)}: {'; '.join(skipped[:5])}")
     if not written:
