@@ -45,7 +45,7 @@ import torch
 
 from facegan import families
 from facegan.errors import CheckpointError  # noqa: F401 - exported here too
-from facegan.runfolder import BEST, CHECKPOINTS, CKPT_DIR, LATEST, checkpoint_key
+from facegan.runfolder import BEST, CHECKPOINT_KEY, CHECKPOINTS, CKPT_DIR, LATEST, checkpoint_key
 from facegan.storage import StorageError, Store, open_store, split_uri
 
 OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
@@ -54,7 +54,6 @@ VERSION = 1
 # what every checkpoint holds, by type (make_state adds step, config, dataset id and RNG); the state
 # dicts of its model family are that family's `parts` (facegan.families)
 PARTS = {"step": int, "config": dict, "dataset_id": str, "rng": dict}
-_CKPT_RE = re.compile(rf"^{CKPT_DIR}/step-(\d{{7,}})\.pt$")
 MAX_STEP = 10**9  # far beyond any run; a stored step outside [0, MAX_STEP] is damage, not a step
 
 
@@ -268,7 +267,7 @@ def training_record(state: dict[str, Any]) -> dict[str, Any]:
 def run_of(uri: str) -> tuple[str, str] | None:
     """(run folder URI, key) of a checkpoint URI inside a run folder (`<run>/checkpoints/step-N.pt`),
     else None."""
-    in_run = re.fullmatch(rf"(.+)/({CKPT_DIR}/step-\d{{7,}}\.pt)", str(uri))
+    in_run = re.fullmatch(rf"(.+)/({CHECKPOINT_KEY.pattern})", str(uri))
     return (in_run.group(1), in_run.group(2)) if in_run else None
 
 
@@ -278,7 +277,8 @@ def run_of(uri: str) -> tuple[str, str] | None:
 def _record_problem(record: Any) -> str | None:
     """What is wrong with a pointer or checkpoint list entry (None: usable). An entry without a
     sha256 is a run from before checksums: loadable, not verifiable."""
-    if not isinstance(record, dict) or not isinstance(record.get("key"), str) or not _CKPT_RE.match(record["key"]):
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str) \
+            or not CHECKPOINT_KEY.fullmatch(record["key"]):
         return "has no checkpoint key"
     if not valid_step(record.get("step")) or record["key"] != checkpoint_key(record["step"]):
         return f"has a step ({record.get('step')!r}) that does not match its key"
@@ -430,7 +430,7 @@ def list_checkpoints(run: Store) -> list[tuple[int, str]]:
     """(step, key) of every checkpoint in a run folder, oldest first."""
     found = []
     for key in run.list(CKPT_DIR):
-        m = _CKPT_RE.match(key)
+        m = CHECKPOINT_KEY.fullmatch(key)
         if m:
             found.append((int(m.group(1)), key))
     return sorted(found)

@@ -231,6 +231,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         f"{', torch.compile' if cfg.compile else ''}")
 
     # --- one trainer per run: the lease is held from before anything is read until the end ---
+    if world.is_main:  # ... of a run folder: a folder of photos or a dataset is not written into
+        runfolder.check_run_folder(run)
     lease = Lease(run).acquire() if world.is_main else None
     try:
         earlier = watchdog.read_verdict(run)  # what the watchdog said of an earlier session, if it fired

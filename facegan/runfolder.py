@@ -11,6 +11,10 @@
     loss.png                        the loss curve
     watchdog.json                   the collapse watchdog's verdict, when it fired (facegan.watchdog)
     tb/                             TensorBoard event files (facegan.tensorboard)
+    export/                         the generator(s) the train flows export (facegan.export)
+
+A folder holding files but neither config.json nor a checkpoint is not a run: training refuses
+to write into it (`check_run_folder`), so no user's file is written over.
 
 Each metric has its own stream (as stylegan2-ada keeps one `metric-*.jsonl` per metric), so a
 reader of one never meets the other's rows. Nothing here imports torch.
@@ -19,8 +23,10 @@ reader of one never meets the other's rows. Nothing here imports torch.
 from __future__ import annotations
 
 import json
+import re
 
 from facegan import metrics
+from facegan.errors import ConfigError
 from facegan.lease import KEY
 from facegan.storage import StorageError, Store
 
@@ -35,6 +41,7 @@ SAMPLES = "samples"
 WATCHDOG = "watchdog.json"  # the collapse watchdog's verdict, when it fired (facegan.watchdog)
 EXPORT = "export"  # the folder the train flows export the generator(s) into (facegan.export)
 LEASE = KEY  # who trains the run now (facegan.lease)
+CHECKPOINT_KEY = re.compile(rf"{CKPT_DIR}/step-(\d{{7,}})\.pt")  # a checkpoint's key (fullmatch), its step
 
 
 def metric_key(name: str) -> str:
@@ -50,6 +57,22 @@ def checkpoint_key(step: int) -> str:
 def sample_key(step: int) -> str:
     """Key of the sample grid written with the checkpoint of `step`."""
     return f"{SAMPLES}/step-{step:07d}.png"
+
+
+def check_run_folder(run: Store) -> None:
+    """Refuse to train into a folder that is not a run: one that holds anything but the lease of a
+    run stopped before its first step, and neither config.json nor a checkpoint (latest.json,
+    checkpoints.json, checkpoints/step-*.pt): a folder of photos, a dataset, a user's own loss.png.
+    A ConfigError names the first such file. Nothing but the run's own keys is written into a run,
+    so a user's file beside them is safe."""
+    keys = run.list()
+    if any(key in (CONFIG, LATEST, CHECKPOINTS) or CHECKPOINT_KEY.fullmatch(key) for key in keys):
+        return
+    foreign = [key for key in keys if key and key != LEASE]  # '': the folder is a file (its first write says so)
+    if foreign:
+        raise ConfigError(f"{run.uri()}: holds {len(foreign)} file(s) that are not a run's ({foreign[0]}"
+                          f"{', ...' if len(foreign) > 1 else ''}) and no {CONFIG}: not a run; "
+                          "train into a new or empty folder")
 
 
 def name(uri: str) -> str:

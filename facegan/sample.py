@@ -149,6 +149,14 @@ def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int
 
 
 RECORD = "sample.json"  # what the last `save_samples` into a folder drew, and the files it wrote
+_FACE = re.compile(r"faces/(\d{3,})\.png")  # a face's key (face_pngs), its number
+
+
+def _drawn(key: str, count: int | None = None) -> bool:
+    """Whether `key` is a file `save_samples` writes (one drawing `count` faces, when given)."""
+    face = _FACE.fullmatch(key)
+    return key in ("grid.png", "interpolation.png") or bool(
+        face and (count is None or key == f"faces/{int(face[1]):03d}.png" and int(face[1]) < count))
 
 
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
@@ -156,31 +164,42 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
                  source: str | None = None) -> list[str]:
     """Write grid.png, faces/NNN.png and interpolation.png under `out_uri` (latents truncated at
     psi `truncation`, see `latents`), then `sample.json` (the generator, step, seed, count,
-    truncation, `source` and the files). Faces an earlier `save_samples` there recorded and this
-    one did not write again (it drew more) are removed, so the folder never mixes two samples;
-    nothing else there is touched. Returns the keys written."""
+    truncation, `source` and the files). Only files an earlier `save_samples` there recorded are
+    written over: any other file of those names, or a `sample.json` that is not such a record, is a
+    ConfigError naming it, before anything is made. Faces the earlier record lists and this one did
+    not write again (it drew fewer) are removed, so the folder never mixes two samples; nothing else
+    there is touched. Returns the keys written."""
     store = open_store(out_uri)
+    earlier = _recorded_files(store)
+    for key in sorted(store.list()):
+        if _drawn(key, count) and key not in earlier:
+            raise ConfigError(f"{store.uri(key)}: already there and not written by an earlier facegan sample; "
+                              "sample into another folder")
     images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused, not listed
     files = {"grid.png": to_png(images), **face_pngs(images),
              "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
-    earlier = _recorded_files(store)
+    record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
+              "truncation": truncation, "interpolation_steps": interpolation_steps}
+    # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
+    store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
     for key, data in files.items():
         store.put_bytes(key, data)
-    for key in earlier - set(files):  # before the new record: stopped here, the old one still lists them
+    for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
         store.delete(key)
-    store.put_json(RECORD, {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
-                            "truncation": truncation, "interpolation_steps": interpolation_steps,
-                            "files": sorted(files)})
+    store.put_json(RECORD, {**record, "files": sorted(files)})
     return [*files, RECORD]
 
 
 def _recorded_files(store) -> set[str]:
-    """The faces an earlier `save_samples` recorded in `store` (none when there is no readable record)."""
+    """The outputs an earlier `save_samples` recorded in `store` (none when there is no record); a
+    `sample.json` that is not such a record (the user's own, or damaged) is a ConfigError."""
     if not store.exists(RECORD):
         return set()
     try:
         listed = json.loads(store.get_bytes(RECORD)).get("files")
-    except (ValueError, RecursionError, AttributeError):  # not a record: nothing there is known to be ours
-        return set()
-    return {key for key in listed if isinstance(key, str) and re.fullmatch(r"faces/\d{3,}\.png", key)} \
-        if isinstance(listed, list) else set()
+    except (ValueError, RecursionError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        raise ConfigError(f"{store.uri(RECORD)}: already there and not a record of facegan sample; "
+                          "sample into another folder")
+    return {key for key in listed if isinstance(key, str) and _drawn(key)}

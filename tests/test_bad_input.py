@@ -230,6 +230,18 @@ _add("prepare: into a run folder", lambda t, d, r, raw: (["prepare", str(raw), r
      "no manifest.json: not a dataset; prepare into an empty folder")
 _add("prepare: into the folder holding the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw.parent)], []),
      "no manifest.json: not a dataset; prepare into an empty folder")
+_add("train: into the folder of photos",
+     lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(raw), "--steps", "2", "--batch-size", "8"], []),
+     "no config.json: not a run; train into a new or empty folder")
+
+
+def _train_over_own_plot(t, d, r, raw):
+    _write(t / "run" / "loss.png", b"the user's own plot")
+    return _train(t, d, "--steps", "2", "--batch-size", "8"), []
+
+
+_add("train: into a folder holding the user's loss.png", _train_over_own_plot,
+     "(loss.png) and no config.json: not a run")
 
 # destinations that cannot be written
 for name, where, expected in [

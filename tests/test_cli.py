@@ -150,10 +150,12 @@ def test_sample_says_what_it_wrote(trained_run, tmp_path, capsys):
     assert "wrote 3 faces (faces/000.png ...), grid.png, interpolation.png and sample.json (5 steps)" in out
 
 
-def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path):
+def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path, monkeypatch, capsys):
     """A folder sampled again with fewer faces held faces of both draws (faces/002.png from an earlier
     checkpoint beside a new grid); the faces the earlier sample recorded and this one did not write
-    go, and nothing else in the folder is touched."""
+    go, and nothing else in the folder is touched. Only files a sample recorded are written over:
+    a face of the user's, or a sample.json that is not a record, is refused before anything is
+    written; a sample stopped midway leaves every file it wrote recorded."""
     out = tmp_path / "o"
     assert main(["sample", trained_run, str(out), "--count", "5", "--seed", "7"]) == 0
     (out / "faces" / "mine.png").write_bytes(b"not a sample's")
@@ -164,6 +166,33 @@ def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tm
     assert record == {"source": trained_run, "generator": "G_ema", "step": 4, "seed": 0, "count": 2,
                       "truncation": 0.5, "interpolation_steps": 8,
                       "files": ["faces/000.png", "faces/001.png", "grid.png", "interpolation.png"]}
+    (out / "faces" / "002.png").write_bytes(b"the user's face")
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["sample", trained_run, str(out), "--count", "3"]) == 2
+    assert "faces/002.png: already there and not written by an earlier facegan sample" in capsys.readouterr().err
     (out / "sample.json").write_text("{damaged")  # an unreadable record: nothing is known to be ours
-    assert main(["sample", trained_run, str(out), "--count", "1"]) == 0
-    assert (out / "faces" / "001.png").is_file() and json.loads((out / "sample.json").read_text())["count"] == 1
+    files[out / "sample.json"] = b"{damaged"
+    assert main(["sample", trained_run, str(out), "--count", "1"]) == 2
+    assert "sample.json: already there and not a record of facegan sample" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+    from facegan.storage import LocalStore
+
+    again = tmp_path / "again"
+    assert main(["sample", trained_run, str(again), "--count", "1"]) == 0
+    put, written = LocalStore.put_bytes, []
+
+    def stop_at_fifth_write(self, key, data):
+        if len(written) == 4:
+            raise KeyboardInterrupt  # the sample is stopped midway
+        written.append(key)
+        put(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "put_bytes", stop_at_fifth_write)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sample", trained_run, str(again), "--count", "4"])
+    monkeypatch.undo()
+    assert written == ["sample.json", "grid.png", "faces/000.png", "faces/001.png"]  # 001: not the first's
+    assert main(["sample", trained_run, str(again), "--count", "4"]) == 0  # the stopped one's record lists it
+    assert sorted(p.name for p in (again / "faces").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]

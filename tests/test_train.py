@@ -141,6 +141,36 @@ def test_resume_with_other_config_is_refused(dataset32, tmp_path):
     assert more.finished and more.step == 6
 
 
+def test_only_a_run_folder_is_trained_into(dataset32, tmp_path):
+    """A folder that is not a run (photos, or a user's own loss.png) is refused untouched; a run keeps
+    a user's file beside its own; a run that lost its config.json resumes from its checkpoint."""
+    from facegan import runfolder
+    from facegan.storage import open_store
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "me.jpg").write_bytes(b"mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "loss.png").write_bytes(b"my own plot")
+    for folder, named in ((photos, "me.jpg"), (mine, "loss.png")):
+        with pytest.raises(ConfigError, match=rf"{folder}: holds 1 file\(s\) that are not a run's \({named}\) "
+                                              r"and no config.json: not a run; train into a new or empty folder"):
+            fit(tiny_config(dataset32, str(folder), steps=2), quiet)
+        assert [p.name for p in folder.iterdir()] == [named]
+    (mine / "lease.json").write_text("{}")  # what a run stopped before its first step leaves is a run's
+    (mine / "loss.png").unlink()
+    runfolder.check_run_folder(open_store(str(mine)))
+
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset32, str(run), steps=4)
+    fit(cfg, quiet)
+    (run / "notes.txt").write_text("lr sweep 1")  # the user's file in a run: kept
+    (run / "config.json").unlink()  # lost: the checkpoint still makes it a run
+    assert fit(cfg.replace(steps=6, ckpt_every=3), quiet).step == 6
+    assert (run / "notes.txt").read_text() == "lr sweep 1" and (run / "config.json").exists()
+
+
 def test_resolution_mismatch_with_dataset(dataset32, tmp_path):
     cfg = tiny_config(dataset32, str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="is 32px but model.resolution=64"):
