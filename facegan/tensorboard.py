@@ -135,7 +135,9 @@ def purge_after(run: Store, step: int) -> list[str]:
 
 
 def fetch(run: Store, out: str | Path) -> list[Path]:
-    """Copy the run's event files into the folder `out` (for `tensorboard --logdir out`)."""
+    """Copy the run's event files into the folder `out` (for `tensorboard --logdir out`); event files
+    an earlier fetch left there that the run no longer has (a session a resume purged) are removed,
+    so TensorBoard shows the run as it is. Nothing else in `out` is touched."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,4 +148,7 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
         path = out / key.rsplit("/", 1)[-1]
         run.get_file(key, path)
         paths.append(path)
+    for stale in sorted(out.iterdir()):
+        if step_of(f"{DIR}/{stale.name}") is not None and stale not in paths and stale.is_file():
+            stale.unlink()
     return paths

@@ -32,7 +32,8 @@ def accumulate(folder):
 @pytest.fixture(scope="module")
 def evented(bucket_module, dataset32, fid_weights, tmp_path_factory):
     """A run on S3 that scores FID and KID at every checkpoint, stopped at step 8 and resumed to 12,
-    with a lost session's event file for step 12 left in between; its events fetched."""
+    with a lost session's event file for step 12 left in between; its events fetched into a folder
+    where an earlier fetch left a lost session's step 16 beside the user's notes."""
     run_uri = f"{bucket_module}/runs/tb"
     cfg = tiny_config(dataset32, run_uri, steps=8, metrics="fid,kid", metric_every=4, metric_samples=16,
                       metric_weights=fid_weights, metric_resize=75)
@@ -41,6 +42,8 @@ def evented(bucket_module, dataset32, fid_weights, tmp_path_factory):
     run.put_bytes(tensorboard.event_key(12), b"a lost session's file")  # e.g. uploaded, then kill -9
     fit(cfg.replace(steps=12), Hooks(log=lambda *_: None))
     out = tmp_path_factory.mktemp("tb")
+    (out / "events.out.tfevents.0000000016.facegan").write_bytes(b"an earlier fetch's, of a lost session")
+    (out / "notes.txt").write_text("the user's")
     return run, tensorboard.fetch(run, out), out
 
 
@@ -58,6 +61,7 @@ def bucket_module(moto_endpoint):
 def test_event_files_equal_the_metrics_streams_after_a_resume(evented):
     run, files, out = evented
     assert [tensorboard.step_of(f"tb/{p.name}") for p in files] == [4, 8, 12]  # one per checkpoint
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in files] + ["notes.txt"]  # no stale step 16
     acc = accumulate(out)
     rows, scored = runfolder.read_metrics(run)
     assert len(rows) == 6 and set(scored) == {"fid", "kid"}
