@@ -156,7 +156,7 @@ def _drawn(key: str, count: int | None = None) -> bool:
     """Whether `key` is a file `save_samples` writes (one drawing `count` faces, when given)."""
     face = _FACE.fullmatch(key)
     return key in ("grid.png", "interpolation.png") or bool(
-        face and (count is None or key == f"faces/{int(face[1]):03d}.png" and int(face[1]) < count))
+        face and key == f"faces/{int(face[1]):03d}.png" and (count is None or int(face[1]) < count))
 
 
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
