@@ -62,3 +62,11 @@ class CollapsedError(RuntimeError):
 # Failed with it (retrying would only repeat it).
 INPUT_ERRORS = (ConfigError, DatasetError, StorageError, CheckpointError, GalleryError, FIDError, DivergedError,
                 CollapsedError, LeaseError, ExportError)
+
+
+def foreign_files(folder: str, foreign: list[str], whose: str, marker: str, instead: str) -> str:
+    """The one-line refusal of a folder that holds files of another kind and not the `marker` file
+    that would make it ours: "<folder>: holds N file(s) <whose> (<first>, ...) and no <marker>:
+    <instead>" (prepare's, export's and training's check of their output folder)."""
+    return (f"{folder}: holds {len(foreign)} file(s) {whose} ({foreign[0]}{', ...' if len(foreign) > 1 else ''}) "
+            f"and no {marker}: {instead}")

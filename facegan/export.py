@@ -47,7 +47,7 @@ import torch
 
 from facegan import checkpoint as ckpt
 from facegan import data, families, lease, runfolder
-from facegan.errors import CheckpointError, ExportError, StorageError
+from facegan.errors import CheckpointError, ExportError, StorageError, foreign_files
 from facegan.storage import Store, open_store
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
@@ -223,9 +223,8 @@ def _check_folder(target: Store, out: str) -> list[str]:
     existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
     foreign = [key for key in existing if not _export_named(key)]
     if foreign and not target.exists(CARD_JSON):
-        raise ExportError(f"{out}: holds {len(foreign)} file(s) an export does not write ({foreign[0]}"
-                          f"{', ...' if len(foreign) > 1 else ''}) and no {CARD_JSON}: not an earlier export; "
-                          "export into an empty folder")
+        raise ExportError(foreign_files(out, foreign, "an export does not write", CARD_JSON,
+                                        "not an earlier export; export into an empty folder"))
     return existing
 
 

@@ -39,7 +39,7 @@ from PIL import Image, UnidentifiedImageError
 
 from facegan import attributes as attrs
 from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
-from facegan.errors import DatasetError, LeaseError, StorageError
+from facegan.errors import DatasetError, LeaseError, StorageError, foreign_files
 from facegan.lease import KEY as LEASE_KEY
 from facegan.lease import Lease
 from facegan.storage import Store, canonical, is_remote, open_store, split_uri
@@ -350,9 +350,8 @@ def _check_out(store: Store, out_uri: str) -> None:
     keys = store.list()
     foreign = [key for key in keys if key and not _dataset_named(key)]
     if foreign and MANIFEST not in keys:
-        raise DatasetError(f"{out_uri}: holds {len(foreign)} file(s) a dataset does not have ({foreign[0]}"
-                           f"{', ...' if len(foreign) > 1 else ''}) and no {MANIFEST}: not a dataset; "
-                           "prepare into an empty folder")
+        raise DatasetError(foreign_files(out_uri, foreign, "a dataset does not have", MANIFEST,
+                                         "not a dataset; prepare into an empty folder"))
 
 
 def prepare(

@@ -26,7 +26,7 @@ import json
 import re
 
 from facegan import metrics
-from facegan.errors import ConfigError
+from facegan.errors import ConfigError, foreign_files
 from facegan.lease import KEY
 from facegan.storage import StorageError, Store
 
@@ -70,9 +70,8 @@ def check_run_folder(run: Store) -> None:
         return
     foreign = [key for key in keys if key and key != LEASE]  # '': the folder is a file (its first write says so)
     if foreign:
-        raise ConfigError(f"{run.uri()}: holds {len(foreign)} file(s) that are not a run's ({foreign[0]}"
-                          f"{', ...' if len(foreign) > 1 else ''}) and no {CONFIG}: not a run; "
-                          "train into a new or empty folder")
+        raise ConfigError(foreign_files(run.uri(), foreign, "that are not a run's", CONFIG,
+                                        "not a run; train into a new or empty folder"))
 
 
 def name(uri: str) -> str:
