@@ -27,6 +27,7 @@ training image. TensorBoard itself only reads: `make tensorboard RUN=<uri>` (`fe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -34,9 +35,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from facegan.storage import Store, local_write_error
+from facegan.errors import ConfigError
+from facegan.storage import Store, local_write_error, open_store
 
 DIR = "tb"
+RECORD = "fetched.json"  # in a folder `fetch` wrote: which run's event files it holds
+RECORD_FORMAT = "facegan-tensorboard-fetch/1"
 SKIPPED = ("step", "time")  # row fields that are the event's step and wall time, not scalars
 _KEY = re.compile(rf"^{DIR}/events\.out\.tfevents\.(\d{{10}})\.facegan$")
 _COLOUR_TYPES = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> TensorBoard colorspace (channels)
@@ -135,20 +139,52 @@ def purge_after(run: Store, step: int) -> list[str]:
 
 
 def fetch(run: Store, out: str | Path) -> list[Path]:
-    """Copy the run's event files into the folder `out` (for `tensorboard --logdir out`); event files
-    an earlier fetch left there that the run no longer has (a session a resume purged) are removed,
-    so TensorBoard shows the run as it is. Nothing else in `out` is touched."""
+    """Copy the run's event files into the folder `out` (for `tensorboard --logdir out`), and record
+    which run and files they are in `out/fetched.json`. Fetching the same run there again mirrors
+    it: event files the earlier fetch wrote that the run no longer has (a session a resume purged)
+    are removed. Only event files an earlier fetch of this run recorded are written over or removed:
+    one of another run's fetch, one no fetch wrote (a run's own tb/ folder) or a `fetched.json` that
+    is not such a record is a ConfigError naming it, before anything is written. Nothing else in
+    `out` is touched."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file where the folder should be, no permission, ...
         raise local_write_error(f"{out}: cannot write", out, exc) from None
+    folder = open_store(out)
+    fetched_from, earlier = _fetched(folder)
+    others, earlier = (set(), earlier) if fetched_from == run.uri() else (earlier, set())
+    for name in sorted(p.name for p in out.iterdir() if step_of(f"{DIR}/{p.name}") is not None):
+        if name in earlier:
+            continue
+        whose = f"fetched from {fetched_from}" if name in others else "not written by facegan tensorboard"
+        raise ConfigError(f"{out / name}: already there and {whose}; fetch {run.uri()} into another folder (one "
+                          "folder per run: `tensorboard --logdir` their parent shows them side by side)")
+    names = {key.rsplit("/", 1)[-1]: key for key in run.list(f"{DIR}/") if step_of(key) is not None}
+    # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
+    folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(earlier | set(names))})
     paths = []
-    for key in sorted(k for k in run.list(f"{DIR}/") if step_of(k) is not None):
-        path = out / key.rsplit("/", 1)[-1]
-        run.get_file(key, path)
-        paths.append(path)
-    for stale in sorted(out.iterdir()):
-        if step_of(f"{DIR}/{stale.name}") is not None and stale not in paths and stale.is_file():
-            stale.unlink()
+    for name, key in sorted(names.items()):
+        run.get_file(key, out / name)
+        paths.append(out / name)
+    for name in sorted(earlier - set(names)):  # before the final record: stopped here, the record still lists them
+        (out / name).unlink(missing_ok=True)
+    folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(names)})
     return paths
+
+
+def _fetched(folder: Store) -> tuple[str | None, set[str]]:
+    """(run, event file names) an earlier `fetch` recorded in `folder` ((None, set()) without a
+    record); a `fetched.json` that is not such a record (the user's own, or damaged) is a
+    ConfigError."""
+    if not folder.exists(RECORD):
+        return None, set()
+    try:
+        record = json.loads(folder.get_bytes(RECORD))
+    except (ValueError, RecursionError):
+        record = None
+    if not (isinstance(record, dict) and record.get("format") == RECORD_FORMAT and isinstance(record.get("run"), str)
+            and isinstance(record.get("files"), list)):
+        raise ConfigError(f"{folder.uri(RECORD)}: already there and not a record of facegan tensorboard; fetch "
+                          "into another folder")
+    return record["run"], {n for n in record["files"] if isinstance(n, str) and step_of(f"{DIR}/{n}") is not None}

@@ -335,6 +335,13 @@ _add("tensorboard: --out a file",
 _add("tensorboard: --out inside a file",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x") / "tb"), "--fetch-only"],
                            [t / "notes.txt" / "tb"]), "notes.txt: is a file, not a folder (")
+_add("tensorboard: --out the run's own tb/ folder",
+     lambda t, d, r, raw: (["tensorboard", r, "--out", f"{r}/tb", "--fetch-only"], []),
+     "already there and not written by facegan tensorboard; fetch")
+_add("tensorboard: --out another run's fetch",
+     lambda t, d, r, raw: (["tensorboard", r, "--out", str(_fetched(_run_copy(r, t, lambda f: None), t / "tb")),
+                            "--fetch-only"], []),
+     "already there and fetched from")
 _add("export: a run that never trained", lambda t, d, r, raw: (["export", str(t / "none"), str(t / "o")], [t / "o"]),
      "no checkpoint")
 _add("export: a dataset as the source", lambda t, d, r, raw: (["export", d, str(t / "o")], [t / "o"]), "no checkpoint")
@@ -416,6 +423,15 @@ def _prepared64(t: Path, raw: Path) -> str:
 
 def _train_on(t: Path, d: str, run: str) -> list[str]:
     return ["train", "--dataset", d, "--run", run]
+
+
+def _fetched(run: str, out: Path) -> Path:
+    """`out` after `facegan tensorboard RUN --out OUT --fetch-only`."""
+    from facegan import tensorboard
+    from facegan.storage import open_store
+
+    assert tensorboard.fetch(open_store(run), out)
+    return out
 
 
 def _run_copy(run_dir: str, tmp: Path, change) -> str:

@@ -32,18 +32,19 @@ def accumulate(folder):
 @pytest.fixture(scope="module")
 def evented(bucket_module, dataset32, fid_weights, tmp_path_factory):
     """A run on S3 that scores FID and KID at every checkpoint, stopped at step 8 and resumed to 12,
-    with a lost session's event file for step 12 left in between; its events fetched into a folder
-    where an earlier fetch left a lost session's step 16 beside the user's notes."""
+    with a lost session's event files for steps 12 and 16 left in between; its events fetched into a
+    folder beside the user's notes, both before the resume (with the lost session's) and after."""
     run_uri = f"{bucket_module}/runs/tb"
     cfg = tiny_config(dataset32, run_uri, steps=8, metrics="fid,kid", metric_every=4, metric_samples=16,
                       metric_weights=fid_weights, metric_resize=75)
     fit(cfg, Hooks(log=lambda *_: None))
     run = open_store(run_uri)
-    run.put_bytes(tensorboard.event_key(12), b"a lost session's file")  # e.g. uploaded, then kill -9
-    fit(cfg.replace(steps=12), Hooks(log=lambda *_: None))
+    for step in (12, 16):
+        run.put_bytes(tensorboard.event_key(step), b"a lost session's file")  # e.g. uploaded, then kill -9
     out = tmp_path_factory.mktemp("tb")
-    (out / "events.out.tfevents.0000000016.facegan").write_bytes(b"an earlier fetch's, of a lost session")
     (out / "notes.txt").write_text("the user's")
+    assert [tensorboard.step_of(f"tb/{p.name}") for p in tensorboard.fetch(run, out)] == [4, 8, 12, 16]
+    fit(cfg.replace(steps=12), Hooks(log=lambda *_: None))  # purges the lost 12 and 16, writes 12 anew
     return run, tensorboard.fetch(run, out), out
 
 
@@ -61,7 +62,8 @@ def bucket_module(moto_endpoint):
 def test_event_files_equal_the_metrics_streams_after_a_resume(evented):
     run, files, out = evented
     assert [tensorboard.step_of(f"tb/{p.name}") for p in files] == [4, 8, 12]  # one per checkpoint
-    assert sorted(p.name for p in out.iterdir()) == [p.name for p in files] + ["notes.txt"]  # no stale step 16
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in files] + ["fetched.json", "notes.txt"]
+    assert json.loads((out / "fetched.json").read_text())["files"] == [p.name for p in files]  # no stale step 16
     acc = accumulate(out)
     rows, scored = runfolder.read_metrics(run)
     assert len(rows) == 6 and set(scored) == {"fid", "kid"}
@@ -109,6 +111,63 @@ def test_facegan_tensorboard_serves_a_runs_events(evented, tmp_path):
     assert not list(temp.glob("facegan-tb-*"))  # SIGTERM ended TensorBoard too, then the folder went
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5)
+
+
+def test_a_fetch_writes_over_only_what_an_earlier_fetch_of_the_same_run_wrote(tmp_path, capsys):
+    """Two runs fetched into one folder would mix (the second's files over the first's of the same
+    step) and delete the first's others; into a run's own tb/ folder, delete its events. Refused,
+    before anything is written; the same run again mirrors it, also after a fetch stopped midway."""
+    from facegan.cli import main
+    from facegan.config import ConfigError
+
+    a, b = open_store(tmp_path / "runs" / "a"), open_store(tmp_path / "runs" / "b")
+    for run, steps in ((a, (2, 4, 6)), (b, (2, 4))):  # fetch copies the files as they are
+        for step in steps:
+            run.put_bytes(tensorboard.event_key(step), f"{run.root} {step}".encode())
+    out = tmp_path / "tb"
+
+    def files(folder):
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    def name(step):
+        return tensorboard.event_key(step).removeprefix(f"{tensorboard.DIR}/")
+
+    assert len(tensorboard.fetch(a, out)) == 3
+    fetched_a = files(out)
+    with pytest.raises(ConfigError, match=rf"0000000002\.facegan: already there and fetched from {a.root}; fetch "):
+        tensorboard.fetch(b, out)
+    assert main(["tensorboard", b.root, "--out", str(out), "--fetch-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"fetched from {a.root}; fetch {b.root} into another folder" in err
+    assert files(out) == fetched_a
+    own = tmp_path / "runs" / "a" / "tb"  # a run's own event files: no fetch wrote them
+    with pytest.raises(ConfigError, match="already there and not written by facegan tensorboard"):
+        tensorboard.fetch(b, own)
+    assert sorted(p.name for p in own.iterdir()) == [name(s) for s in (2, 4, 6)]
+    (out / "fetched.json").write_text('{"files": "not a record"}')
+    with pytest.raises(ConfigError, match="fetched.json: already there and not a record of facegan tensorboard"):
+        tensorboard.fetch(a, out)
+    (out / "fetched.json").write_bytes(fetched_a["fetched.json"])
+
+    a.delete(tensorboard.event_key(6))  # a resume purged step 6, then wrote step 4 again
+    a.put_bytes(tensorboard.event_key(4), b"step 4 again")
+
+    def stopped(key, path):  # the fetch stopped at its second file
+        if key == tensorboard.event_key(4):
+            raise KeyboardInterrupt
+        get_file(key, path)
+
+    get_file, a.get_file = a.get_file, stopped
+    with pytest.raises(KeyboardInterrupt):
+        tensorboard.fetch(a, out)
+    a.get_file = get_file
+    assert json.loads((out / "fetched.json").read_text())["files"] == [name(s) for s in (2, 4, 6)]
+    assert [tensorboard.step_of(f"tb/{p.name}") for p in tensorboard.fetch(a, out)] == [2, 4]
+    assert files(out) == {"fetched.json": (out / "fetched.json").read_bytes(), name(2): fetched_a[name(2)],
+                          name(4): b"step 4 again"}
+    for name in [p.name for p in out.iterdir() if p.name != "fetched.json"]:
+        (out / name).unlink()  # its event files gone, the folder takes another run
+    assert len(tensorboard.fetch(b, out)) == 2
 
 
 def test_without_tensorboard_no_events_are_written_and_the_command_says_so(dataset32, tmp_path, capsys,
