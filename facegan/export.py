@@ -19,7 +19,8 @@ An export written over an earlier one first copies that one, card last, under `p
 top-level card stays the earlier export's until the new card is written (the commit point), and
 `load_state` reads a file the card names from `previous/` when the top-level file is already the
 new one, so an interrupted export (a spot instance taken back mid-write) leaves the earlier export
-loadable. A finished export removes `previous/`. One export writes into a folder at a time: it
+loadable. A finished export removes `previous/` and the earlier export's files it did not write
+again; other files beside an export (the user's notes) are never touched. One export writes into a folder at a time: it
 holds the folder's lease (`facegan.lease`) while it writes, and a second one is refused naming
 it. An export stopped before it wrote its first card leaves only names an export writes: the next
 export writes over them (any other file in a folder without a card is refused).
@@ -217,15 +218,16 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
 
 
 def _check_folder(target: Store, out: str) -> list[str]:
-    """The keys in the export folder `target` outside `previous/`, once it is known to be empty, an
-    earlier export (it has a card) or an export interrupted before its first card (only names an
-    export writes); anything else raises ExportError before a byte is written."""
+    """The keys of names an export writes in the export folder `target` (outside `previous/`), once
+    it is known to be empty, an earlier export (it has a card) or an export interrupted before its
+    first card (only such names); anything else raises ExportError before a byte is written. Other
+    files beside an earlier export (the user's notes) are not the export's: never written over."""
     existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
     foreign = [key for key in existing if not _export_named(key)]
     if foreign and not target.exists(CARD_JSON):
         raise ExportError(foreign_files(out, foreign, "an export does not write", CARD_JSON,
                                         "not an earlier export; export into an empty folder"))
-    return existing
+    return [key for key in existing if _export_named(key)]
 
 
 def card_files(card: Any) -> dict[str, str]:

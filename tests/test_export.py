@@ -232,9 +232,15 @@ def test_export_refuses_what_is_not_its_own_and_verifies_what_it_reads(trained, 
     pt = sorted(Path(trained).glob("checkpoints/*.pt"))[-1]
     named = exporting.export(str(pt), str(tmp_path / "named"), log=lambda *_: None).card["source"]
     assert named["checkpoint"] == "named" and named["checkpoint_sha256"] == ckpt.sha256(pt.read_bytes())
-    # an export again into the same folder replaces it; a damaged weights file is named on load
+    # an export again into the same folder replaces it, and only it: the user's notes beside it stay;
+    # a damaged weights file is named on load
     out = tmp_path / "out"
-    assert main(["export", trained, str(out)]) == 0 and main(["export", trained, str(out)]) == 0
+    assert main(["export", trained, str(out)]) == 0
+    (out / "notes.txt").write_text("the user's")
+    (out / "evals").mkdir()
+    (out / "evals" / "generator.onnx").write_text("the user's, in a folder of theirs")
+    assert main(["export", trained, str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "evals" / "generator.onnx").exists()
     blob = bytearray((out / "generator.safetensors").read_bytes())
     blob[-5] ^= 1
     (out / "generator.safetensors").write_bytes(bytes(blob))
