@@ -49,7 +49,7 @@ import torch
 from facegan import checkpoint as ckpt
 from facegan import data, families, lease, runfolder
 from facegan.errors import CheckpointError, ExportError, StorageError, foreign_files
-from facegan.storage import Store, open_store
+from facegan.storage import Store, desktop_file, open_store
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
 PREVIOUS = "previous/"  # the earlier export, whole, while a new one is written over it
@@ -223,7 +223,7 @@ def _check_folder(target: Store, out: str) -> list[str]:
     first card (only such names); anything else raises ExportError before a byte is written. Other
     files beside an earlier export (the user's notes) are not the export's: never written over."""
     existing = [key for key in target.list() if not key.startswith(PREVIOUS)]
-    foreign = [key for key in existing if not _export_named(key)]
+    foreign = [key for key in existing if not _export_named(key) and not desktop_file(key)]
     if foreign and not target.exists(CARD_JSON):
         raise ExportError(foreign_files(out, foreign, "an export does not write", CARD_JSON,
                                         "not an earlier export; export into an empty folder"))

@@ -42,7 +42,7 @@ from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION,
 from facegan.errors import DatasetError, LeaseError, StorageError, foreign_files
 from facegan.lease import KEY as LEASE_KEY
 from facegan.lease import Lease
-from facegan.storage import Store, canonical, is_remote, open_store, split_uri
+from facegan.storage import Store, canonical, desktop_file, is_remote, open_store, split_uri
 
 SHARD_SIZE = 8192
 CELEBA_SIZE = (178, 218)
@@ -348,7 +348,7 @@ def _check_out(store: Store, out_uri: str) -> None:
     """Refuse an output folder that is neither empty, an earlier dataset (it has a manifest) nor
     what a stopped `prepare` left: a run, an export or a folder of photos is not written into."""
     keys = store.list()
-    foreign = [key for key in keys if key and not _dataset_named(key)]
+    foreign = [key for key in keys if key and not _dataset_named(key) and not desktop_file(key)]
     if foreign and MANIFEST not in keys:
         raise DatasetError(foreign_files(out_uri, foreign, "a dataset does not have", MANIFEST,
                                          "not a dataset; prepare into an empty folder"))

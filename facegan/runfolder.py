@@ -28,7 +28,7 @@ import re
 from facegan import metrics
 from facegan.errors import ConfigError, foreign_files
 from facegan.lease import KEY
-from facegan.storage import StorageError, Store
+from facegan.storage import StorageError, Store, desktop_file
 
 CONFIG = "config.json"
 LATEST = "latest.json"
@@ -61,14 +61,15 @@ def sample_key(step: int) -> str:
 
 def check_run_folder(run: Store) -> None:
     """Refuse to train into a folder that is not a run: one that holds anything but the lease of a
-    run stopped before its first step, and neither config.json nor a checkpoint (latest.json,
-    checkpoints.json, checkpoints/step-*.pt): a folder of photos, a dataset, a user's own loss.png.
-    A ConfigError names the first such file. Nothing but the run's own keys is written into a run,
-    so a user's file beside them is safe."""
+    run stopped before its first step (or a file browser's .DS_Store), and neither config.json nor
+    a checkpoint (latest.json, checkpoints.json, checkpoints/step-*.pt): a folder of photos, a
+    dataset, a user's own loss.png. A ConfigError names the first such file. Nothing but the run's
+    own keys is written into a run, so a user's file beside them is safe."""
     keys = run.list()
     if any(key in (CONFIG, LATEST, CHECKPOINTS) or CHECKPOINT_KEY.fullmatch(key) for key in keys):
         return
-    foreign = [key for key in keys if key and key != LEASE]  # '': the folder is a file (its first write says so)
+    # '': the folder is a file (its first write says so)
+    foreign = [key for key in keys if key and key != LEASE and not desktop_file(key)]
     if foreign:
         raise ConfigError(foreign_files(run.uri(), foreign, "that are not a run's", CONFIG,
                                         "not a run; train into a new or empty folder"))

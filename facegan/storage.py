@@ -31,6 +31,7 @@ from facegan.errors import StorageError  # noqa: F401 - exported here too
 
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+DESKTOP_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # what a file browser leaves in a folder
 
 
 
@@ -122,6 +123,13 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def desktop_file(key: str) -> bool:
+    """Whether `key` names a file a desktop's file browser leaves in a folder it showed (macOS
+    Finder's .DS_Store, Windows Explorer's Thumbs.db and desktop.ini): not the user's data, so a
+    folder holding only these is as good as empty to the checks of what a folder holds."""
+    return key.rsplit("/", 1)[-1] in DESKTOP_FILES
 
 
 def make_folders(folder: Path) -> list[Path]:

@@ -262,11 +262,13 @@ def test_killed_rebuild_keeps_the_dataset(raw_faces, tmp_path):
 def test_prepare_writes_only_into_an_empty_folder_a_dataset_or_what_a_stopped_prepare_left(raw_faces, tmp_path):
     left = tmp_path / "left"  # a prepare killed before its manifest: its build's shard and labels
     left.mkdir()
+    (left / ".DS_Store").write_bytes(b"Finder's")  # the folder was shown in a file browser: still ours
     (left / "shard-0123abcd-00000.npy").write_bytes(b"half a shard")
     (left / "attributes-0123abcd.npy").write_bytes(b"labels")
     m = prepare(raw_faces, str(left), resolution=32, workers=1, limit=8, log=quiet).manifest
     assert m["count"] == 8
-    assert sorted(p.name for p in left.iterdir()) == sorted(["manifest.json", *(s["name"] for s in m["shards"])])
+    assert sorted(p.name for p in left.iterdir()) == sorted([".DS_Store", "manifest.json",
+                                                            *(s["name"] for s in m["shards"])])
     (left / "NOTES.txt").write_text("mine")  # an earlier dataset (it has a manifest) is rebuilt in place
     prepare(raw_faces, str(left), resolution=32, workers=1, limit=4, log=quiet)
     assert (left / "NOTES.txt").read_text() == "mine" and read_manifest(open_store(str(left)))["count"] == 4

@@ -95,8 +95,8 @@ def test_an_export_loads_in_each_runtime_without_facegan_and_matches_its_sampler
     out = tmp_path / "export"
     assert main(["export", trained, str(out)]) == 0
     assert "exported G_ema of dcgan at step 8 (latest)" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", "generator.pt2", "generator.safetensors",
-                                                     "model_card.json", "model_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["Thumbs.db", "generator.onnx", "generator.pt2",
+                                                     "generator.safetensors", "model_card.json", "model_card.md"]
     card = json.loads((out / "model_card.json").read_text())
     for f in card["generators"]["G_ema"]["files"].values():  # the card records what is there
         assert ckpt.sha256((out / f["key"]).read_bytes()) == f["sha256"]
@@ -303,6 +303,8 @@ def test_an_export_stopped_before_its_first_card_is_written_over_and_one_export_
     from facegan.storage import LocalStore, open_store
 
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "Thumbs.db").write_bytes(b"Explorer's")  # a folder a file browser showed: as good as empty
     real_put = LocalStore.put_bytes
 
     def put_bytes(self, key, data):
@@ -313,12 +315,12 @@ def test_an_export_stopped_before_its_first_card_is_written_over_and_one_export_
     with pytest.raises(StorageError, match="injected interruption"):
         exporting.export(trained, str(out), log=lambda *_: None)
     monkeypatch.setattr(LocalStore, "put_bytes", real_put)
-    assert sorted(p.name for p in out.iterdir()) == ["generator.safetensors"]  # no card, and its lease released
+    assert sorted(p.name for p in out.iterdir()) == ["Thumbs.db", "generator.safetensors"]  # no card, no lease
     (out / "generator.onnx").write_bytes(b"a stray file of the stopped export")
     assert main(["export", trained, str(out)]) == 0
     assert exporting.load_state(str(out))["step"] == 8
-    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", "generator.pt2", "generator.safetensors",
-                                                     "model_card.json", "model_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["Thumbs.db", "generator.onnx", "generator.pt2",
+                                                     "generator.safetensors", "model_card.json", "model_card.md"]
     assert (out / "generator.onnx").read_bytes() != b"a stray file of the stopped export"
     # a folder without a card holding anything else is still not written into
     other = tmp_path / "other"

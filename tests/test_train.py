@@ -162,6 +162,12 @@ def test_only_a_run_folder_is_trained_into(dataset32, tmp_path):
     (mine / "lease.json").write_text("{}")  # what a run stopped before its first step leaves is a run's
     (mine / "loss.png").unlink()
     runfolder.check_run_folder(open_store(str(mine)))  # no error: a run may start here
+    shown = tmp_path / "made-in-finder"  # a new folder a file browser showed: as good as empty
+    shown.mkdir()
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (shown / name).write_bytes(b"the file browser's")
+    assert fit(tiny_config(dataset32, str(shown), steps=2), quiet).step == 2
+    assert (shown / ".DS_Store").read_bytes() == b"the file browser's"
 
     run = tmp_path / "run"
     cfg = tiny_config(dataset32, str(run), steps=4)
