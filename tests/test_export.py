@@ -95,8 +95,8 @@ def test_an_export_loads_in_each_runtime_without_facegan_and_matches_its_sampler
     out = tmp_path / "export"
     assert main(["export", trained, str(out)]) == 0
     assert "exported G_ema of dcgan at step 8 (latest)" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["Thumbs.db", "generator.onnx", "generator.pt2",
-                                                     "generator.safetensors", "model_card.json", "model_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["generator.onnx", "generator.pt2", "generator.safetensors",
+                                                     "model_card.json", "model_card.md"]
     card = json.loads((out / "model_card.json").read_text())
     for f in card["generators"]["G_ema"]["files"].values():  # the card records what is there
         assert ckpt.sha256((out / f["key"]).read_bytes()) == f["sha256"]
