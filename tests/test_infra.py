@@ -160,6 +160,71 @@ def test_moto_models_least_privilege_role(stack):
     assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
 
 
+def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the_dataset_read_only(
+        monkeypatch, raw_faces, fid_weights, tmp_path):
+    """The jobs' S3 policy as the template deploys it (StoreAccess), enforced by moto on every S3
+    request of an IAM user holding only it: prepare (an admin's job) writes datasets/, then a run
+    trains from it with FID and KID (the real features cached on the machine: the dataset is
+    read-only to the job), resumes, exports and publishes a gallery under those credentials; the
+    dataset's own files cannot be written. moto does not evaluate condition keys (it denies every
+    request a `Condition` guards), so the ListBucket statement is taken without its `s3:prefix`
+    condition, which test_moto_models_least_privilege_role checks."""
+    from helpers import tiny_config
+    from moto.core import set_initial_no_auth_action_count
+
+    from facegan import gallery, runfolder
+    from facegan.data import read_manifest
+    from facegan.errors import StorageError
+    from facegan.export import export
+    from facegan.loop import Hooks, fit
+    from facegan.prepare import prepare
+    from facegan.storage import open_store
+
+    store = "s3://facegan-test-bucket"
+    with deployed(monkeypatch, "ecs") as physical:
+        dataset = f"{store}/datasets/faces-32"
+        prepare(raw_faces, dataset, resolution=32, workers=1, limit=32, log=lambda *_: None)
+        prepared = {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
+        iam = boto3.client("iam")
+        arn = physical["StoreAccess"]
+        version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        statements = _statements(iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"])
+        assert [st.pop("Condition", None) is not None for st in statements].count(True) == 1  # ListOwnPrefixes
+        iam.create_user(UserName="job")
+        iam.put_user_policy(UserName="job", PolicyName="store-access",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        key = iam.create_access_key(UserName="job")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
+        run = f"{store}/runs/job"
+        logs: list[str] = []
+
+        @set_initial_no_auth_action_count(0)  # from here on every request is checked against the policy
+        def as_the_job():
+            with pytest.raises(StorageError, match="manifest.json: access denied"):
+                open_store(dataset).put_bytes("manifest.json", b"{}")  # the policy is in force
+            cfg = tiny_config(dataset, run, steps=4, ckpt_every=2, metrics="fid,kid", metric_every=2,
+                              metric_samples=16, metric_weights=fid_weights, metric_resize=75)
+            assert fit(cfg, Hooks(log=logs.append)).finished
+            assert fit(cfg.replace(steps=6), Hooks(log=logs.append)).finished  # a second session
+            export(run, f"{run}/export", log=lambda *_: None)
+            published = gallery.publish(store, run_name="job")
+            assert open_store(store).exists(f"galleries/{published['date']}/index.html")
+            return {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
+
+        assert as_the_job() == prepared  # the job wrote nothing into the dataset
+        _, scored = runfolder.read_metrics(open_store(run))
+        assert {name: [r["step"] for r in rows] for name, rows in scored.items()} == dict.fromkeys(("fid", "kid"),
+                                                                                                   [2, 4, 6])
+        assert open_store(f"{run}/export").exists("model_card.json")
+        cached = tmp_path / "cache" / "features" / read_manifest(open_store(dataset))["id"] / "inception-"
+        said = [line for line in logs if line.startswith("metrics:")]
+        assert "datasets/faces-32/inception-" in said[1] and "access denied" in said[1], said
+        assert said[2].startswith(f"metrics: real statistics cached as {cached}"), said
+        assert said[3].startswith(f"metrics: real statistics from {cached}"), said  # the second session
+
+
 def test_moto_models_network_and_launch_template(stack):
     ec2 = boto3.client("ec2")
     sg = ec2.describe_security_groups(GroupIds=[stack["WorkerSecurityGroup"]])["SecurityGroups"][0]

@@ -54,8 +54,9 @@ def test_full_fid_pipeline_with_cached_real_stats(fid_weights, dataset32, tmp_pa
     tracker = FIDTracker.create(str(ds), samples=12, weights_uri=fid_weights, log=logs.append, batch=5)
     cached = [p.name for p in ds.glob("inception-*-12.npz")]
     assert len(cached) == 1 and "computing real statistics" in logs[0]
+    assert logs[1] == f"metrics: real statistics cached as {ds / cached[0]}"
     again = FIDTracker.create(str(ds), samples=12, weights_uri=fid_weights, log=logs.append)
-    assert "real statistics from" in logs[1]
+    assert logs[2] == f"metrics: real statistics from {ds / cached[0]}"
     assert np.array_equal(again.mu, tracker.mu)
     p = tracker.protocol
     assert p["samples"] == 12 and p["reference"]["images"] == 12 and "299" in p["resize"]

@@ -10,7 +10,8 @@ put it.
 
 `Features` holds the network and the pool features (2048-d) of the first n dataset images,
 computed once per dataset build, weights, n and resize, and cached next to the dataset as
-`inception-<weights>-<n>[-r<resize>].npz`. Its `generated(sampler)` extracts the features of n
+`inception-<weights>-<n>[-r<resize>].npz` (or, where the dataset cannot be written, as a job's
+least-privilege role reads datasets only, in this machine's cache). Its `generated(sampler)` extracts the features of n
 generated images, each batch rounded to 8 bits first (what a PNG of it holds, as StyleGAN,
 torch-fidelity and torchmetrics score), so generated and real images reach the network the same
 way. One `Features` per run feeds every metric listed (`shared`): one pass over the generated
@@ -212,9 +213,11 @@ class Features:
                device: str | torch.device = "cpu", images: torch.Tensor | None = None,
                manifest: dict | None = None, log: Callable[[str], None] = print, batch: int = 50,
                resize: int = RESIZE) -> Features:
-        """Load weights, then the real features from the cache next to the dataset (or compute and
-        cache them). `resize` other than 299 leaves the FID protocol (faster, for smoke checks);
-        the protocol records it and the cached features are kept apart."""
+        """Load weights, then the real features from the cache next to the dataset, or this
+        machine's ($FACEGAN_CACHE/features/<dataset id>/: where the dataset cannot be written), or
+        compute and cache them (a cache that cannot be written is logged, never an error).
+        `resize` other than 299 leaves the FID protocol (faster, for smoke checks); the protocol
+        records it and the cached features are kept apart."""
         if not MIN_RESIZE <= resize <= RESIZE:
             raise FIDError(f"resize={resize}: the Inception input side must be {MIN_RESIZE}..{RESIZE}")
         store = open_store(dataset_uri)  # the dataset first: a bad URI is named before any download
@@ -226,17 +229,26 @@ class Features:
         net.resize = resize
         n = min(samples, manifest["count"])
         key = f"inception-{weights['sha256'][:8]}-{n}{'' if resize == RESIZE else f'-r{resize}'}.npz"
-        real = read_cached_features(store, key, manifest["id"], n, log) if store.exists(key) else None
-        if real is not None:
-            log(f"metrics: real statistics from {store.uri(key)}")
+        places = (store, open_store(cache_root("features") / manifest["id"]))  # beside the dataset, else here
+        for place in places:
+            real = read_cached_features(place, key, manifest["id"], n, log) if place.exists(key) else None
+            if real is not None:
+                log(f"metrics: real statistics from {place.uri(key)}")
+                break
         else:
             if images is None:
                 images, _ = data.load(dataset_uri)
-            log(f"metrics: computing real statistics of {n} images (cached as {store.uri(key)})")
+            log(f"metrics: computing real statistics of {n} images")
             real = real_features(net, images, n, batch, device)
             buf = io.BytesIO()
             np.savez(buf, features=real.numpy(), dataset_id=np.array(manifest["id"]))
-            store.put_bytes(key, buf.getvalue())
+            for place in places:  # a dataset the job may only read (least privilege, a read-only mount): here
+                try:
+                    place.put_bytes(key, buf.getvalue())
+                    log(f"metrics: real statistics cached as {place.uri(key)}")
+                    break
+                except StorageError as exc:
+                    log(f"metrics: cannot cache the real statistics: {exc}")
         protocol = {
             "samples": n, "reference": {"dataset": store.root, "id": manifest["id"], "images": n},
             "resize": f"bilinear to {resize}x{resize}", "features": f"pool3 ({FEATURES})",
