@@ -42,9 +42,9 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facegan:test"
 
 
 @contextmanager
-def deployed(monkeypatch, capacity: str):
-    """The template deployed under moto's in-process mock (spot on, prepare off, no CDN) with
-    `Capacity=capacity`; yields {logical id: physical id}."""
+def deployed(monkeypatch, capacity: str, prepare: bool = False):
+    """The template deployed under moto's in-process mock (spot on, no CDN) with
+    `Capacity=capacity` and `PrepareOnWorker=prepare`; yields {logical id: physical id}."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # in-process mock, not the server
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -56,7 +56,7 @@ def deployed(monkeypatch, capacity: str):
         cf = boto3.client("cloudformation")
         params = {"BucketName": "facegan-test-bucket", "VpcId": vpc, "SubnetId": subnet,
                   "LatestAmiId": MOTO_AMI_PARAM, "EcsGpuAmiId": MOTO_AMI_PARAM, "UseSpot": "true",
-                  "Capacity": capacity, "ImageUri": IMAGE}
+                  "Capacity": capacity, "ImageUri": IMAGE, "PrepareOnWorker": str(prepare).lower()}
         # moto resolves SSM-typed parameter defaults too, and the Deep Learning and ECS GPU AMI
         # paths are not in moto (nor may they be created: reserved names), so only those
         # defaults are swapped here
@@ -160,17 +160,40 @@ def test_moto_models_least_privilege_role(stack):
     assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
 
 
+def job_user(monkeypatch, physical: dict, *policies: str) -> None:
+    """From here on, boto3 acts as an IAM user that holds only the template's managed `policies`
+    (logical ids) as deployed. moto does not evaluate condition keys (it denies every request a
+    `Condition` guards), so the one conditioned statement, ListBucket's `s3:prefix`, is taken
+    without it (test_moto_models_least_privilege_role checks that condition)."""
+    iam = boto3.client("iam")
+    statements = []
+    for name in policies:
+        version = iam.get_policy(PolicyArn=physical[name])["Policy"]["DefaultVersionId"]
+        doc = iam.get_policy_version(PolicyArn=physical[name], VersionId=version)["PolicyVersion"]["Document"]
+        statements += _statements(doc)
+    assert [st["Sid"] for st in statements if st.pop("Condition", None) is not None] == ["ListOwnPrefixes"]
+    iam.create_user(UserName="job")
+    iam.put_user_policy(UserName="job", PolicyName="job",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    key = iam.create_access_key(UserName="job")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+
+
+def enforced(fn):
+    """`fn()` with moto checking every request against the caller's IAM policies."""
+    from moto.core import set_initial_no_auth_action_count
+
+    return set_initial_no_auth_action_count(0)(fn)()
+
+
 def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the_dataset_read_only(
         monkeypatch, raw_faces, fid_weights, tmp_path):
     """The jobs' S3 policy as the template deploys it (StoreAccess), enforced by moto on every S3
-    request of an IAM user holding only it: prepare (an admin's job) writes datasets/, then a run
-    trains from it with FID and KID (the real features cached on the machine: the dataset is
-    read-only to the job), resumes, exports and publishes a gallery under those credentials; the
-    dataset's own files cannot be written. moto does not evaluate condition keys (it denies every
-    request a `Condition` guards), so the ListBucket statement is taken without its `s3:prefix`
-    condition, which test_moto_models_least_privilege_role checks."""
+    request: prepare (an admin's job) writes datasets/, then a job trains a run from it with FID
+    and KID (the real features cached on the machine: the dataset is read-only to the job),
+    resumes it, exports it and publishes a gallery; the dataset's own files cannot be written."""
     from helpers import tiny_config
-    from moto.core import set_initial_no_auth_action_count
 
     from facegan import gallery, runfolder
     from facegan.data import read_manifest
@@ -185,23 +208,12 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         dataset = f"{store}/datasets/faces-32"
         prepare(raw_faces, dataset, resolution=32, workers=1, limit=32, log=lambda *_: None)
         prepared = {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
-        iam = boto3.client("iam")
-        arn = physical["StoreAccess"]
-        version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-        statements = _statements(iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"])
-        assert [st.pop("Condition", None) is not None for st in statements].count(True) == 1  # ListOwnPrefixes
-        iam.create_user(UserName="job")
-        iam.put_user_policy(UserName="job", PolicyName="store-access",
-                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-        key = iam.create_access_key(UserName="job")["AccessKey"]
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        job_user(monkeypatch, physical, "StoreAccess")
         monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
         run = f"{store}/runs/job"
         logs: list[str] = []
 
-        @set_initial_no_auth_action_count(0)  # from here on every request is checked against the policy
-        def as_the_job():
+        def job():
             with pytest.raises(StorageError, match="manifest.json: access denied"):
                 open_store(dataset).put_bytes("manifest.json", b"{}")  # the policy is in force
             cfg = tiny_config(dataset, run, steps=4, ckpt_every=2, metrics="fid,kid", metric_every=2,
@@ -213,7 +225,7 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
             assert open_store(store).exists(f"galleries/{published['date']}/index.html")
             return {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
 
-        assert as_the_job() == prepared  # the job wrote nothing into the dataset
+        assert enforced(job) == prepared  # the job wrote nothing into the dataset
         _, scored = runfolder.read_metrics(open_store(run))
         assert {name: [r["step"] for r in rows] for name, rows in scored.items()} == dict.fromkeys(("fid", "kid"),
                                                                                                    [2, 4, 6])
@@ -223,6 +235,45 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         assert "datasets/faces-32/inception-" in said[1] and "access denied" in said[1], said
         assert said[2].startswith(f"metrics: real statistics cached as {cached}"), said
         assert said[3].startswith(f"metrics: real statistics from {cached}"), said  # the second session
+
+
+def test_with_prepare_on_the_worker_the_jobs_policy_lets_prepare_celeba_build_and_rebuild(
+        monkeypatch, makeup_raw, tmp_path):
+    """PrepareOnWorker=true: the jobs' policies as deployed (StoreAccess and PrepareAccess),
+    enforced by moto: prepare-celeba's steps download raw CelebA from raw/, build the dataset
+    with its attribute table, and build it again (the earlier build's shards removed, the
+    dataset's lease released); raw/ stays read-only."""
+    import zipfile
+
+    from facegan.attributes import TABLE_NAME
+    from facegan.data import read_manifest
+    from facegan.errors import StorageError
+    from facegan.storage import open_store
+    from flows.prepare_celeba import build, download_source
+
+    store = "s3://facegan-test-bucket"
+    with deployed(monkeypatch, "ecs", prepare=True) as physical:
+        zpath = tmp_path / "img_align_celeba.zip"
+        with zipfile.ZipFile(zpath, "w") as zf:
+            for p in sorted(makeup_raw.iterdir()):
+                zf.write(p, f"img_align_celeba/{p.name}")
+        open_store(store).put_file("raw/img_align_celeba.zip", zpath)
+        open_store(store).put_file(f"raw/{TABLE_NAME}", makeup_raw.parent / TABLE_NAME)
+        job_user(monkeypatch, physical, "StoreAccess", "PrepareAccess")
+        dataset, source = f"{store}/datasets/faces-32", f"{store}/raw/img_align_celeba.zip"
+
+        def job():
+            local = download_source.fn(source, str(tmp_path / "download"))
+            for limit in (16, 8):  # the second: a rebuild, over the first
+                build.fn(local, dataset, 32, limit, 1, source, f"{store}/raw/{TABLE_NAME}")
+            with pytest.raises(StorageError, match="access denied"):
+                open_store(store).put_bytes("raw/notes.txt", b"x")  # the policy is in force
+            return read_manifest(open_store(dataset)), open_store(dataset).list()
+
+        manifest, listed = enforced(job)
+        assert manifest["count"] == 8 and "attributes" in manifest
+        assert listed == sorted(["manifest.json", manifest["attributes"]["file"],  # no lease, no earlier build
+                                 *(s["name"] for s in manifest["shards"])])
 
 
 def test_moto_models_network_and_launch_template(stack):
