@@ -144,13 +144,13 @@ def test_moto_models_least_privilege_role(stack):
             assert r != "*"
             assert r == bucket_arn or r.startswith(f"{bucket_arn}/") or r.startswith("arn:aws:ssm:"), r
             if r.startswith(f"{bucket_arn}/"):
-                assert r.split("/", 1)[1] in {"datasets/*", "runs/*", "galleries/*"}, r
+                assert r.split("/", 1)[1] in {"datasets/*", "models/*", "runs/*", "galleries/*"}, r
         for a in actions:
             allowed.setdefault(a, set()).update(resources)
         if "s3:ListBucket" in actions:
             prefixes = st["Condition"]["StringLike"]["s3:prefix"]
             assert "runs/*" in prefixes and all("*" not in p or p.endswith("/*") for p in prefixes)
-    assert allowed["s3:GetObject"] == {f"{bucket_arn}/datasets/*", f"{bucket_arn}/runs/*", f"{bucket_arn}/galleries/*"}
+    assert allowed["s3:GetObject"] == {f"{bucket_arn}/{p}/*" for p in ("datasets", "models", "runs", "galleries")}
     assert allowed["s3:PutObject"] == {f"{bucket_arn}/runs/*", f"{bucket_arn}/galleries/*"}  # datasets read-only
     assert allowed["ssm:GetParameter"] == {
         "arn:aws:ssm:us-east-1:123456789012:parameter/facegan/prefect-api-url",
@@ -191,7 +191,8 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         monkeypatch, raw_faces, fid_weights, tmp_path):
     """The jobs' S3 policy as the template deploys it (StoreAccess), enforced by moto on every S3
     request: prepare (an admin's job) writes datasets/, then a job trains a run from it with FID
-    and KID (the real features cached on the machine: the dataset is read-only to the job),
+    and KID (the Inception weights read from models/; the real features cached on the machine:
+    the dataset is read-only to the job),
     resumes it, exports it and publishes a gallery; the dataset's own files cannot be written."""
     from helpers import tiny_config
 
@@ -208,6 +209,8 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         dataset = f"{store}/datasets/faces-32"
         prepare(raw_faces, dataset, resolution=32, workers=1, limit=32, log=lambda *_: None)
         prepared = {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
+        weights = f"{store}/models/{Path(fid_weights).name}"  # where the README puts the Inception weights
+        open_store(store).put_file(f"models/{Path(fid_weights).name}", fid_weights)
         job_user(monkeypatch, physical, "StoreAccess")
         monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
         run = f"{store}/runs/job"
@@ -217,7 +220,7 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
             with pytest.raises(StorageError, match="manifest.json: access denied"):
                 open_store(dataset).put_bytes("manifest.json", b"{}")  # the policy is in force
             cfg = tiny_config(dataset, run, steps=4, ckpt_every=2, metrics="fid,kid", metric_every=2,
-                              metric_samples=16, metric_weights=fid_weights, metric_resize=75)
+                              metric_samples=16, metric_weights=weights, metric_resize=75)
             assert fit(cfg, Hooks(log=logs.append)).finished
             assert fit(cfg.replace(steps=6), Hooks(log=logs.append)).finished  # a second session
             export(run, f"{run}/export", log=lambda *_: None)
