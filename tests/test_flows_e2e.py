@@ -179,16 +179,19 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
 
     # --- the published pages in headless Chromium ---------------------------------------------
     # the bucket is private: an unsigned GET is refused, so pages go through a signing gateway
-    # (what CloudFront with origin access control does); the pages need nothing but the objects
+    # routed as the template's CloudFront distribution and bucket policy route (tests/s3_gateway.py);
+    # the pages need nothing but the objects
     endpoint = boto3.client("s3").meta.endpoint_url
     name = bucket.removeprefix("s3://")
     with pytest.raises(urllib.error.HTTPError, match="403"):
         urllib.request.urlopen(f"{endpoint}/{name}/galleries/index.html")
     with S3Gateway(name) as gateway:
-        check_pages_in_chromium(f"{gateway.url}/galleries", "2026-11-21", artifacts)
+        check_pages_in_chromium(gateway.gallery, "2026-11-21", artifacts)
+        with pytest.raises(urllib.error.HTTPError, match="40[34]"):
+            urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # but a run's export, nothing of it
 
 
-def check_pages_in_chromium(base: str, night: str, artifacts: Path) -> None:
+def check_pages_in_chromium(index: str, night: str, artifacts: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -199,7 +202,7 @@ def check_pages_in_chromium(base: str, night: str, artifacts: Path) -> None:
         for name, viewport in (("desktop", {"width": 1280, "height": 900}),
                                ("phone", {"width": 390, "height": 844})):
             page = browser.new_page(viewport=viewport)
-            page.goto(f"{base}/index.html")
+            page.goto(index)
             link = page.locator(f'a[href="{night}/index.html"]')
             assert link.count() == 1, page.content()
             link.click()

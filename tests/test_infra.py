@@ -322,9 +322,11 @@ def test_template_what_moto_ignores():
     assert resource("BucketPolicy")["Bucket"] == {"Ref": "Bucket"}
     cdn_stmt = policy[1]["Fn::If"][1]
     assert cdn_stmt["Principal"] == {"Service": "cloudfront.amazonaws.com"}
-    assert cdn_stmt["Resource"] == {"Fn::Sub": "${Bucket.Arn}/galleries/*"}
+    # CloudFront reads the galleries and the runs' exports they link, nothing else of the bucket
+    assert cdn_stmt["Resource"] == [{"Fn::Sub": f"${{Bucket.Arn}}/{p}"} for p in ("galleries/*", "runs/*/export/*")]
     dist = resource("GalleryDistribution")["DistributionConfig"]
-    assert dist["Origins"][0]["OriginAccessControlId"] == {"Fn::GetAtt": ["GalleryOriginAccessControl", "Id"]}
+    assert all(o["OriginAccessControlId"] == {"Fn::GetAtt": ["GalleryOriginAccessControl", "Id"]}
+               for o in dist["Origins"])
     assert dist["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
     ami = template()["Parameters"]["LatestAmiId"]
     assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
