@@ -31,6 +31,7 @@ CAPACITY       ?= ecs
 FACEGAN_POOL   ?= $(if $(filter ecs,$(CAPACITY)),facegan-ecs,gpu-docker)
 FACEGAN_GPU_CAPACITY_PROVIDER ?=
 FACEGAN_TZ     ?= UTC
+FACEGAN_GALLERY_URL ?=
 STACK          ?= facegan
 BUCKET         ?= $(STACK)-$(shell id -un)-faces
 INSTANCE_TYPE  ?= g5.xlarge
@@ -117,7 +118,7 @@ image-check: $(STAMP)
 deploy: $(STAMP)
 	FACEGAN_STORE=$(FACEGAN_STORE) FACEGAN_IMAGE=$(FACEGAN_IMAGE) FACEGAN_POOL=$(FACEGAN_POOL) \
 	FACEGAN_GPU_CAPACITY_PROVIDER=$(FACEGAN_GPU_CAPACITY_PROVIDER) \
-	FACEGAN_TZ=$(FACEGAN_TZ) $(VENV)/bin/prefect --no-prompt deploy --all
+	FACEGAN_TZ=$(FACEGAN_TZ) FACEGAN_GALLERY_URL=$(FACEGAN_GALLERY_URL) $(VENV)/bin/prefect --no-prompt deploy --all
 
 # The ECS work pool of the scale-to-zero stack, its defaults from the stack's outputs.
 ecs-pool: $(STAMP)

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from facegan import gallery
 from facegan.config import ConfigError
 from facegan.sample import truncation_threshold
-from facegan.storage import open_store
+from facegan.storage import is_remote, open_store
 from flows.common import INPUT_ERRORS, fail, retry_transient, store_root
 
 
@@ -33,14 +33,34 @@ def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: 
     return gallery.publish(root, night, run_name=run_name, fixed=fixed, fresh=fresh, truncation=truncation)
 
 
+def night_links(root: str, date: str, gallery_url: str | None) -> str:
+    """The report's link to the night's page and its grid: under `gallery_url` (where `galleries/`
+    is served, e.g. the stack's GalleryUrl) when given; else the files themselves for a local
+    store. A private bucket's page cannot be opened from a link (its presigned URL would not sign
+    the images the page loads), so without `gallery_url` an S3 night is named, its grid presigned."""
+    night = f"{gallery.GALLERIES}/{date}"
+    if gallery_url:
+        base = gallery_url.removesuffix("index.html").rstrip("/")
+        return f"[Open the gallery]({base}/{date}/index.html)\n\n![grid]({base}/{date}/grid.png)"
+    s = open_store(root)
+    if not is_remote(root):
+        return f"[Open the gallery]({s.url(night + '/index.html')})\n\n![grid]({s.url(night + '/grid.png')})"
+    return (f"The pages are in `{s.uri(night)}/` (a private bucket: deploy the stack with EnableCloudFront=true "
+            f"and set gallery_url to its GalleryUrl to link them here).\n\n![grid]({s.url(night + '/grid.png')})")
+
+
 @flow(name="nightly-gallery", log_prints=True)
 def nightly_gallery(store: str | None = None, run_name: str | None = None, date: str | None = None,
-                    timezone: str = "UTC", fixed: int = 16, fresh: int = 16, truncation: float = 1.0):
+                    timezone: str = "UTC", fixed: int = 16, fresh: int = 16, truncation: float = 1.0,
+                    gallery_url: str | None = None):
     """Publish `galleries/YYYY-MM-DD/` from the newest (or the named run's) best/latest checkpoint;
-    `truncation`: the truncation trick's psi for its faces (1: untruncated; facegan sample --truncation)."""
+    `truncation`: the truncation trick's psi for its faces (1: untruncated; facegan sample --truncation);
+    `gallery_url`: where `galleries/` is served over HTTP(S) (the stack's GalleryUrl), for the report's links."""
     try:
         root = store_root(store)
         night = night_of(date, timezone)
+        if gallery_url and not gallery_url.startswith(("https://", "http://")):
+            raise ConfigError(f"gallery_url={gallery_url!r} is not an http(s) URL (the stack's GalleryUrl)")
         for name, value in (("fixed", fixed), ("fresh", fresh)):
             if not 1 <= value <= 256:
                 raise ConfigError(f"{name}={value} must be between 1 and 256")
@@ -50,13 +70,10 @@ def nightly_gallery(store: str | None = None, run_name: str | None = None, date:
         return fail(exc)
     print(f"gallery for {result['date']} from {result['checkpoint']} (step {result['step']}): "
           f"{result['index_uri']}")
-    s = open_store(root)
-    night_dir = f"galleries/{result['date']}"
     create_markdown_artifact(
         key="nightly-gallery",
         markdown=(
-            f"# Faces of {result['date']}\n\n[Open the gallery]({s.url(night_dir + '/index.html')})\n\n"
-            f"![grid]({s.url(night_dir + '/grid.png')})\n\n"
+            f"# Faces of {result['date']}\n\n{night_links(root, result['date'], gallery_url)}\n\n"
             f"step {result['step']} of `{result['run']}`, checkpoint `{result['checkpoint']}`\n"
         ),
         description=f"gallery {result['date']}",

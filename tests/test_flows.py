@@ -67,6 +67,43 @@ def test_gallery_bad_date(prefect_api, tmp_path):
     assert "date='22/11/2026' is not YYYY-MM-DD" in message
 
 
+def test_gallery_url_that_is_not_a_url(prefect_api, tmp_path):
+    message = _failed_fast(lambda **kw: nightly_gallery(store=str(tmp_path), gallery_url="d1.cloudfront.net", **kw),
+                           time.monotonic())
+    assert "gallery_url='d1.cloudfront.net' is not an http(s) URL" in message
+
+
+def test_the_gallery_report_links_only_pages_a_browser_can_open(tmp_path, bucket):
+    """Local: the night's files. S3 without the CDN: a presigned page would load its images
+    unsigned from the private bucket (refused), so the report names the pages and shows the grid
+    presigned. With gallery_url (the stack's GalleryUrl): the pages where the CDN serves them."""
+    import re
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urljoin
+
+    from facegan.storage import open_store
+    from flows.nightly_gallery import night_links
+
+    night = tmp_path / "galleries" / "2026-11-21"
+    assert night_links(str(tmp_path), "2026-11-21", None) == (f"[Open the gallery]({(night / 'index.html').as_uri()})"
+                                                              f"\n\n![grid]({(night / 'grid.png').as_uri()})")
+    store = open_store(bucket)
+    for name in ("index.html", "grid.png"):
+        store.put_bytes(f"galleries/2026-11-21/{name}", b"the night's " + name.encode())
+    said = night_links(bucket, "2026-11-21", "")
+    assert "Open the gallery" not in said and f"`{bucket}/galleries/2026-11-21/`" in said, said
+    grid = re.search(r"!\[grid\]\((\S+)\)", said).group(1)
+    assert urllib.request.urlopen(grid).read() == b"the night's grid.png"  # presigned: it opens
+    page = store.url("galleries/2026-11-21/index.html")
+    assert urllib.request.urlopen(page).read() == b"the night's index.html"
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # but what the page would load from there is refused
+        urllib.request.urlopen(urljoin(page, "grid.png"))
+    assert night_links(bucket, "2026-11-21", "https://d1.cloudfront.net/index.html") == (
+        "[Open the gallery](https://d1.cloudfront.net/2026-11-21/index.html)\n\n"
+        "![grid](https://d1.cloudfront.net/2026-11-21/grid.png)")
+
+
 def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
     uri = str(tmp_path / "ds")
     first = prepare_celeba(source=str(raw_faces), dataset_uri=uri, resolution=32, limit=10)

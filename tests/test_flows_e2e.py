@@ -74,7 +74,14 @@ def worker_env(server, bucket, tmp_path):
         yield env
 
 
-def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_path, artifacts):
+@pytest.fixture
+def gateway(bucket):
+    """The bucket's published pages over HTTP as the template's CloudFront distribution serves them."""
+    with S3Gateway(bucket.removeprefix("s3://")) as gateway:
+        yield gateway
+
+
+def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gateway, tmp_path, artifacts):
     # --- raw CelebA as users upload it: img_align_celeba.zip and list_attr_celeba.txt -----
     raw_faces = make_faces(tmp_path / "raw" / "img_align_celeba", 48, seed=1, makeup=0.5)
     zpath = tmp_path / "img_align_celeba.zip"
@@ -158,9 +165,13 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     assert set(swap_store.get_json("export/model_card.json")["generators"]) == {"G_AB", "G_BA"}
     assert "| cycle |" in swap_artifacts["train-e2e-makeup-report"]["data"]
 
-    # --- nightly-gallery for a given night -------------------------------------------------
+    # --- nightly-gallery for a given night, its report linking the pages where they are served ---
     gallery = "nightly-gallery/nightly-gallery"
-    completed(server, gallery, start_run(server, gallery, {"date": "2026-11-21"}))
+    night_run = completed(server, gallery, start_run(server, gallery, {"date": "2026-11-21",
+                                                                      "gallery_url": gateway.gallery}))
+    [report] = [a["data"] for a in server.artifacts(night_run["id"]) if a["key"] == "nightly-gallery"]
+    assert f"[Open the gallery]({gateway.url}/2026-11-21/index.html)" in report, report
+    assert f"![grid]({gateway.url}/2026-11-21/grid.png)" in report, report
     store = open_store(bucket)
     night = set(store.list("galleries/2026-11-21"))
     expected = {"index.html", "grid.png", "fresh.png", "interpolation.png", "loss.png", "manifest.json"}
@@ -182,13 +193,11 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, tmp_p
     # routed as the template's CloudFront distribution and bucket policy route (tests/s3_gateway.py);
     # the pages need nothing but the objects
     endpoint = boto3.client("s3").meta.endpoint_url
-    name = bucket.removeprefix("s3://")
     with pytest.raises(urllib.error.HTTPError, match="403"):
-        urllib.request.urlopen(f"{endpoint}/{name}/galleries/index.html")
-    with S3Gateway(name) as gateway:
-        check_pages_in_chromium(gateway.gallery, "2026-11-21", artifacts)
-        with pytest.raises(urllib.error.HTTPError, match="40[34]"):
-            urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # but a run's export, nothing of it
+        urllib.request.urlopen(f"{endpoint}/{bucket.removeprefix('s3://')}/galleries/index.html")
+    check_pages_in_chromium(gateway.gallery, "2026-11-21", artifacts)  # on to the night the report links
+    with pytest.raises(urllib.error.HTTPError, match="40[34]"):
+        urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # but a run's export, nothing of it
 
 
 def check_pages_in_chromium(index: str, night: str, artifacts: Path) -> None:
