@@ -160,31 +160,57 @@ def test_moto_models_least_privilege_role(stack):
     assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
 
 
-def job_user(monkeypatch, physical: dict, *policies: str) -> None:
+def job_user(monkeypatch, physical: dict, *policies: str) -> list[str]:
     """From here on, boto3 acts as an IAM user that holds only the template's managed `policies`
     (logical ids) as deployed. moto does not evaluate condition keys (it denies every request a
-    `Condition` guards), so the one conditioned statement, ListBucket's `s3:prefix`, is taken
-    without it (test_moto_models_least_privilege_role checks that condition)."""
+    `Condition` guards), so the one conditioned statement, ListBucket's, is taken without its
+    condition, whose `s3:prefix` patterns are returned for `enforced` to check the listings with."""
     iam = boto3.client("iam")
     statements = []
     for name in policies:
         version = iam.get_policy(PolicyArn=physical[name])["Policy"]["DefaultVersionId"]
         doc = iam.get_policy_version(PolicyArn=physical[name], VersionId=version)["PolicyVersion"]["Document"]
         statements += _statements(doc)
-    assert [st["Sid"] for st in statements if st.pop("Condition", None) is not None] == ["ListOwnPrefixes"]
+    conditions = {st["Sid"]: st.pop("Condition") for st in statements if "Condition" in st}
+    assert list(conditions) == ["ListOwnPrefixes"] and list(conditions["ListOwnPrefixes"]) == ["StringLike"]
     iam.create_user(UserName="job")
     iam.put_user_policy(UserName="job", PolicyName="job",
                         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
     key = iam.create_access_key(UserName="job")["AccessKey"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    return conditions["ListOwnPrefixes"]["StringLike"]["s3:prefix"]
 
 
-def enforced(fn):
-    """`fn()` with moto checking every request against the caller's IAM policies."""
+def enforced(fn, monkeypatch, prefixes: list[str]):
+    """`fn()` with moto checking every request against the caller's IAM policies; the condition
+    moto leaves out is checked here: each listing's prefix, and each read object's key (for a
+    missing object S3 answers 404, not 403, only where ListBucket would be allowed with the key as
+    its prefix), must match one of `prefixes` (StringLike: `*` any run of characters, `?` one).
+    A HeadBucket (s3:ListBucket without a prefix: refused) only tells a missing bucket from a
+    missing key after an error, and a refusal answers that too. Returns fn's result."""
+    import fnmatch
+
+    from botocore.client import BaseClient
     from moto.core import set_initial_no_auth_action_count
 
-    return set_initial_no_auth_action_count(0)(fn)()
+    listed = []
+    call = BaseClient._make_api_call
+
+    def spy(self, operation, params):
+        if operation in ("ListObjectsV2", "ListObjects"):
+            listed.append(params.get("Prefix"))
+        elif operation in ("HeadObject", "GetObject"):
+            listed.append(params["Key"])
+        return call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", spy)
+    result = set_initial_no_auth_action_count(0)(fn)()
+    monkeypatch.setattr(BaseClient, "_make_api_call", call)
+    outside = [p for p in listed if p is None or not any(fnmatch.fnmatchcase(p, pattern.replace("[", "[[]"))
+                                                         for pattern in prefixes)]
+    assert listed and not outside, f"outside the policy's s3:prefix condition: {outside}"
+    return result
 
 
 def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the_dataset_read_only(
@@ -211,7 +237,7 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         prepared = {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
         weights = f"{store}/models/{Path(fid_weights).name}"  # where the README puts the Inception weights
         open_store(store).put_file(f"models/{Path(fid_weights).name}", fid_weights)
-        job_user(monkeypatch, physical, "StoreAccess")
+        prefixes = job_user(monkeypatch, physical, "StoreAccess")
         monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
         run = f"{store}/runs/job"
         logs: list[str] = []
@@ -228,7 +254,7 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
             assert open_store(store).exists(f"galleries/{published['date']}/index.html")
             return {key: open_store(dataset).get_bytes(key) for key in open_store(dataset).list()}
 
-        assert enforced(job) == prepared  # the job wrote nothing into the dataset
+        assert enforced(job, monkeypatch, prefixes) == prepared  # the job wrote nothing into the dataset
         _, scored = runfolder.read_metrics(open_store(run))
         assert {name: [r["step"] for r in rows] for name, rows in scored.items()} == dict.fromkeys(("fid", "kid"),
                                                                                                    [2, 4, 6])
@@ -262,7 +288,7 @@ def test_with_prepare_on_the_worker_the_jobs_policy_lets_prepare_celeba_build_an
                 zf.write(p, f"img_align_celeba/{p.name}")
         open_store(store).put_file("raw/img_align_celeba.zip", zpath)
         open_store(store).put_file(f"raw/{TABLE_NAME}", makeup_raw.parent / TABLE_NAME)
-        job_user(monkeypatch, physical, "StoreAccess", "PrepareAccess")
+        prefixes = job_user(monkeypatch, physical, "StoreAccess", "PrepareAccess")
         dataset, source = f"{store}/datasets/faces-32", f"{store}/raw/img_align_celeba.zip"
 
         def job():
@@ -273,7 +299,7 @@ def test_with_prepare_on_the_worker_the_jobs_policy_lets_prepare_celeba_build_an
                 open_store(store).put_bytes("raw/notes.txt", b"x")  # the policy is in force
             return read_manifest(open_store(dataset)), open_store(dataset).list()
 
-        manifest, listed = enforced(job)
+        manifest, listed = enforced(job, monkeypatch, prefixes)
         assert manifest["count"] == 8 and "attributes" in manifest
         assert listed == sorted(["manifest.json", manifest["attributes"]["file"],  # no lease, no earlier build
                                  *(s["name"] for s in manifest["shards"])])
