@@ -20,9 +20,9 @@ top-level card stays the earlier export's until the new card is written (the com
 `load_state` reads a file the card names from `previous/` when the top-level file is already the
 new one, so an interrupted export (a spot instance taken back mid-write) leaves the earlier export
 loadable. A finished export removes `previous/` and the earlier export's files it did not write
-again; other files beside an export (the user's notes) are never touched. One export writes into a folder at a time: it
-holds the folder's lease (`facegan.lease`) while it writes, and a second one is refused naming
-it. An export stopped before it wrote its first card leaves only names an export writes: the next
+again; other files beside an export (the user's notes) are never touched. One export writes into
+a folder at a time: it holds the folder's lease (`facegan.lease`) while it writes, and a second
+one is refused naming it. An export stopped before it wrote its first card leaves only names an export writes: the next
 export writes over them (any other file in a folder without a card is refused).
 
 `load_state(uri)` reads an export back as a checkpoint-like dict (family, step, config, weights;

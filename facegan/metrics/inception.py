@@ -11,10 +11,10 @@ put it.
 `Features` holds the network and the pool features (2048-d) of the first n dataset images,
 computed once per dataset build, weights, n and resize, and cached next to the dataset as
 `inception-<weights>-<n>[-r<resize>].npz` (or, where the dataset cannot be written, as a job's
-least-privilege role reads datasets only, in this machine's cache). Its `generated(sampler)` extracts the features of n
-generated images, each batch rounded to 8 bits first (what a PNG of it holds, as StyleGAN,
-torch-fidelity and torchmetrics score), so generated and real images reach the network the same
-way. One `Features` per run feeds every metric listed (`shared`): one pass over the generated
+least-privilege role reads datasets only, in this machine's cache). Its `generated(sampler)`
+extracts the features of n generated images, each batch rounded to 8 bits first (what a PNG of
+it holds, as StyleGAN, torch-fidelity and torchmetrics score), so generated and real images reach
+the network the same way. One `Features` per run feeds every metric listed (`shared`): one pass over the generated
 images per scoring, whatever the metrics.
 """
 
