@@ -22,8 +22,9 @@ new one, so an interrupted export (a spot instance taken back mid-write) leaves 
 loadable. A finished export removes `previous/` and the earlier export's files it did not write
 again; other files beside an export (the user's notes) are never touched. One export writes into
 a folder at a time: it holds the folder's lease (`facegan.lease`) while it writes, and a second
-one is refused naming it. An export stopped before it wrote its first card leaves only names an export writes: the next
-export writes over them (any other file in a folder without a card is refused).
+one is refused naming it. An export stopped before it wrote its first card leaves only names an
+export writes: the next export writes over them (any other file in a folder without a card is
+refused).
 
 `load_state(uri)` reads an export back as a checkpoint-like dict (family, step, config, weights;
 every file verified against the card's sha256); `load_any(uri)` reads a run, a checkpoint or an
