@@ -14,6 +14,7 @@ Every failure is a `StorageError` whose one-line message names the URI and what 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -303,15 +304,33 @@ class LocalStore(Store):
         return hashlib.sha256(data).hexdigest()
 
 
+@functools.lru_cache(maxsize=16)
+def _s3_client(pid: int, aws_environment: tuple[tuple[str, str], ...]):
+    """The S3 client of this process for these AWS_* variables (credentials, endpoint, retries):
+    made once, since making one loads botocore's models (~0.2 s) and every store opened on S3 made
+    its own. boto3 clients are thread-safe; a forked child (`pid`) makes its own rather than share
+    its parent's connections; other AWS_* variables make another. Retries: standard, 5 attempts
+    with backoff, unless AWS's own settings say otherwise."""
+    import boto3
+    from botocore.config import Config
+
+    environment = dict(aws_environment)
+    retries = {}
+    if "AWS_RETRY_MODE" not in environment:
+        retries["mode"] = "standard"
+    if "AWS_MAX_ATTEMPTS" not in environment:
+        retries["max_attempts"] = 5
+    config = Config(retries=retries, connect_timeout=5, read_timeout=60)
+    return boto3.session.Session().client("s3", config=config)
+
+
 class S3Store(Store):
     """`s3://bucket/prefix` through boto3 (endpoint from AWS_ENDPOINT_URL[_S3] when set)."""
 
     remote = True
 
     def __init__(self, uri: str) -> None:
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         parsed = urlparse(uri)
         if not parsed.netloc:
@@ -322,14 +341,8 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        # standard retries, 5 attempts with backoff, unless AWS's own settings say otherwise
-        retries = {}
-        if "AWS_RETRY_MODE" not in os.environ:
-            retries["mode"] = "standard"
-        if "AWS_MAX_ATTEMPTS" not in os.environ:
-            retries["max_attempts"] = 5
-        config = Config(retries=retries, connect_timeout=5, read_timeout=60)
-        self.client = boto3.session.Session().client("s3", config=config)
+        self.client = _s3_client(os.getpid(), tuple(sorted((k, v) for k, v in os.environ.items()
+                                                           if k.startswith("AWS_"))))
         self.transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
         )

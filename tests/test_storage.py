@@ -154,7 +154,7 @@ def test_bad_bucket_name_is_not_transient(moto_endpoint):
     assert not err.value.transient and "\n" not in str(err.value)
 
 
-def test_a_connection_lost_while_telling_missing_key_from_missing_bucket_is_a_storage_error(bucket):
+def test_a_connection_lost_while_telling_missing_key_from_missing_bucket_is_a_storage_error(bucket, monkeypatch):
     """A 404 makes the store ask whether the bucket exists; when that second request fails on the
     network, the caller still gets a StorageError naming the URI (not a raw botocore error)."""
     from botocore.exceptions import ConnectionClosedError
@@ -164,7 +164,7 @@ def test_a_connection_lost_while_telling_missing_key_from_missing_bucket_is_a_st
     def lost(**_):
         raise ConnectionClosedError(endpoint_url="http://127.0.0.1:1")
 
-    store.client.head_bucket = lost  # the network drops right between the two requests
+    monkeypatch.setattr(store.client, "head_bucket", lost)  # the network drops right between the two requests
     assert store.exists("missing") is False
     with pytest.raises(StorageError, match=rf"{bucket}/p/missing: no such object"):
         store.get_bytes("missing")
