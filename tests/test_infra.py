@@ -217,9 +217,9 @@ def test_the_jobs_policy_lets_a_run_train_score_export_and_publish_and_keeps_the
         monkeypatch, raw_faces, fid_weights, tmp_path):
     """The jobs' S3 policy as the template deploys it (StoreAccess), enforced by moto on every S3
     request: prepare (an admin's job) writes datasets/, then a job trains a run from it with FID
-    (the Inception weights read from models/; the real features cached on the machine:
-    the dataset is read-only to the job),
-    resumes it, exports it and publishes a gallery; the dataset's own files cannot be written."""
+    (the Inception weights read from models/; the real features cached on the machine, as the
+    dataset is read-only to the job), resumes it, exports it and publishes a gallery; the
+    dataset's own files cannot be written."""
     from helpers import tiny_config
 
     from facegan import gallery, runfolder
