@@ -197,7 +197,7 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gatew
         urllib.request.urlopen(f"{endpoint}/{bucket.removeprefix('s3://')}/galleries/index.html")
     check_pages_in_chromium(gateway.gallery, "2026-11-21", artifacts)  # on to the night the report links
     with pytest.raises(urllib.error.HTTPError, match="40[34]"):
-        urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # but a run's export, nothing of it
+        urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # of a run, only its export is served
 
 
 def check_pages_in_chromium(index: str, night: str, artifacts: Path) -> None:

@@ -165,8 +165,8 @@ def test_a_fetch_writes_over_only_what_an_earlier_fetch_of_the_same_run_wrote(tm
     assert [tensorboard.step_of(f"tb/{p.name}") for p in tensorboard.fetch(a, out)] == [2, 4]
     assert files(out) == {"fetched.json": (out / "fetched.json").read_bytes(), name(2): fetched_a[name(2)],
                           name(4): b"step 4 again"}
-    for name in [p.name for p in out.iterdir() if p.name != "fetched.json"]:
-        (out / name).unlink()  # its event files gone, the folder takes another run
+    for leftover in [p for p in out.iterdir() if p.name != "fetched.json"]:
+        leftover.unlink()  # its event files gone, the folder takes another run
     assert len(tensorboard.fetch(b, out)) == 2
 
 
