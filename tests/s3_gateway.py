@@ -36,7 +36,8 @@ def cloudfront_routes(template: dict) -> tuple[list[tuple[str, str]], list[str]]
 class S3Gateway:
     def __init__(self, bucket: str) -> None:
         client = boto3.client("s3")
-        behaviors, readable = cloudfront_routes(yaml.safe_load(TEMPLATE.read_text()))
+        template = yaml.safe_load(TEMPLATE.read_text())
+        behaviors, readable = cloudfront_routes(template)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
@@ -63,7 +64,7 @@ class S3Gateway:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        gallery = yaml.safe_load(TEMPLATE.read_text())["Outputs"]["GalleryUrl"]["Value"]["Fn::Sub"]
+        gallery = template["Outputs"]["GalleryUrl"]["Value"]["Fn::Sub"]
         self.gallery = self.url + gallery.removeprefix("https://${GalleryDistribution.DomainName}")  # its index
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
