@@ -80,10 +80,6 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove the object at `key`; a missing key is not an error."""
 
-    @abstractmethod
-    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
-        """A URL a browser can open for `key`: presigned on S3, file:// locally."""
-
     def clean_temporaries(self) -> list[str]:
         """Remove orphaned temp files of interrupted writes; returns their keys. (S3 has none:
         its uploads are atomic, and the bucket's lifecycle rule aborts stale multipart uploads.)"""
@@ -269,9 +265,6 @@ class LocalStore(Store):
                 p.unlink(missing_ok=True)
                 removed.append(p.relative_to(self.path).as_posix())
         return removed
-
-    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
-        return self._p(key).as_uri()
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         try:
@@ -486,12 +479,6 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._k(key))
-
-    def url(self, key: str, expires: int = 7 * 24 * 3600) -> str:
-        return self._call(
-            key, self.client.generate_presigned_url, "get_object",
-            Params={"Bucket": self.bucket, "Key": self._k(key)}, ExpiresIn=expires,
-        )
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         from botocore.exceptions import ClientError

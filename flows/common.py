@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import os
 
 from prefect.logging import get_run_logger
@@ -10,6 +12,7 @@ from prefect.states import Failed, State
 
 from facegan.config import all_options, option_type, shown_default
 from facegan.errors import INPUT_ERRORS, ConfigError, StorageError
+from facegan.storage import Store
 
 
 def retry_transient(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
@@ -42,6 +45,29 @@ def artifact_key(*parts: str) -> str:
     """An artifact key from free text: lowercase letters, digits and dashes."""
     text = "-".join(parts).lower()
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:100] or "facegan"
+
+
+def inline_picture(store: Store, key: str, alt: str, max_side: int = 768, budget: int = 160 * 1024) -> str:
+    """Markdown showing picture `key` of `store` inside a report, as a data: URI: the Prefect UI
+    shows it from the artifact itself, for as long as the artifact lives. A link could not: a
+    presigned URL dies with the credentials that signed it (hours, for an ECS task role), and a
+    browser refuses a file:// picture on an http(s) page. A PNG within `budget` bytes (a loss
+    curve, a small grid) goes in as it is; a heavier picture goes in as a JPEG (quality 90),
+    scaled to fit `max_side` pixels. A picture that cannot be read is said in words instead."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = store.get_bytes(key)
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format == "PNG" and len(data) <= budget:
+                return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
+            im = im.convert("RGB")
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=90)
+    except (StorageError, UnidentifiedImageError, OSError) as exc:
+        return f"*{alt}: not shown ({str(exc).splitlines()[0]})*"
+    return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()})"
 
 
 def check_run_name(run_name: str) -> None:

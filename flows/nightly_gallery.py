@@ -12,7 +12,7 @@ from facegan import gallery
 from facegan.config import ConfigError
 from facegan.sample import truncation_threshold
 from facegan.storage import is_remote, open_store
-from flows.common import INPUT_ERRORS, fail, retry_transient, store_root
+from flows.common import INPUT_ERRORS, fail, inline_picture, retry_transient, store_root
 
 
 def night_of(date: str | None, timezone: str) -> dt.date:
@@ -35,18 +35,18 @@ def publish(root: str, night: dt.date, run_name: str | None, fixed: int, fresh: 
 
 def night_links(root: str, date: str, gallery_url: str | None) -> str:
     """The report's link to the night's page and its grid: under `gallery_url` (where `galleries/`
-    is served, e.g. the stack's GalleryUrl) when given; else the files themselves for a local
-    store. A private bucket's page cannot be opened from a link (its presigned URL would not sign
-    the images the page loads), so without `gallery_url` an S3 night is named, its grid presigned."""
+    is served, e.g. the stack's GalleryUrl) when given. Else the pages are named and the grid is
+    shown inline: a browser opens no file:// link from the Prefect UI, and a private bucket's page
+    cannot be opened from a link (a presigned URL would not sign the images the page loads)."""
     night = f"{gallery.GALLERIES}/{date}"
     if gallery_url:
         base = gallery_url.removesuffix("index.html").rstrip("/")
         return f"[Open the gallery]({base}/{date}/index.html)\n\n![grid]({base}/{date}/grid.png)"
     s = open_store(root)
-    if not is_remote(root):
-        return f"[Open the gallery]({s.url(night + '/index.html')})\n\n![grid]({s.url(night + '/grid.png')})"
-    return (f"The pages are in `{s.uri(night)}/` (a private bucket: deploy the stack with EnableCloudFront=true "
-            f"and set gallery_url to its GalleryUrl to link them here).\n\n![grid]({s.url(night + '/grid.png')})")
+    where = (f"`{s.uri(night)}/` (a private bucket: deploy the stack with EnableCloudFront=true and set "
+             "gallery_url to its GalleryUrl to link them here)" if is_remote(root)
+             else f"`{s.uri(night)}/` (open its index.html in a browser)")
+    return f"The pages are in {where}.\n\n{inline_picture(s, night + '/grid.png', 'grid')}"
 
 
 @flow(name="nightly-gallery", log_prints=True)

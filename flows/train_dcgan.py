@@ -25,6 +25,7 @@ from flows.common import (
     artifact_key,
     check_run_name,
     fail,
+    inline_picture,
     retry_transient,
     store_root,
     with_option_parameters,
@@ -97,7 +98,7 @@ def export_model(run_uri: str) -> dict:
 
 
 def report(cfg: RunConfig, outcome: dict, exported: dict | None = None) -> None:
-    """Markdown artifact (grid, loss curve, metrics, checkpoints) and a metrics table."""
+    """Markdown artifact (grid and loss curve inline, metrics, checkpoints, export) and a metrics table."""
     run = open_store(cfg.run)
     step = outcome["step"]
     checkpoints = [run.uri(k) for _, k in ckpt.list_checkpoints(run)]
@@ -125,8 +126,8 @@ def report(cfg: RunConfig, outcome: dict, exported: dict | None = None) -> None:
         key=artifact_key("train", name, "report"),
         markdown=(
             f"# Run `{name}` finished at step {step}\n\n"
-            f"![samples at step {step}]({run.url(runfolder.sample_key(step))})\n\n"
-            f"![loss curve]({run.url(runfolder.LOSS_PLOT)})\n\n"
+            f"{inline_picture(run, runfolder.sample_key(step), f'samples at step {step}')}\n\n"
+            f"{inline_picture(run, runfolder.LOSS_PLOT, 'loss curve')}\n\n"
             f"{table}{scores_md}\n\n**Checkpoints**\n\n" + "\n".join(f"- `{u}`" for u in checkpoints)
             + f"\n\nlatest: `{outcome['checkpoint']}`\n" + export_md(run, exported)
         ),
@@ -143,7 +144,7 @@ def export_md(run, exported: dict | None) -> str:
     if exported["problems"]:
         return f"\n**Export incomplete:** {exported['problems'][0]}\n"
     folder = run.child(runfolder.EXPORT)
-    return (f"\n**Exported** (step {exported['step']}): [model card]({folder.url(CARD_MD)}) · "
+    return (f"\n**Exported** (step {exported['step']}): model card `{folder.uri(CARD_MD)}` · "
             + " · ".join(f"`{folder.uri(k)}`" for k in exported["files"] if k != CARD_MD) + "\n")
 
 

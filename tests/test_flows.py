@@ -73,35 +73,69 @@ def test_gallery_url_that_is_not_a_url(prefect_api, tmp_path):
     assert "gallery_url='d1.cloudfront.net' is not an http(s) URL" in message
 
 
-def test_the_gallery_report_links_only_pages_a_browser_can_open(tmp_path, bucket):
-    """Local: the night's files. S3 without the CDN: a presigned page would load its images
-    unsigned from the private bucket (refused), so the report names the pages and shows the grid
-    presigned. With gallery_url (the stack's GalleryUrl): the pages where the CDN serves them."""
+def test_reports_show_their_pictures_inline_and_link_only_pages_a_browser_can_open(tmp_path, bucket):
+    """A report's pictures go inside it as data: URIs: a presigned URL dies with the credentials that
+    signed it (hours, for an ECS task role) and a browser opens no file:// picture from the Prefect
+    UI (test_flows_e2e opens the reports there, in Chromium). The night's pages are
+    linked only where gallery_url (the stack's GalleryUrl) serves them: a private bucket's presigned
+    page would load its images unsigned, which the bucket refuses."""
+    import base64
+    import io
     import re
     import urllib.error
     import urllib.request
     from urllib.parse import urljoin
 
+    import boto3
+    import numpy as np
+    from PIL import Image
+
     from facegan.storage import open_store
+    from flows.common import inline_picture
     from flows.nightly_gallery import night_links
 
-    night = tmp_path / "galleries" / "2026-11-21"
-    assert night_links(str(tmp_path), "2026-11-21", None) == (f"[Open the gallery]({(night / 'index.html').as_uri()})"
-                                                              f"\n\n![grid]({(night / 'grid.png').as_uri()})")
-    store = open_store(bucket)
-    for name in ("index.html", "grid.png"):
-        store.put_bytes(f"galleries/2026-11-21/{name}", b"the night's " + name.encode())
+    def picture(size: tuple[int, int], seed: int) -> bytes:
+        out = io.BytesIO()
+        Image.frombytes("RGB", size, np.random.default_rng(seed).integers(0, 256, size[0] * size[1] * 3,
+                                                                            dtype=np.uint8).tobytes()).save(out, "PNG")
+        return out.getvalue()
+
+    def inline(said: str, alt: str) -> tuple[str, bytes]:
+        kind, data = re.search(rf"!\[{alt}\]\(data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)\)", said).groups()
+        return kind, base64.b64decode(data)
+
+    grid = picture((66, 66), 0)
+    local, store = open_store(str(tmp_path)), open_store(bucket)
+    for s in (local, store):
+        s.put_bytes("galleries/2026-11-21/grid.png", grid)
+        s.put_bytes("galleries/2026-11-21/index.html", b"the night's index.html")
+    said = night_links(str(tmp_path), "2026-11-21", None)
+    assert f"`{tmp_path}/galleries/2026-11-21/`" in said and "file://" not in said, said
+    assert inline(said, "grid") == ("png", grid)  # a small PNG goes in as it is
     said = night_links(bucket, "2026-11-21", "")
     assert "Open the gallery" not in said and f"`{bucket}/galleries/2026-11-21/`" in said, said
-    grid = re.search(r"!\[grid\]\((\S+)\)", said).group(1)
-    assert urllib.request.urlopen(grid).read() == b"the night's grid.png"  # presigned: it opens
-    page = store.url("galleries/2026-11-21/index.html")
+    assert inline(said, "grid") == ("png", grid) and "https://" not in said
+    client = boto3.client("s3")  # why the S3 night is not linked: its page opens, what it loads does not
+    page = client.generate_presigned_url("get_object", Params={"Bucket": bucket.removeprefix("s3://"),
+                                                               "Key": "galleries/2026-11-21/index.html"})
     assert urllib.request.urlopen(page).read() == b"the night's index.html"
-    with pytest.raises(urllib.error.HTTPError, match="403"):  # but what the page would load from there is refused
+    with pytest.raises(urllib.error.HTTPError, match="403"):
         urllib.request.urlopen(urljoin(page, "grid.png"))
     assert night_links(bucket, "2026-11-21", "https://d1.cloudfront.net/index.html") == (
         "[Open the gallery](https://d1.cloudfront.net/2026-11-21/index.html)\n\n"
         "![grid](https://d1.cloudfront.net/2026-11-21/grid.png)")
+
+    # a picture over the byte budget goes in as a JPEG, scaled to fit max_side; an unreadable one in words
+    local.put_bytes("big.png", picture((1042, 530), 1))
+    kind, data = inline(inline_picture(local, "big.png", "big"), "big")
+    assert kind == "jpeg" and Image.open(io.BytesIO(data)).size == (768, 391)
+    local.put_bytes("heavy.png", picture((530, 530), 2))  # within max_side
+    kind, data = inline(inline_picture(local, "heavy.png", "heavy"), "heavy")
+    assert kind == "jpeg" and Image.open(io.BytesIO(data)).size == (530, 530)
+    local.put_bytes("notes.png", b"not a picture")
+    said = inline_picture(local, "missing.png", "samples")
+    assert said == f"*samples: not shown ({tmp_path}/missing.png: no such object)*"
+    assert inline_picture(local, "notes.png", "loss").startswith("*loss: not shown (cannot identify image file")
 
 
 def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
@@ -267,3 +301,11 @@ def test_train_flow_with_fid_on_completes_and_reports_fid(prefect_api, prepared,
         line = next(x for x in artifacts[-1].data.splitlines() if x.startswith(f"**{name}** "))
         assert "8 samples" in line and "weights sha256" in line, line
     assert " ± " in next(x for x in artifacts[-1].data.splitlines() if x.startswith("**KID** "))
+    # a local run's pictures inline, the very files of the run (a file:// link would not show in the UI)
+    import base64
+    import re
+
+    shown = dict(re.findall(r"!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", artifacts[-1].data))
+    assert {k: base64.b64decode(v) for k, v in shown.items()} == {
+        "samples at step 4": (run / "samples" / "step-0000004.png").read_bytes(),
+        "loss curve": (run / "loss.png").read_bytes()}

@@ -196,8 +196,36 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gatew
     with pytest.raises(urllib.error.HTTPError, match="403"):
         urllib.request.urlopen(f"{endpoint}/{bucket.removeprefix('s3://')}/galleries/index.html")
     check_pages_in_chromium(gateway.gallery, "2026-11-21", artifacts)  # on to the night the report links
+    # the reports as users read them, in the Prefect UI: every picture shows (inline or served by the CDN)
+    report_ids = {"train": kinds["train-e2e-report"]["id"], "swap": swap_artifacts["train-e2e-makeup-report"]["id"],
+                  "night": next(a["id"] for a in server.artifacts(night_run["id"]) if a["key"] == "nightly-gallery")}
+    shown = check_reports_in_prefect_ui(server, report_ids, artifacts)
+    assert shown == {"train": ["samples at step 12", "loss curve"], "swap": ["samples at step 4", "loss curve"],
+                     "night": ["grid"]}, shown
     with pytest.raises(urllib.error.HTTPError, match="40[34]"):
         urllib.request.urlopen(f"{gateway.url}/runs/e2e/latest.json")  # of a run, only its export is served
+
+
+def check_reports_in_prefect_ui(server: PrefectServer, reports: dict[str, str], artifacts: Path) -> dict:
+    """{name: [alt of each picture]} of markdown artifacts {name: id} opened in the Prefect UI in
+    headless Chromium; a picture the browser did not load fails the check."""
+    from playwright.sync_api import sync_playwright
+
+    shown = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        for name, artifact_id in reports.items():
+            page.goto(f"{server.ui}/artifacts/artifact/{artifact_id}")
+            page.wait_for_selector(".artifact-data-markdown h1, .artifact-data-markdown img", timeout=60_000)
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+            pictures = page.eval_on_selector_all(".artifact-data-markdown img",
+                                                 "imgs => imgs.map(i => [i.alt, i.naturalWidth])")
+            assert pictures and all(w > 0 for _, w in pictures), f"{name}: {pictures}"
+            shown[name] = [alt for alt, _ in pictures]
+            page.screenshot(path=str(artifacts / f"report-{name}.png"), full_page=True)
+        browser.close()
+    return shown
 
 
 def check_pages_in_chromium(index: str, night: str, artifacts: Path) -> None:
