@@ -8,6 +8,7 @@ Layout under the store root::
     galleries/YYYY-MM-DD/faces/NNN.png     single faces (fixed, then fresh)
     galleries/YYYY-MM-DD/interpolation.png latent walk between two fixed seeds
     galleries/YYYY-MM-DD/loss.png          the run's loss curve (when it has one)
+    galleries/YYYY-MM-DD/metric-NAME.png   each metric's curve (when the run was scored)
     galleries/YYYY-MM-DD/translations/RUN/*.png  per finished attribute-swap run: real faces of
                                            each domain, their translations, the cycle back
     galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, truncation, images
@@ -17,7 +18,8 @@ when it has been exported.
     galleries/index.html                   every night, newest first
     galleries/latest/...                   copy of the newest night
 
-Publishing the same night again replaces that night's objects and nothing else.
+Publishing the same night again replaces that night's objects and nothing else: a file the
+gallery does not write (a user's note beside the pages) stays.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from facegan.storage import Store, open_store
 
 GALLERIES = "galleries"
 _NIGHT_RE = re.compile(r"^galleries/(\d{4}-\d{2}-\d{2})/manifest\.json$")
+_NIGHT_FILE = re.compile(r"index\.html|manifest\.json|(grid|fresh|interpolation|loss|metric-[^/]+)\.png"
+                         r"|faces/[^/]+\.png|translations/[^/]+/[^/]+\.png")  # a night's own files (the layout above)
 
 
 
@@ -212,13 +216,15 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
 
 
 def _replace_prefix(store: Store, prefix: str, files: dict[str, bytes]) -> None:
-    """Write every file under prefix (manifest.json last), then drop what the new set lacks."""
+    """Write every file under prefix (manifest.json last), then drop the night's own files (an
+    earlier publication's) that the new set lacks; other files there are not the gallery's and stay."""
     old = set(store.list(prefix))
     order = sorted(files, key=lambda k: k == "manifest.json")
     for name in order:
         store.put_bytes(f"{prefix}/{name}", files[name])
     for key in old - {f"{prefix}/{n}" for n in files}:
-        store.delete(key)
+        if _NIGHT_FILE.fullmatch(key.removeprefix(f"{prefix}/")):
+            store.delete(key)
 
 
 def list_nights(store: Store) -> list[dict]:

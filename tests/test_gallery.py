@@ -35,13 +35,18 @@ def test_rerun_replaces_that_night_only_and_index_is_newest_first(trained_store)
     gallery.publish(trained_store, dt.date(2026, 2, 1), fixed=4, fresh=4)
     gallery.publish(trained_store, dt.date(2026, 2, 2), fixed=4, fresh=4)
     other_before = {k: store.get_bytes(k) for k in store.list("galleries/2026-02-01")}
+    mine = {f"galleries/{night}/{name}": name.encode() for night in ("2026-02-02", "latest")
+            for name in ("notes.md", "faces/picked.jpg", "photo.png")}  # a user's files beside the pages
+    for key, data in mine.items():
+        store.put_bytes(key, data)
     gallery.publish(trained_store, dt.date(2026, 2, 2), fixed=2, fresh=1)  # fewer faces
-    assert len([k for k in store.list("galleries/2026-02-02") if "/faces/" in k]) == 3
+    assert len([k for k in store.list("galleries/2026-02-02") if k.endswith(".png") and "/faces/" in k]) == 3
+    assert {k: store.get_bytes(k) for k in mine} == mine  # the gallery's stale faces went, the user's files stay
     assert {k: store.get_bytes(k) for k in store.list("galleries/2026-02-01")} == other_before
     index = store.get_bytes("galleries/index.html").decode()
     assert index.index('href="2026-02-02/index.html"') < index.index('href="2026-02-01/index.html"')
     assert store.get_json("galleries/latest/manifest.json")["date"] == "2026-02-02"
-    assert len([k for k in store.list("galleries/latest") if "/faces/" in k]) == 3
+    assert len([k for k in store.list("galleries/latest") if k.endswith(".png") and "/faces/" in k]) == 3
     # publishing an older night does not move latest/
     gallery.publish(trained_store, dt.date(2026, 1, 30), fixed=2, fresh=1)
     assert store.get_json("galleries/latest/manifest.json")["date"] == "2026-02-02"
