@@ -8,6 +8,7 @@ import re
 import sys
 
 from facegan import families
+from facegan import metrics as metric_registry
 from facegan.config import (
     DEVICE_HELP,
     RENAMED,
@@ -162,15 +163,18 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     return max(results.values(), default=0) or 0
 
 
-def cmd_fid(a: argparse.Namespace) -> int:
-    from facegan.metrics.fid import FIDTracker
+def cmd_score(a: argparse.Namespace) -> int:
+    from facegan.runtime import use_device
     from facegan.sample import load_generator, noise_sampler
 
-    gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
-    tracker = FIDTracker.create(a.dataset, a.samples, a.weights, a.device, batch=a.batch, resize=a.resize)
-    score = tracker.score(noise_sampler(gen.net, gen.z_dim, tracker.device))
-    print(json.dumps({"fid": score, "checkpoint": a.checkpoint, "step": gen.step,
-                      "generator": gen.which, "protocol": tracker.protocol}))
+    wanted = metric_registry.names(a.metrics)
+    device = use_device(a.device)
+    gen = load_generator(a.checkpoint, ema=not a.no_ema, device=device)
+    request = metric_registry.Request(a.dataset, a.samples, a.weights or "", a.resize)
+    fields, protocol = metric_registry.score(noise_sampler(gen.net, gen.z_dim, device), request, wanted, device,
+                                             batch=a.batch)
+    print(json.dumps({**fields, "checkpoint": a.checkpoint, "step": gen.step, "generator": gen.which,
+                      "protocol": protocol}))
     return 0
 
 
@@ -344,7 +348,8 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(fn=cmd_sample)
 
-    p = sub.add_parser("fid", help="FID of a checkpoint against a dataset")
+    p = sub.add_parser("score", aliases=["fid"], help="FID (and KID, precision, recall) of a checkpoint against "
+                                                    "a dataset, one JSON line; `facegan fid` is this command")
     p.add_argument("checkpoint", help="run URI (latest.json) or checkpoint .pt URI")
     p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
     p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
@@ -353,8 +358,10 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=count(1), default=50, help="Inception batch size [default: 50]")
     p.add_argument("--resize", type=count(75, 299), default=299,
                    help="Inception input side: 299 is the FID protocol; smaller only for smoke checks [default: 299]")
+    p.add_argument("--metrics", default="fid", help="a comma list of " + ", ".join(metric_registry.REGISTRY)
+                   + " (one Inception pass for all) [default: fid]")
     p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
-    p.set_defaults(fn=cmd_fid)
+    p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser("export", help="export a run's generator(s) for use without facegan: safetensors, "
                                       "torch.export (.pt2), ONNX (checked with ONNX Runtime) and a model card")

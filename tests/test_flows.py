@@ -163,9 +163,13 @@ def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, 
     run = str(tmp_path / "run")
     fit(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
     out = evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=6, weights_uri=fid_weights, device="cpu",
-                   resize=75)
-    assert out["fid"] > 0 and out["step"] == 2 and out["protocol"]["samples"] == 6
-    assert out["protocol"]["resize"] == "bilinear to 75x75"
+                   resize=75, metrics="fid,kid,recall")
+    assert out["fid"] > 0 and out["kid_std"] >= 0 and 0 <= out["recall"] <= 1 and out["step"] == 2
+    assert out["protocol"]["samples"] == 6 and out["protocol"]["resize"] == "bilinear to 75x75"
+    assert out["protocol"]["k"] == 3 and "precision" not in out
+    message = _failed_fast(lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, metrics="fid,is", **kw),
+                           time.monotonic())
+    assert "metric 'is' is unknown" in message
     message = _failed_fast(
         lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, weights_uri=str(tmp_path / "x.pth"), **kw),
         time.monotonic())

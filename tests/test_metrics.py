@@ -123,12 +123,32 @@ def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
 
 
-def test_fid_cli(fid_weights, dataset32, tmp_path, capsys):
+def test_score_cli_gives_a_checkpoint_the_scores_its_run_gave_it(fid_weights, dataset32, tmp_path, capsys):
+    """`facegan score` (alias `facegan fid`) of a run's checkpoint: the figures the run wrote for
+    that step (one registry, one sampler, one Inception pass), and the protocol beside them. Equal
+    within 1e-6, not to the bit: the run scores its G_ema in channels_last (the training layout),
+    `load_generator` builds the default layout, whose convolutions sum in another order."""
     run = str(tmp_path / "run")
-    fit(tiny_config(dataset32, run, steps=2), Hooks(log=lambda *_: None))
-    assert main(["fid", run, "--dataset", dataset32, "--samples", "6", "--weights", fid_weights]) == 0
+    every = "fid,kid,precision,recall"
+    fit(tiny_config(dataset32, run, steps=2, ckpt_every=2, metric_every=2, metric_samples=6,
+                    metric_weights=fid_weights, metric_resize=75, metrics=every), Hooks(log=lambda *_: None))
+    rows = {name: json.loads(open_store(run).get_bytes(f"metric-{name}.jsonl").decode().splitlines()[-1])
+            for name in every.split(",")}
+    args = [run, "--dataset", dataset32, "--samples", "6", "--resize", "75", "--weights", fid_weights]
+    assert main(["score", *args, "--metrics", every]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["fid"] > 0 and out["protocol"]["samples"] == 6 and out["step"] == 2
+    assert out["step"] == 2 and out["generator"] == "G_ema"
+    for name, row in rows.items():
+        assert row["step"] == 2 and out[name] == pytest.approx(row[name], rel=1e-6), (name, out[name], row[name])
+        assert {k: v for k, v in out["protocol"].items() if k in row[f"{name}_protocol"]} == row[f"{name}_protocol"]
+    assert out["kid_std"] == pytest.approx(rows["kid"]["kid_std"], rel=1e-6) and out["protocol"]["k"] == 3
+    assert main(["fid", *args]) == 0  # FID alone, as before the other metrics: the same score
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert alone["fid"] == out["fid"] and "kid" not in alone and alone["protocol"] == rows["fid"]["fid_protocol"]
+    for metrics, said in (("fid,is", "metric 'is' is unknown"), (",fid", "has an empty name")):
+        assert main(["score", *args, "--metrics", metrics]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err, err
     assert main(["fid", run, "--dataset", dataset32, "--weights", str(tmp_path / "none.pth")]) == 2
     assert "FID weights" in capsys.readouterr().err
 

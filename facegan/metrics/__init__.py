@@ -57,6 +57,34 @@ def names(text: str) -> list[str]:
     return parts
 
 
+@dataclass(frozen=True)
+class Request:
+    """A scoring outside a run (`facegan score`, the evaluate flow): the fields of a run's config
+    that a scorer reads."""
+
+    dataset: str
+    metric_samples: int
+    metric_weights: str = ""  # "" = $FACEGAN_FID_WEIGHTS, else pytorch-fid's release URL
+    metric_resize: int = 299  # the Inception input side; 299 is the FID protocol
+
+
+def score(sampler, request: Request, metrics: list[str], device, log=print, batch: int = 50) -> tuple[dict, dict]:
+    """Every one of `metrics`' fields ({"fid": ..., "kid": ..., "kid_std": ...}) for the images
+    `sampler` makes, against `request.dataset`, with one Inception pass; and the protocol they were
+    scored under (the union of the metrics' protocols: the shared features' and each metric's own
+    settings, e.g. KID's subsets). An empty list is a ConfigError."""
+    from facegan.metrics import inception
+
+    if not metrics:
+        raise ConfigError(f"metrics is empty; give a comma list of {', '.join(REGISTRY)}")
+    shared = {inception.SHARED: inception.Features.create(
+        request.dataset, request.metric_samples, request.metric_weights or None, device, log=log, batch=batch,
+        resize=request.metric_resize)}
+    scorers = {name: get(name).scorers().scorer(request, None, None, device, log, shared) for name in metrics}
+    fields = {k: v for row in score_all(scorers, sampler).values() for k, v in row.items()}
+    return fields, {k: v for s in scorers.values() for k, v in s.protocol.items()}
+
+
 def score_all(scorers: dict, sampler) -> dict[str, dict]:
     """Each scorer's row fields for the images `sampler` makes; scorers over one feature pass
     (`scorer.features`) share one extraction of the generated images."""

@@ -48,6 +48,7 @@ WEIGHTS_SHA256_ENV = "FACEGAN_FID_WEIGHTS_SHA256"
 FEATURES = 2048
 RESIZE = 299  # the FID protocol's Inception input side
 MIN_RESIZE = 75  # the smallest input InceptionV3 takes
+SHARED = "inception"  # the scorers' shared dict holds their one `Features` under this key
 
 
 
@@ -297,7 +298,7 @@ def shared_features(cfg, images: torch.Tensor, manifest: dict, device, log, shar
     """The run's one `Features` (in `shared`, the dict a run's scorers share; made on first use)
     for its metric protocol, reusing the dataset tensor the run already holds."""
     shared = {} if shared is None else shared
-    if "inception" not in shared:
-        shared["inception"] = Features.create(cfg.dataset, cfg.metric_samples, cfg.metric_weights or None, device,
+    if SHARED not in shared:
+        shared[SHARED] = Features.create(cfg.dataset, cfg.metric_samples, cfg.metric_weights or None, device,
                                               images=images, manifest=manifest, log=log, resize=cfg.metric_resize)
-    return shared["inception"]
+    return shared[SHARED]
