@@ -191,6 +191,10 @@ for name, extra, expected in [
     ("--precision fp8", ["--precision", "fp8"], "precision='fp8' must be one of"),
 ]:
     _add(f"train: {name}", lambda t, d, r, raw, e=extra: (_train(t, d, *e), [t / "run"]), expected)
+for value, expected in [("", "metrics is empty"), ("fid,,kid", "has an empty name"),
+                        ("kid,kid", "names a metric twice"), ("fid,is", "metric 'is' is unknown")]:
+    _add(f"score: --metrics {value!r}",
+         lambda t, d, r, raw, v=value: (["score", r, "--dataset", d, "--metrics", v], []), expected)
 _add("train: --family ''", lambda t, d, r, raw: (["train", "--family", "", "--dataset", d, "--run", str(t / "r")], []),
      "argument --family: invalid choice: ''")
 
