@@ -350,7 +350,7 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", aliases=["fid"], help="FID (and KID, precision, recall) of a checkpoint against "
                                                     "a dataset, one JSON line; `facegan fid` is this command")
-    p.add_argument("checkpoint", help="run URI (latest.json) or checkpoint .pt URI")
+    p.add_argument("checkpoint", help="run URI (latest.json), checkpoint .pt URI or export folder")
     p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
     p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
     p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")

@@ -300,5 +300,5 @@ def shared_features(cfg, images: torch.Tensor, manifest: dict, device, log, shar
     shared = {} if shared is None else shared
     if SHARED not in shared:
         shared[SHARED] = Features.create(cfg.dataset, cfg.metric_samples, cfg.metric_weights or None, device,
-                                              images=images, manifest=manifest, log=log, resize=cfg.metric_resize)
+                                         images=images, manifest=manifest, log=log, resize=cfg.metric_resize)
     return shared[SHARED]
