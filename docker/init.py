@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-FACEGAN_COMMANDS = {"prepare", "train", "sample", "fid", "export", "synth", "tensorboard", "translate"}
+FACEGAN_COMMANDS = {"prepare", "train", "sample", "score", "fid", "export", "synth", "tensorboard", "translate"}
 
 
 def command(argv: list[str]) -> list[str]:

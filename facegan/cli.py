@@ -348,20 +348,23 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(fn=cmd_sample)
 
-    p = sub.add_parser("score", aliases=["fid"], help="FID (and KID, precision, recall) of a checkpoint against "
-                                                    "a dataset, one JSON line; `facegan fid` is this command")
-    p.add_argument("checkpoint", help="run URI (latest.json), checkpoint .pt URI or export folder")
-    p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
-    p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
-    p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--batch", type=count(1), default=50, help="Inception batch size [default: 50]")
-    p.add_argument("--resize", type=count(75, 299), default=299,
-                   help="Inception input side: 299 is the FID protocol; smaller only for smoke checks [default: 299]")
-    p.add_argument("--metrics", default="fid", help="a comma list of " + ", ".join(metric_registry.REGISTRY)
-                   + " (one Inception pass for all) [default: fid]")
-    p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
-    p.set_defaults(fn=cmd_score)
+    for name, what in (("score", "FID, KID, precision and recall (--metrics) of a checkpoint against a dataset, "
+                                 "one JSON line"),
+                       ("fid", "FID of a checkpoint against a dataset (facegan score: the same command)")):
+        p = sub.add_parser(name, help=what)  # a parser each, so that usage and errors name what was typed
+        p.add_argument("checkpoint", help="run URI (latest.json), checkpoint .pt URI or export folder")
+        p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
+        p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
+        p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+        p.add_argument("--batch", type=count(1), default=50, help="Inception batch size [default: 50]")
+        p.add_argument("--resize", type=count(75, 299), default=299,
+                       help="Inception input side: 299 is the FID protocol; smaller only for smoke checks "
+                            "[default: 299]")
+        p.add_argument("--metrics", default="fid", help="a comma list of " + ", ".join(metric_registry.REGISTRY)
+                       + " (one Inception pass for all) [default: fid]")
+        p.add_argument("--no-ema", action="store_true", help="score G instead of the EMA generator")
+        p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser("export", help="export a run's generator(s) for use without facegan: safetensors, "
                                       "torch.export (.pt2), ONNX (checked with ONNX Runtime) and a model card")

@@ -176,7 +176,7 @@ class ImageChecks:
 
     def help_and_routing(self) -> None:
         assert "usage: facegan" in self.run("--help").stdout  # a leading option goes to the CLI
-        assert "usage: facegan score" in self.run("fid", "--help").stdout  # every subcommand routes (an alias too)
+        assert "usage: facegan score" in self.run("score", "--help").stdout  # every subcommand routes
         assert self.run("id", "-u").stdout.strip() == "1000"  # anything else runs as given, as uid 1000
         missing = self.run("no-such-command", check=False)
         assert missing.returncode == 127 and "facegan-init: cannot run 'no-such-command'" in missing.stderr, missing

@@ -14,8 +14,8 @@ from facegan.loop import Hooks, fit
 from facegan.sample import generate, interpolate, load_generator
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "fid", "synth", "translate", "translate train",
-                                 "translate apply"])
+@pytest.mark.parametrize("cmd", ["prepare", "train", "sample", "score", "fid", "synth", "translate",
+                                 "translate train", "translate apply"])
 def test_help(cmd, capsys):
     assert main([*cmd.split(), "--help"]) == 0
     assert f"usage: facegan {cmd}" in capsys.readouterr().out
