@@ -164,15 +164,10 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from facegan.runtime import use_device
-    from facegan.sample import load_generator, noise_sampler
-
     wanted = metric_registry.names(a.metrics)
-    device = use_device(a.device)
-    gen = load_generator(a.checkpoint, ema=not a.no_ema, device=device)
     request = metric_registry.Request(a.dataset, a.samples, a.weights or "", a.resize)
-    fields, protocol = metric_registry.score(noise_sampler(gen.net, gen.z_dim, device), request, wanted, device,
-                                             batch=a.batch)
+    fields, protocol, gen = metric_registry.score_checkpoint(a.checkpoint, request, wanted, a.device,
+                                                             ema=not a.no_ema, batch=a.batch)
     print(json.dumps({**fields, "checkpoint": a.checkpoint, "step": gen.step, "generator": gen.which,
                       "protocol": protocol}))
     return 0

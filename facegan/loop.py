@@ -275,8 +275,7 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         scorers = {}
         if cfg.metric_every and world.is_main:  # weights and real features first: a bad file leaves no run folder
             shared: dict = {}  # one Inception network, real features and generated pass for all of them
-            scorers = {name: metric_registry.get(name).scorers().scorer(cfg, images, manifest, device, log, shared)
-                       for name in scored}
+            scorers = metric_registry.scorers_for(cfg, list(scored), images, manifest, device, log, shared)
         first = next(iter(scorers), None)
         watch = watchdog.Watchdog(cfg, family.d_outputs, first,
                                   metric_registry.get(first).lower_is_better if first else True,

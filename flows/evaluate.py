@@ -7,8 +7,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from facegan import metrics as metric_registry
 from facegan.config import ConfigError
-from facegan.runtime import use_device
-from facegan.sample import load_generator
 from flows.common import INPUT_ERRORS, artifact_key, fail
 
 
@@ -22,12 +20,8 @@ def evaluate(checkpoint_uri: str, dataset_uri: str, samples: int = 10_000, weigh
         if samples < 2:
             raise ConfigError(f"samples={samples} must be at least 2")
         wanted = metric_registry.names(metrics)
-        from facegan.sample import noise_sampler  # torch: imported when scoring, not on deploy
-
-        dev = use_device(device)
-        gen = load_generator(checkpoint_uri, ema=ema, device=dev)
         request = metric_registry.Request(dataset_uri, samples, weights_uri or "", resize)
-        fields, p = metric_registry.score(noise_sampler(gen.net, gen.z_dim, dev), request, wanted, dev)
+        fields, p, gen = metric_registry.score_checkpoint(checkpoint_uri, request, wanted, device, ema=ema)
     except INPUT_ERRORS as exc:
         return fail(exc)
     scores = {name: fields[name] for name in wanted}

@@ -68,6 +68,13 @@ class Request:
     metric_resize: int = 299  # the Inception input side; 299 is the FID protocol
 
 
+def scorers_for(cfg, metrics: list[str], images, manifest: dict | None, device, log, shared: dict) -> dict:
+    """{name: scorer} of each of `metrics` for a run's config `cfg` (or a `Request`), over the one
+    feature pass `shared` holds (made by the first scorer that needs it); `images` and `manifest`:
+    the dataset already in memory, or None to read what is needed."""
+    return {name: get(name).scorers().scorer(cfg, images, manifest, device, log, shared) for name in metrics}
+
+
 def score(sampler, request: Request, metrics: list[str], device, log=print, batch: int = 50) -> tuple[dict, dict]:
     """Every one of `metrics`' fields ({"fid": ..., "kid": ..., "kid_std": ...}) for the images
     `sampler` makes, against `request.dataset`, with one Inception pass; and the protocol they were
@@ -77,12 +84,26 @@ def score(sampler, request: Request, metrics: list[str], device, log=print, batc
 
     if not metrics:
         raise ConfigError(f"metrics is empty; give a comma list of {', '.join(REGISTRY)}")
-    shared = {inception.SHARED: inception.Features.create(
+    shared = {inception.SHARED: inception.Features.create(  # made here for `batch`, which a run's config lacks
         request.dataset, request.metric_samples, request.metric_weights or None, device, log=log, batch=batch,
         resize=request.metric_resize)}
-    scorers = {name: get(name).scorers().scorer(request, None, None, device, log, shared) for name in metrics}
+    scorers = scorers_for(request, metrics, None, None, device, log, shared)
     fields = {k: v for row in score_all(scorers, sampler).values() for k, v in row.items()}
     return fields, {k: v for s in scorers.values() for k, v in s.protocol.items()}
+
+
+def score_checkpoint(uri: str, request: Request, metrics: list[str], device: str = "auto", ema: bool = True,
+                     log=print, batch: int = 50):
+    """`score` of the generator of a checkpoint of a family that draws from noise (a run, a `.pt`,
+    an export folder; the EMA generator unless `ema` is False) on `device`: what `facegan score`
+    and the evaluate flow run. Returns (fields, protocol, the loaded generator: its step and which)."""
+    from facegan.runtime import use_device
+    from facegan.sample import load_generator, noise_sampler
+
+    dev = use_device(str(device))
+    gen = load_generator(uri, ema=ema, device=dev)
+    fields, protocol = score(noise_sampler(gen.net, gen.z_dim, dev), request, metrics, dev, log, batch)
+    return fields, protocol, gen
 
 
 def score_all(scorers: dict, sampler) -> dict[str, dict]:
