@@ -348,7 +348,8 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
                        ("fid", "FID of a checkpoint against a dataset (facegan score: the same command)")):
         p = sub.add_parser(name, help=what)  # a parser each, so that usage and errors name what was typed
         p.add_argument("checkpoint", help="run URI (latest.json), checkpoint .pt URI or export folder")
-        p.add_argument("--dataset", required=True, help="dataset URI of the reference images")
+        p.add_argument("--dataset", required=True,
+                       help="dataset URI of the reference images (for an attribute swap, also the faces it translates)")
         p.add_argument("--samples", type=count(2), default=10_000, help="generated and real images (default 10k)")
         p.add_argument("--weights", default=None, help="FID Inception weights URI (default $FACEGAN_FID_WEIGHTS)")
         p.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -407,6 +407,13 @@ def is_export(uri: str) -> bool:
         return False
 
 
+def card_family(uri: str) -> str | None:
+    """The family an export folder's model card names (None when it names none); verified only
+    when the export is loaded (`load_state`)."""
+    card = open_store(uri).get_json(CARD_JSON)
+    return card.get("family") if isinstance(card, dict) else None
+
+
 def load_any(uri: str) -> dict[str, Any]:
     """The checkpoint-like state of a run (its latest checkpoint), a checkpoint `.pt`, or an export
     folder (`load_state`), each verified as it is read: what the commands that use a trained

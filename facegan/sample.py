@@ -29,18 +29,26 @@ class LoadedGenerator:
         return self.net.z_dim
 
 
+def read_state(state_or_uri, ema: bool = True) -> dict:
+    """The state of a checkpoint (a loaded dict as it is, a run URI, a .pt URI, or an export
+    folder), verified as it is read; asking the export of a family that draws from noise for its
+    plain G (`ema` False) is a ConfigError: it holds the EMA generator only."""
+    if isinstance(state_or_uri, dict):
+        return state_or_uri
+    named = families.REGISTRY.get(export.card_family(state_or_uri)) if not ema and export.is_export(state_or_uri) \
+        else None
+    if named is not None and named.noise:
+        raise ConfigError(f"{state_or_uri} is an export: it holds the EMA generator only (leave out --no-ema)")
+    return export.load_any(state_or_uri)
+
+
 def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
     """Build the generator of a checkpoint (a loaded dict, a run URI, a .pt URI, or a folder that
     `facegan export` wrote) of a family that draws faces from noise, in eval mode, on `device`
     ("auto", "cpu", "cuda", "cuda:N"; see `facegan.runtime.use_device`); the EMA generator unless
     `ema` is False."""
     device = use_device(str(device))
-    if isinstance(state_or_uri, dict):
-        state = state_or_uri
-    elif not ema and export.is_export(state_or_uri):
-        raise ConfigError(f"{state_or_uri} is an export: it holds the EMA generator only (leave out --no-ema)")
-    else:
-        state = export.load_any(state_or_uri)
+    state = read_state(state_or_uri, ema)
     family = families.get(families.name_of_state(state))
     if not family.noise:
         where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)

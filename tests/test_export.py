@@ -149,9 +149,10 @@ def test_the_card_carries_the_metrics_at_the_exported_step_and_the_training_time
     assert "**FID**" in (tmp_path / "out" / "model_card.md").read_text()
 
 
-def test_both_generators_of_an_attribute_swap_are_exported(labelled32, makeup_raw, tmp_path):
-    """Both directions are exported, load without facegan, and `translate apply` takes the export,
-    writing the same pictures as from the run."""
+def test_both_generators_of_an_attribute_swap_are_exported(labelled32, makeup_raw, fid_weights, tmp_path, capsys):
+    """Both directions are exported, load without facegan, and `translate apply` and `facegan
+    score` take the export, writing the same pictures and giving the same scores as from the run
+    (`--no-ema` too: a swap has no EMA generator to leave out)."""
     run = tmp_path / "swap"
     fit(TranslateConfig(dataset=labelled32, run=str(run), steps=2, batch_size=4, ckpt_every=2, log_every=1,
                         sample_count=2, device="cpu", seed=3, pool_size=4,
@@ -183,6 +184,13 @@ def test_both_generators_of_an_attribute_swap_are_exported(labelled32, makeup_ra
             keys = apply(str(source), makeup_raw, str(folder), direction, "cpu", log=lambda *_: None)
             made[name] = {k: (folder / k).read_bytes() for k in keys}
         assert len(made["run"]) == 48 and made["export"] == made["run"], direction
+    scores = []
+    for source, more in ((run, []), (out, []), (out, ["--no-ema"])):
+        assert main(["score", str(source), "--dataset", labelled32, "--samples", "6", "--resize", "75",
+                     "--weights", fid_weights, *more]) == 0
+        said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        scores.append((said["fid"], said["step"], said["generator"]))
+    assert scores[0][0] > 0 and scores == [scores[0]] * 3 and scores[0][1:] == (2, "G_BA"), scores
 
 
 def test_an_op_without_an_onnx_translation_is_named_and_the_rest_is_written(trained, tmp_path, monkeypatch):

@@ -465,14 +465,30 @@ def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, 
     assert reached.value.index == 0
 
 
-def test_a_swap_is_scored_by_the_metrics_of_its_sampler(labelled32, fid_weights, tmp_path):
+def test_a_swap_is_scored_by_the_metrics_of_its_sampler(labelled32, fid_weights, prepared, dataset32, tmp_path,
+                                                        capsys):
     """Scoring needs only a sampler: a swap's is its B faces with the attribute added (G_BA); the
-    first metric decides best.json, as for any family."""
+    first metric decides best.json, as for any family. `facegan score` of its checkpoint gives the
+    figures the run wrote (within 1e-6: the run's G_BA is channels_last, the loaded one is not), and
+    the evaluate flow runs the same `score_checkpoint`; a dataset the swap cannot read is one line."""
     cfg = tiny(labelled32, str(tmp_path / "scored"), steps=4, ckpt_every=2, metric_every=2, metric_samples=6,
-               metric_weights=fid_weights, metric_resize=75)
+               metric_weights=fid_weights, metric_resize=75, metrics="fid,kid")
     assert fit(cfg, quiet).finished
     run = open_store(cfg.run)
     rows = [json.loads(x) for x in run.get_bytes("metric-fid.jsonl").decode().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(r["fid"] > 0 for r in rows)
     assert rows[0]["fid_protocol"]["samples"] == 6
     assert ckpt.read_pointer(run, ckpt.BEST)["metric"]["name"] == "fid"
+    kid = json.loads(run.get_bytes("metric-kid.jsonl").decode().splitlines()[-1])
+
+    args = ["--samples", "6", "--resize", "75", "--weights", fid_weights]
+    assert main(["score", cfg.run, "--dataset", labelled32, "--metrics", "fid,kid", *args]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == 4 and out["generator"] == "G_BA"
+    assert out["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-6) and out["kid"] == pytest.approx(kid["kid"], rel=1e-6)
+    assert {k: v for k, v in out["protocol"].items() if k in rows[-1]["fid_protocol"]} == rows[-1]["fid_protocol"]
+    for dataset, said in ((prepared(64), "64 px images; the swap was trained on 32 px faces"),
+                          (dataset32, "has no attributes")):
+        assert main(["score", cfg.run, "--dataset", dataset, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err, err

@@ -48,6 +48,8 @@ class Family:
     module: str  # the torch side: build(setup) -> recipe, generators(state, device, ema) -> {name: net}
     #              (a `noise` family's net has `z_dim`: it maps (N, z_dim) latents to images),
     #              and for a family that is not `noise`, gallery_section(state, device) (see facegan.gallery)
+    #              and checkpoint_sampler(state, dataset, samples, device) -> (sampler, which generator):
+    #              what its run's metrics scored, for scoring a checkpoint outside the run
     what: str  # what a run of it makes, for help and reports
     noise: bool = False  # its generator draws faces from noise: sampled, the gallery's faces, scored by FID
     nets: tuple[str, ...] = ()  # the parts that are network weights: what a new run takes with init_from

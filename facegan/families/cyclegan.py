@@ -14,6 +14,8 @@ reconstructions). Using a trained swap on photos is facegan.translate.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -131,6 +133,39 @@ def load_generators(state: dict, device: str | torch.device = "cpu") -> dict[str
     return nets
 
 
+def swap_sampler(G_BA: torch.nn.Module, images: torch.Tensor, rows, device: torch.device,
+                 autocast=contextlib.nullcontext):
+    """What a swap's metrics score: `sampler(n, batch)` yields n images in batches, the faces of
+    `images` (uint8 (N, H, W, 3)) at `rows` (domain B: the attribute off), in that order and
+    repeated as needed, with the attribute added by G_BA on `device`."""
+    rows = torch.as_tensor(rows, device=images.device)
+
+    @torch.no_grad()
+    def sample(n: int, batch: int):
+        for i in range(0, n, batch):
+            take = rows[torch.arange(i, min(i + batch, n), device=rows.device) % len(rows)]
+            with autocast():
+                yield G_BA(data.to_unit(images[take].to(device)))
+
+    return sample
+
+
+def checkpoint_sampler(state: dict, dataset: str, samples: int, device: torch.device):
+    """What a swap checkpoint's run scored, outside the run (`facegan score`, the evaluate flow):
+    `swap_sampler` of its G_BA over `dataset`'s B faces for its attribute, reading only the shards
+    that hold the first `samples` of them; returns (sampler, "G_BA"). A dataset of another image
+    side, or without the attribute, is a DatasetError naming it."""
+    cfg = TranslateConfig.from_dict(state["config"])
+    manifest = data.read_manifest(open_store(dataset))
+    if manifest["resolution"] != cfg.model.resolution:
+        raise DatasetError(f"{dataset}: {manifest['resolution']} px images; the swap was trained on "
+                           f"{cfg.model.resolution} px faces, score it on a dataset of that side")
+    names, labels = data.load_attributes(dataset, manifest)
+    _, rows_b = domains(labels, names, cfg.attribute, dataset)
+    faces = data.load_rows(dataset, manifest, rows_b[:samples].tolist())
+    return swap_sampler(load_generators(state, device)["G_BA"], faces, range(len(faces)), device), "G_BA"
+
+
 def gallery_rows(state: dict, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The translation rows of a checkpoint for its run's fixed faces (the first sample_count of
     each domain, as in its training grids), reading only the dataset shards that hold them;
@@ -177,16 +212,7 @@ class Recipe:
         self.parts = {**self.nets, "opt_g": self.opt_g, "opt_d": self.opt_d, "pool": self.pool}
         self.calls = dict(self.nets)
         self.images_per_step = 2 * cfg.batch_size
-
-    @torch.no_grad()
-    def sampler(self, n: int, batch: int):
-        """What the metrics score: the B faces (attribute off, in row order, repeated as needed)
-        with the attribute added by G_BA."""
-        rows = torch.as_tensor(self.rows_b, device=self.rt.device)
-        for i in range(0, n, batch):
-            take = rows[torch.arange(i, min(i + batch, n), device=rows.device) % len(rows)]
-            with self.rt.autocast():
-                yield self.nets["G_BA"](data.to_unit(self.setup.images[take]))
+        self.sampler = swap_sampler(self.nets["G_BA"], setup.images, self.rows_b, device, rt.autocast)
 
     def describe_new(self) -> str:
         return f"{self.cfg.attribute} on {len(self.rows_a)} images (A), off {len(self.rows_b)} (B)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import NamedTuple
 
 from facegan.errors import ConfigError
 from facegan.registry import Registry
@@ -92,18 +93,34 @@ def score(sampler, request: Request, metrics: list[str], device, log=print, batc
     return fields, {k: v for s in scorers.values() for k, v in s.protocol.items()}
 
 
+class Scored(NamedTuple):
+    """Which generator of a checkpoint `score_checkpoint` scored."""
+
+    step: int
+    which: str  # "G_ema", "G", or a translation's "G_BA"
+
+
 def score_checkpoint(uri: str, request: Request, metrics: list[str], device: str = "auto", ema: bool = True,
-                     log=print, batch: int = 50):
-    """`score` of the generator of a checkpoint of a family that draws from noise (a run, a `.pt`,
-    an export folder; the EMA generator unless `ema` is False) on `device`: what `facegan score`
-    and the evaluate flow run. Returns (fields, protocol, the loaded generator: its step and which)."""
+                     log=print, batch: int = 50) -> tuple[dict, dict, Scored]:
+    """`score` of a checkpoint (a run, a `.pt`, an export folder) on `device`, with the sampler its
+    run scored: for a family that draws from noise its EMA generator (G when `ema` is False) on
+    seeded latents; for a translation its family's `checkpoint_sampler` (a swap: `request.dataset`'s
+    faces without the attribute, with it added). What `facegan score` and the evaluate flow run.
+    Returns (fields, protocol, which generator at which step)."""
+    from facegan import families  # here: facegan.config imports this module, families imports config
     from facegan.runtime import use_device
-    from facegan.sample import load_generator, noise_sampler
+    from facegan.sample import load_generator, noise_sampler, read_state
 
     dev = use_device(str(device))
-    gen = load_generator(uri, ema=ema, device=dev)
-    fields, protocol = score(noise_sampler(gen.net, gen.z_dim, dev), request, metrics, dev, log, batch)
-    return fields, protocol, gen
+    state = read_state(uri, ema)
+    family = families.get(families.name_of_state(state))
+    if family.noise:
+        gen = load_generator(state, ema=ema, device=dev)
+        sampler, which = noise_sampler(gen.net, gen.z_dim, dev), gen.which
+    else:
+        sampler, which = family.recipes().checkpoint_sampler(state, request.dataset, request.metric_samples, dev)
+    fields, protocol = score(sampler, request, metrics, dev, log, batch)
+    return fields, protocol, Scored(state["step"], which)
 
 
 def score_all(scorers: dict, sampler) -> dict[str, dict]:
