@@ -52,7 +52,8 @@ def load_generator(state_or_uri, ema: bool = True, device: str | torch.device = 
     family = families.get(families.name_of_state(state))
     if not family.noise:
         where = "the checkpoint" if isinstance(state_or_uri, dict) else str(state_or_uri)
-        raise ConfigError(f"{where} is {family.what}, which does not draw faces from noise")
+        raise ConfigError(f"{where} is {family.what}, which does not draw faces from noise"
+                          + (f"; {family.use}" if family.use else ""))
     (which, net), = family.recipes().generators(state, device, ema).items()
     return LoadedGenerator(net, family.config.from_dict(state["config"]), state["step"], which)
 

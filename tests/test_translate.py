@@ -487,6 +487,11 @@ def test_a_swap_is_scored_by_the_metrics_of_its_sampler(labelled32, fid_weights,
     assert out["step"] == 4 and out["generator"] == "G_BA"
     assert out["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-6) and out["kid"] == pytest.approx(kid["kid"], rel=1e-6)
     assert {k: v for k, v in out["protocol"].items() if k in rows[-1]["fid_protocol"]} == rows[-1]["fid_protocol"]
+    # sampling faces from noise is not what a swap does: one line saying what does, nothing written
+    assert main(["sample", cfg.run, str(tmp_path / "faces")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not draw faces from noise; `facegan translate apply` uses it" in err and "\n" not in err, err
+    assert not (tmp_path / "faces").exists()
     for dataset, said in ((prepared(64), "64 px images; the swap was trained on 32 px faces"),
                           (dataset32, "has no attributes")):
         assert main(["score", cfg.run, "--dataset", dataset, *args]) == 2

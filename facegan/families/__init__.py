@@ -55,6 +55,8 @@ class Family:
     nets: tuple[str, ...] = ()  # the parts that are network weights: what a new run takes with init_from
     d_outputs: tuple[str, str] | None = None  # the scalars that are D's mean outputs on real and on generated
     #                                           images, in [0, 1] (the watchdog's saturation signal)
+    use: str = ""  # for a family that is not `noise`: how its networks are used instead (said when
+    #                asked to sample faces from one of its checkpoints)
 
     def plot_series(self) -> list[list[str]]:
         """The loss plot's lines: [key, label, panel] per scalar (JSON-able, for facegan.plots)."""
@@ -125,4 +127,5 @@ register(Family(
              Scalar("d_real", "D_B(B)", ".2f", shown=False, panel=_D),
              Scalar("d_fake", "D_B(G_AB(A))", ".2f", shown=False, panel=_D)),
     what="an attribute swap (CycleGAN)", d_outputs=("d_real", "d_fake"),
+    use="`facegan translate apply` uses it on photos (Python: facegan.translate.load_translator)",
 ))
