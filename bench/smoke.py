@@ -22,6 +22,7 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
                 and 128 px with the labels
   PRESET train  for cyclegan64 and cyclegan128: `facegan translate train --preset PRESET` stopped
                 at a checkpoint step; resume: the same command resumes it; apply: `translate apply`
+  swap score    `facegan score` of the cyclegan64 run (G_BA over the faces without makeup)
   swap bf16     an attribute swap trained under `--precision bf16`
   swap compile  an attribute swap trained with `--compile`, without falling back to eager
   gallery       the nightly gallery from the resulting runs, with the attribute swaps' sections
@@ -314,11 +315,16 @@ class Smoke:
         from facegan.presets import preset as settings
 
         res = settings(preset, families.of_preset(preset).presets)["model"]["resolution"]
-        out = self.cli("fid", self.run_uri(preset), "--dataset", self.datasets[res], "--samples", "16",
+        self.score("fid", preset, self.datasets[res])
+
+    def score(self, command: str, run: str, dataset: str) -> dict:
+        """`facegan fid|score` of a run on the device: a finite score, the JSON line it printed."""
+        out = self.cli(command, self.run_uri(run), "--dataset", dataset, "--samples", "16",
                        "--weights", self.weights, "--device", self.device, "--batch", "8",
                        "--resize", str(self.metric_resize))
-        score = json.loads(out.strip().splitlines()[-1])["fid"]
-        assert math.isfinite(score) and score >= 0, score
+        said = json.loads(out.strip().splitlines()[-1])
+        assert math.isfinite(said["fid"]) and said["fid"] >= 0, said
+        return said
 
     def sample(self, preset: str) -> None:
         out_dir = self.work / "samples" / preset
@@ -435,6 +441,10 @@ class Smoke:
                      "--direction", direction, "--device", self.device)
             assert len(list((out_dir / direction).glob("*.png"))) == 24, direction
 
+    def swap_score(self) -> None:
+        """`facegan score` of the cyclegan64 run: its G_BA over the dataset's faces without makeup."""
+        assert self.score("score", SWAP_PRESETS[0], self.swap_datasets[64])["generator"] == "G_BA"
+
     def swap_bf16(self) -> None:
         out = self.cli(*self.swap_args("cyclegan64", "swap-bf16", self.steps, "--precision", "bf16"))
         assert f"device {self.expected_device()}, bf16 autocast" in out, out[:300]
@@ -511,6 +521,7 @@ class Smoke:
                 Check(f"{p} apply", lambda p=p: self.swap_apply(p), (f"{p} resume",)),
             ]
         out += [
+            Check("swap score", self.swap_score, (f"{SWAP_PRESETS[0]} resume", "data")),
             Check("swap bf16", self.swap_bf16, ("swap data", "device")),
             Check("swap compile", lambda: self.compile(self.swap_args(SWAP_PRESETS[0], "swap-compiled", self.steps,
                                                                       "--compile")), ("swap data", "device")),

@@ -24,7 +24,8 @@ def test_smoke_check_passes_on_cpu():
     expected = ["data", "device", "snapshot",
                 *[f"{p} {c}" for p in PRESET_NAMES for c in ("train", "resume", "fid", "sample")],
                 "compile", "bf16", "fp32", "sigterm", "swap data",
-                *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap bf16", "swap compile",
+                *[f"{p} {c}" for p in SWAP_PRESETS for c in ("train", "resume", "apply")], "swap score", "swap bf16",
+                "swap compile",
                 "gallery",
                 "bench"]
     assert {n: status.get(n) for n in expected} == dict.fromkeys(expected, "PASS"), out.stdout
