@@ -186,6 +186,9 @@ for name, extra, expected in [
     ("--augment color,,", ["--augment", "color,,"], "augment='color,,' has an empty entry"),
     ("--augment blur", ["--augment", "blur"], "augment='blur': unknown ['blur']"),
     ("--metrics ''", ["--metrics", "", "--metric-every", "4", "--ckpt-every", "4"], "metrics is empty"),
+    ("--metric-samples 3 --metrics precision",
+     ["--metrics", "precision", "--metric-samples", "3", "--metric-every", "4", "--ckpt-every", "4"],
+     "metric_samples=3: precision needs at least 4 images"),
     ("--lr-schedule cosine", ["--lr-schedule", "cosine"], "lr_schedule='cosine' must be one of"),
     ("--device tpu", ["--device", "tpu"], "device='tpu' must be 'auto', 'cpu' or 'cuda[:N]'"),
     ("--precision fp8", ["--precision", "fp8"], "precision='fp8' must be one of"),
@@ -195,6 +198,9 @@ for value, expected in [("", "metrics is empty"), ("fid,,kid", "has an empty nam
                         ("kid,kid", "names a metric twice"), ("fid,is", "metric 'is' is unknown")]:
     _add(f"score: --metrics {value!r}",
          lambda t, d, r, raw, v=value: (["score", r, "--dataset", d, "--metrics", v], []), expected)
+_add("score: --samples 3 --metrics fid,recall",
+     lambda t, d, r, raw: (["score", r, "--dataset", d, "--samples", "3", "--metrics", "fid,recall"], []),
+     "samples=3: recall needs at least 4 images")
 _add("train: --family ''", lambda t, d, r, raw: (["train", "--family", "", "--dataset", d, "--run", str(t / "r")], []),
      "argument --family: invalid choice: ''")
 

@@ -170,6 +170,9 @@ def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, 
     message = _failed_fast(lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, metrics="fid,is", **kw),
                            time.monotonic())
     assert "metric 'is' is unknown" in message
+    message = _failed_fast(lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, samples=3,
+                                                 metrics="precision", **kw), time.monotonic())
+    assert "samples=3: precision needs at least 4 images" in message
     message = _failed_fast(
         lambda **kw: evaluate(checkpoint_uri=run, dataset_uri=dataset32, weights_uri=str(tmp_path / "x.pth"), **kw),
         time.monotonic())

@@ -153,6 +153,41 @@ def test_score_cli_gives_a_checkpoint_the_scores_its_run_gave_it(fid_weights, da
     assert "FID weights" in capsys.readouterr().err
 
 
+def test_too_few_images_for_a_metric_is_one_line_before_any_training(fid_weights, raw_faces, dataset32, tmp_path,
+                                                                       capsys):
+    """Each metric says how many images it needs (FID and KID 2; precision and recall k + 1 = 4,
+    each image and its 3 nearest others): fewer asked for, or a dataset holding fewer, is a one-line
+    error before a step is trained or a run folder made (precision and recall were a traceback,
+    and KID of one image wrote NaN scores and a NaN best.json); 4 images score."""
+    from facegan.config import ConfigError
+    from facegan.prepare import prepare
+
+    small = str(tmp_path / "three")
+    prepare(raw_faces, small, resolution=32, workers=1, limit=3, log=lambda *_: None)
+    run = str(tmp_path / "run")
+    fit(tiny_config(dataset32, run, steps=2, ckpt_every=2), Hooks(log=lambda *_: None))
+    common = ["--resize", "75", "--weights", fid_weights]
+    train = ["train", "--dataset", small, "--preset", "udacity32", "--ngf", "8", "--ndf", "8", "--batch-size", "2",
+             "--steps", "2", "--ckpt-every", "2", "--metric-every", "2", "--metric-weights", fid_weights,
+             "--metric-resize", "75", "--device", "cpu"]
+    for args, said in (
+            (["score", run, "--dataset", small, "--samples", "10", "--metrics", "fid,precision", *common],
+             f"{small} holds 3 images, too few to score: precision needs at least 4 images"),
+            ([*train, "--run", str(tmp_path / "r1"), "--metric-samples", "10", "--metrics", "kid,recall"],
+             f"{small} holds 3 images, too few to score: recall needs at least 4 images"),
+            ([*train, "--run", str(tmp_path / "r2"), "--metric-samples", "1", "--metrics", "kid"],
+             "metric_samples=1: kid needs at least 2 images")):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err, err
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    with pytest.raises(ConfigError, match="metric_samples=3: recall needs at least 4 images"):
+        tiny_config(dataset32, run, metric_every=2, ckpt_every=2, metric_samples=3, metrics="fid,recall")
+    assert main(["score", run, "--dataset", dataset32, "--samples", "4", "--metrics", "precision,recall", *common]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1 and out["protocol"]["samples"] == 4
+
+
 # ------------------------------------------------------------------ KID, precision, recall; one pass; 8 bits
 
 

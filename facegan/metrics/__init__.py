@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
 
-from facegan.errors import ConfigError
+from facegan.errors import ConfigError, DatasetError
 from facegan.registry import Registry
 
 
@@ -34,6 +34,7 @@ class Metric:
     lower_is_better: bool
     module: str  # scorer(cfg, images, manifest, device, log) -> object with score(sampler) and protocol
     what: str
+    min_samples: int = 2  # the fewest images (generated, and real) it can score
 
     def scorers(self) -> ModuleType:
         """The metric's module (imported on first use: it loads torch and its feature network)."""
@@ -42,6 +43,15 @@ class Metric:
 
 REGISTRY: Registry[Metric] = Registry("metric")
 register, get = REGISTRY.register, REGISTRY.find  # add a metric; the metric called `name`
+MANIFOLD_K = 3  # improved precision and recall's neighbourhood: each image's k-th nearest other image
+
+
+def too_few(n: int, metrics: list[str]) -> str | None:
+    """Why `n` images are too few for one of `metrics` ("precision needs at least 4 images"), or None."""
+    for name in metrics:
+        if n < get(name).min_samples:
+            return f"{name} needs at least {get(name).min_samples} images"
+    return None
 
 
 def names(text: str) -> list[str]:
@@ -72,19 +82,27 @@ class Request:
 def scorers_for(cfg, metrics: list[str], images, manifest: dict | None, device, log, shared: dict) -> dict:
     """{name: scorer} of each of `metrics` for a run's config `cfg` (or a `Request`), over the one
     feature pass `shared` holds (made by the first scorer that needs it); `images` and `manifest`:
-    the dataset already in memory, or None to read what is needed."""
-    return {name: get(name).scorers().scorer(cfg, images, manifest, device, log, shared) for name in metrics}
+    the dataset already in memory, or None to read what is needed. A dataset holding fewer images
+    than a metric needs is a DatasetError naming it."""
+    scorers = {name: get(name).scorers().scorer(cfg, images, manifest, device, log, shared) for name in metrics}
+    for name, scorer in scorers.items():
+        n = scorer.protocol["samples"]  # metric_samples, or fewer when the dataset holds fewer
+        if few := too_few(n, [name]):
+            raise DatasetError(f"{cfg.dataset} holds {n} images, too few to score: {few}")
+    return scorers
 
 
 def score(sampler, request: Request, metrics: list[str], device, log=print, batch: int = 50) -> tuple[dict, dict]:
     """Every one of `metrics`' fields ({"fid": ..., "kid": ..., "kid_std": ...}) for the images
     `sampler` makes, against `request.dataset`, with one Inception pass; and the protocol they were
     scored under (the union of the metrics' protocols: the shared features' and each metric's own
-    settings, e.g. KID's subsets). An empty list is a ConfigError."""
+    settings, e.g. KID's subsets). An empty list, or too few samples for a metric, is a ConfigError."""
     from facegan.metrics import inception
 
     if not metrics:
         raise ConfigError(f"metrics is empty; give a comma list of {', '.join(REGISTRY)}")
+    if few := too_few(request.metric_samples, metrics):
+        raise ConfigError(f"samples={request.metric_samples}: {few}")
     shared = {inception.SHARED: inception.Features.create(  # made here for `batch`, which a run's config lacks
         request.dataset, request.metric_samples, request.metric_weights or None, device, log=log, batch=batch,
         resize=request.metric_resize)}
@@ -140,7 +158,9 @@ register(Metric("fid", lower_is_better=True, module="facegan.metrics.fid",
                 what="Fréchet Inception Distance (pytorch-fid's Inception, pool3 features)"))
 register(Metric("kid", lower_is_better=True, module="facegan.metrics.kid",
                 what="Kernel Inception Distance (unbiased MMD^2, cubic kernel, 100 subsets; the same features)"))
-register(Metric("precision", lower_is_better=False, module="facegan.metrics.precision",
-                what="improved precision, k = 3 (generated faces within the real manifold; the same features)"))
-register(Metric("recall", lower_is_better=False, module="facegan.metrics.recall",
-                what="improved recall, k = 3 (real faces within the generated manifold; the same features)"))
+register(Metric("precision", lower_is_better=False, module="facegan.metrics.precision", min_samples=MANIFOLD_K + 1,
+                what=f"improved precision, k = {MANIFOLD_K} (generated faces within the real manifold; the same "
+                     "features)"))
+register(Metric("recall", lower_is_better=False, module="facegan.metrics.recall", min_samples=MANIFOLD_K + 1,
+                what=f"improved recall, k = {MANIFOLD_K} (real faces within the generated manifold; the same "
+                     "features)"))

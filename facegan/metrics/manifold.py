@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-K = 3  # the paper's neighbourhood size
+from facegan.metrics import MANIFOLD_K as K  # the paper's neighbourhood size
+
 BLOCK = 1000  # rows per distance block: BLOCK x N floats at a time
 
 

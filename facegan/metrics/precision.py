@@ -4,7 +4,8 @@ pool features (`facegan.metrics.inception`) lie within the real images' manifold
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -17,12 +18,13 @@ class PrecisionScorer:
     """Scores generated features against the real manifold (its radii computed once)."""
 
     features: Features
-    real_radii: torch.Tensor = field(init=False)
 
     name = "precision"
 
-    def __post_init__(self) -> None:
-        self.real_radii = manifold.radii(self.features.real)
+    @cached_property
+    def real_radii(self) -> torch.Tensor:
+        """The real manifold's radii, computed at the first scoring."""
+        return manifold.radii(self.features.real)
 
     @property
     def protocol(self) -> dict:
