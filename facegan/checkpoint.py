@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import pickle
 import random
 import re
@@ -460,9 +461,10 @@ def write_checkpoint(
         best = read_pointer(run, BEST)
     except CheckpointError:
         best = None  # a damaged best.json is replaced by this checkpoint's when it has a metric
-    if metric is not None:
+    if metric is not None and math.isfinite(metric[1]):  # a NaN or infinite score is never the best
         old = best.get("metric", {}).get("value") if best else None
-        if old is None or (metric[1] < old if lower_is_better else metric[1] > old):
+        if not isinstance(old, int | float) or not math.isfinite(old) \
+                or (metric[1] < old if lower_is_better else metric[1] > old):
             best = pointer
     existing = list_checkpoints(run)  # one listing serves both the keep set and the pruning
     keep = {k for _, k in existing[-keep_last:]} | {key} | {k for s, k in existing if s in protect}

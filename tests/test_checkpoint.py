@@ -85,6 +85,21 @@ def test_keep_newest_k_plus_best(store_uri):
     assert ckpt.load_run(run, ckpt.BEST)["step"] == 2
 
 
+def test_a_score_that_is_not_a_number_is_never_the_best(tmp_path):
+    """A NaN or infinite score (a metric that failed on degenerate images) is recorded but never
+    becomes best.json, and a best.json holding one gives way to the next real score: it would
+    otherwise win no comparison and keep its checkpoint forever."""
+    run = open_store(str(tmp_path / "run"))
+    for step, value in {1: float("nan"), 2: 40.0, 3: float("inf"), 4: float("nan"), 5: 41.0, 6: 39.0}.items():
+        ckpt.write_checkpoint(run, ckpt.to_host(_state(step))[0], keep_last=1, metric=("fid", value))
+        best = ckpt.read_pointer(run, ckpt.BEST)
+        assert (best or {}).get("step") == (None if step == 1 else 6 if step == 6 else 2), (step, best)
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [6]
+    run.put_json(ckpt.BEST, {**ckpt.read_pointer(run, ckpt.BEST), "metric": {"name": "fid", "value": float("nan")}})
+    ckpt.write_checkpoint(run, ckpt.to_host(_state(7))[0], keep_last=1, metric=("fid", 45.0))
+    assert ckpt.read_pointer(run, ckpt.BEST)["step"] == 7
+
+
 def test_a_render_met_twice_in_one_save_is_copied_and_rendered_once(tmp_path):
     """The sample grid is a file of its own and the picture inside the TensorBoard events: one copy
     off the device, one PNG encoding."""
