@@ -190,10 +190,13 @@ class Watchdog:
         """The metric signal's look at one score (not yet fired)."""
         if not self.cfg.watchdog_patience:
             return None
-        if self.best is None or (value < self.best[1] if self.lower else value > self.best[1]):
+        better = self.best is None or (value < self.best[1] if self.lower else value > self.best[1])
+        if math.isfinite(value) and better:
             self.best, self.worse = (step, value), 0
             return None
-        self.worse += 1
+        if self.best is None:  # only NaN or infinite scores so far: nothing to be worse than
+            return None
+        self.worse += 1  # worse than the best, or not a number at all
         if self.worse < self.cfg.watchdog_patience:
             return None
         self.worse = 0  # in warn mode the next alarm needs another full run of worse scores

@@ -166,6 +166,12 @@ def test_the_metric_signal_fires_after_patience_evaluations_worse_than_the_best(
     higher = watchdog.Watchdog(_Cfg, None, "precision", False, None, lines.append)  # higher is better
     assert [higher.checkpoint(s, None, {"precision": v}) for s, v in ((1, 0.5), (2, 0.6), (3, 0.55))] == [None] * 3
     assert higher.checkpoint(4, None, {"precision": 0.58}).since == 2
+    # a NaN or infinite score is never the best (it would win no comparison after it: a false alarm
+    # against every real score), and counts as worse than a real one
+    nan = watchdog.Watchdog(_Cfg, None, "fid", True, None, lines.append)
+    assert [nan.checkpoint(s, None, {"fid": v}) for s, v in ((1, float("nan")), (2, float("inf")), (3, 40.0),
+                                                             (4, 39.0), (5, float("nan")))] == [None] * 5
+    assert nan.checkpoint(6, None, {"fid": 41.0}).since == 4
 
 
 def test_a_checkpoints_watchdog_state_carries_the_streak_on_and_a_damaged_one_is_ignored():
