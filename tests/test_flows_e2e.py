@@ -81,7 +81,7 @@ def gateway(bucket):
         yield gateway
 
 
-def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gateway, tmp_path, artifacts):
+def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gateway, fid_weights, tmp_path, artifacts):
     # --- raw CelebA as users upload it: img_align_celeba.zip and list_attr_celeba.txt -----
     raw_faces = make_faces(tmp_path / "raw" / "img_align_celeba", 48, seed=1, makeup=0.5)
     zpath = tmp_path / "img_align_celeba.zip"
@@ -165,10 +165,18 @@ def test_deployments_train_and_publish_gallery(server, worker_env, bucket, gatew
     assert set(swap_store.get_json("export/model_card.json")["generators"]) == {"G_AB", "G_BA"}
     assert "| cycle |" in swap_artifacts["train-e2e-makeup-report"]["data"]
 
-    # --- nightly-gallery for a given night, its report linking the pages where they are served ---
-    gallery = "nightly-gallery/nightly-gallery"
-    night_run = completed(server, gallery, start_run(server, gallery, {"date": "2026-11-21",
-                                                                      "gallery_url": gateway.gallery}))
+    # --- nightly-gallery for a given night, its report linking the pages where they are served; ---
+    # --- beside it, the evaluate deployment scores the swap against its dataset default        ---
+    gallery, evaluate = "nightly-gallery/nightly-gallery", "evaluate/evaluate"
+    night_id = start_run(server, gallery, {"date": "2026-11-21", "gallery_url": gateway.gallery})
+    scored_id = start_run(server, evaluate, {"checkpoint_uri": f"{bucket}/runs/e2e-makeup", "samples": 6,
+                                             "resize": 75, "weights_uri": fid_weights, "device": "cpu",
+                                             "metrics": "fid,kid"})
+    night_run, scored = completed(server, gallery, night_id), completed(server, evaluate, scored_id)
+    [said] = [a["data"] for a in server.artifacts(scored["id"]) if a["key"] == "evaluate-e2e-makeup"]
+    assert said.startswith("# FID ") and ", KID " in said.splitlines()[0] and "(step 4, G_BA)" in said, said
+    assert f"`{bucket}/datasets/celeba-64` (" in said  # scored against the deployment's dataset
+    assert any(k.startswith("inception-") for k in open_store(f"{bucket}/datasets/celeba-64").list(""))
     [report] = [a["data"] for a in server.artifacts(night_run["id"]) if a["key"] == "nightly-gallery"]
     assert f"[Open the gallery]({gateway.url}/2026-11-21/index.html)" in report, report
     assert f"![grid]({gateway.url}/2026-11-21/grid.png)" in report, report
