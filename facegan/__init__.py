@@ -1,7 +1,8 @@
 """facegan: GANs that draw new faces from CelebA (DCGAN, a ResNet GAN with SNGAN's recipe), and
 CycleGAN attribute swaps (makeup on/off) on the same data: from raw images to exported models.
 
-The Python API (`facegan.api`): ``gen = facegan.load("runs/demo"); faces = gen.faces(16)``.
+The Python API (`facegan.api`): ``gen = facegan.load("runs/demo"); faces = gen.faces(16)``;
+``facegan.score("runs/demo", "datasets/faces", metrics="fid,kid")``.
 
 Modules: `config` (frozen run configs and the option table), `errors` (one-line errors),
 `runtime` (device, precision, seeding, signals), `memory` (what a setting needs against what the
@@ -20,8 +21,13 @@ registry; FID), `images` (sample grids, 8-bit pixels), `plots` (loss and metric 
 __version__ = "0.1.0"
 
 
-def load(uri: str, device: str = "cpu", ema: bool = True):
-    """A trained face generator (`facegan.api.load`: a run, a checkpoint .pt or an export)."""
-    from facegan.api import load as load_generator  # torch is imported on first use, not by `import facegan`
+API = ("load", "score")  # facegan.load, facegan.score: `facegan.api`'s, imported on first use (with torch)
 
-    return load_generator(uri, device=device, ema=ema)
+
+def __getattr__(name: str):
+    """`facegan.load` and `facegan.score` (see `facegan.api`): `import facegan` imports no torch."""
+    if name in API:
+        from facegan import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'facegan' has no attribute {name!r}")

@@ -1,9 +1,10 @@
-"""The Python API: load a trained face generator and make faces, in a few lines.
+"""The Python API: load a trained face generator and make faces, or score a checkpoint, in a few lines.
 
     import facegan
     gen = facegan.load("runs/demo")           # a run folder, a checkpoint .pt, or an export; s3:// too
     faces = gen.faces(16, seed=0)             # numpy uint8 (16, R, R, 3): the pixels of its PNGs
     pictures = gen.pictures(4, truncation=0.7)  # PIL images, latents truncated (facegan.sample.latents)
+    scores = facegan.score("runs/demo", "datasets/faces", metrics="fid,kid")  # what `facegan score` prints
 
 A seed is a face: `gen.faces(1, seed=s)` is the face `facegan sample --seed s` writes first.
 """
@@ -53,3 +54,18 @@ def load(uri: str, device: str = "cpu", ema: bool = True) -> Generator:
     generator unless `ema` is False. A family that does not draw faces from noise (an attribute
     swap) is a ConfigError: see `facegan.translate`."""
     return Generator(load_generator(uri, ema=ema, device=device))
+
+
+def score(checkpoint: str, dataset: str, metrics: str = "fid", samples: int = 10_000, weights: str | None = None,
+          device: str = "auto", ema: bool = True, resize: int = 299, batch: int = 50, log=print) -> dict:
+    """The scores of a checkpoint (a run, a `.pt`, an export; any family) against `dataset`, as
+    `facegan score` prints them: each of `metrics`' fields (a comma list of fid, kid, precision,
+    recall: {"fid": ..., "kid": ..., "kid_std": ...}), the checkpoint, its step, the generator
+    scored and the protocol. `weights`: the FID Inception weights URI (default
+    $FACEGAN_FID_WEIGHTS, else pytorch-fid's release); `resize` below 299 leaves the FID protocol."""
+    from facegan import metrics as registry
+
+    request = registry.Request(dataset, samples, weights or "", resize)
+    fields, protocol, scored = registry.score_checkpoint(checkpoint, request, registry.names(metrics), device,
+                                                         ema=ema, log=log, batch=batch)
+    return {**fields, "checkpoint": checkpoint, "step": scored.step, "generator": scored.which, "protocol": protocol}

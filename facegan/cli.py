@@ -164,12 +164,10 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    wanted = metric_registry.names(a.metrics)
-    request = metric_registry.Request(a.dataset, a.samples, a.weights or "", a.resize)
-    fields, protocol, gen = metric_registry.score_checkpoint(a.checkpoint, request, wanted, a.device,
-                                                             ema=not a.no_ema, batch=a.batch)
-    print(json.dumps({**fields, "checkpoint": a.checkpoint, "step": gen.step, "generator": gen.which,
-                      "protocol": protocol}))
+    from facegan.api import score
+
+    print(json.dumps(score(a.checkpoint, a.dataset, a.metrics, a.samples, a.weights, a.device, not a.no_ema,
+                           a.resize, a.batch)))
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -388,26 +389,29 @@ def test_truncation_keeps_values_within_its_bound_and_psi_1_changes_nothing(trai
 
 
 def readme_python_blocks() -> list[str]:
-    import re
-
     text = (ROOT / "README.md").read_text()
     section = re.split(r"\n#{2,3} ", text.split("### Python API\n", 1)[1])[0]
     return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
 
 
-def test_the_readmes_python_api_blocks_run(trained, tmp_path):
+def test_the_readmes_python_api_blocks_run(trained, dataset32, fid_weights, tmp_path):
     """Every code block of the README's Python API section runs as written, in a folder holding
-    `runs/demo` (a trained run) and its export `runs/demo/export`."""
+    `runs/demo` (a trained run), its export `runs/demo/export` and its dataset `datasets/faces-32`
+    (the FID weights: a random Inception saved like the real file)."""
     import shutil
 
     blocks = readme_python_blocks()
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
     work = tmp_path / "work"
     shutil.copytree(trained, work / "runs" / "demo")
+    shutil.copytree(dataset32, work / "datasets" / "faces-32")
     exporting.export(str(work / "runs" / "demo"), str(work / "runs" / "demo" / "export"), log=lambda *_: None)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACEGAN_FID_WEIGHTS": fid_weights}
+    printed = ""
     for block in blocks:
         done = subprocess.run([sys.executable, "-c", block], cwd=work, env=env, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, f"{block}\n---\n{done.stderr[-2000:]}"
+        printed += done.stdout
     assert (work / "faces.png").exists()  # the README's example saves one
+    assert re.search(r"^FID \d+\.\d\d, KID -?\d\.\d{4} at step 8, 96 samples$", printed, re.M), printed
