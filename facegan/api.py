@@ -56,16 +56,18 @@ def load(uri: str, device: str = "cpu", ema: bool = True) -> Generator:
     return Generator(load_generator(uri, ema=ema, device=device))
 
 
-def score(checkpoint: str, dataset: str, metrics: str = "fid", samples: int = 10_000, weights: str | None = None,
-          device: str = "auto", ema: bool = True, resize: int = 299, batch: int = 50, log=print) -> dict:
+def score(checkpoint: str, dataset: str, metrics: str | list[str] = "fid", samples: int = 10_000,
+          weights: str | None = None, device: str = "auto", ema: bool = True, resize: int = 299, batch: int = 50,
+          log=print) -> dict:
     """The scores of a checkpoint (a run, a `.pt`, an export; any family) against `dataset`, as
-    `facegan score` prints them: each of `metrics`' fields (a comma list of fid, kid, precision,
-    recall: {"fid": ..., "kid": ..., "kid_std": ...}), the checkpoint, its step, the generator
+    `facegan score` prints them: each of `metrics`' fields (a comma list or a list of fid, kid,
+    precision, recall: {"fid": ..., "kid": ..., "kid_std": ...}), the checkpoint, its step, the generator
     scored and the protocol. `weights`: the FID Inception weights URI (default
     $FACEGAN_FID_WEIGHTS, else pytorch-fid's release); `resize` below 299 leaves the FID protocol."""
     from facegan import metrics as registry
 
     request = registry.Request(dataset, samples, weights or "", resize)
-    fields, protocol, scored = registry.score_checkpoint(checkpoint, request, registry.names(metrics), device,
+    wanted = registry.names(metrics if isinstance(metrics, str) else ",".join(metrics))
+    fields, protocol, scored = registry.score_checkpoint(checkpoint, request, wanted, device,
                                                          ema=ema, log=log, batch=batch)
     return {**fields, "checkpoint": checkpoint, "step": scored.step, "generator": scored.which, "protocol": protocol}

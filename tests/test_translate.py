@@ -487,6 +487,10 @@ def test_a_swap_is_scored_by_the_metrics_of_its_sampler(labelled32, fid_weights,
     assert out["step"] == 4 and out["generator"] == "G_BA"
     assert out["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-6) and out["kid"] == pytest.approx(kid["kid"], rel=1e-6)
     assert {k: v for k, v in out["protocol"].items() if k in rows[-1]["fid_protocol"]} == rows[-1]["fid_protocol"]
+    import facegan  # the Python API gives what the command printed (metrics as a list too)
+
+    assert facegan.score(cfg.run, labelled32, ["fid", "kid"], samples=6, weights=fid_weights, resize=75,
+                         log=lambda *_: None) == out
     # sampling faces from noise is not what a swap does: one line saying what does, nothing written
     assert main(["sample", cfg.run, str(tmp_path / "faces")]) == 2
     err = capsys.readouterr().err.strip()
