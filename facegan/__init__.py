@@ -21,12 +21,12 @@ registry; FID), `images` (sample grids, 8-bit pixels), `plots` (loss and metric 
 __version__ = "0.1.0"
 
 
-API = ("load", "score")  # facegan.load, facegan.score: `facegan.api`'s, imported on first use (with torch)
+_FROM_API = ("load", "score")  # facegan.load, facegan.score: `facegan.api`'s, imported on first use (with torch)
 
 
 def __getattr__(name: str):
     """`facegan.load` and `facegan.score` (see `facegan.api`): `import facegan` imports no torch."""
-    if name in API:
+    if name in _FROM_API:
         from facegan import api
 
         return getattr(api, name)
