@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from facegan import storage
 from facegan.errors import ConfigError, DatasetError  # noqa: F401 - ConfigError: exported here too
 from facegan.metrics import names as metric_names
-from facegan.metrics import too_few
 
 RESOLUTIONS = (32, 64, 128)
 NORMS = ("batch", "none")
@@ -287,8 +286,6 @@ class RunConfig:
                               "(metrics are scored on checkpoints)")
         if self.metric_every and not self.metrics.strip():
             raise ConfigError(f"metric_every={self.metric_every} but metrics is empty; name them, e.g. --metrics fid")
-        if self.metric_every and (few := too_few(self.metric_samples, metric_names(self.metrics))):
-            raise ConfigError(f"metric_samples={self.metric_samples}: {few}")
         origin = self.init_origin
         if origin is not None and not (isinstance(origin, dict) and isinstance(origin.get("uri"), str)
                                        and isinstance(origin.get("step"), int)

@@ -182,7 +182,20 @@ def test_too_few_images_for_a_metric_is_one_line_before_any_training(fid_weights
         assert said in err and "\n" not in err, err
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
     with pytest.raises(ConfigError, match="metric_samples=3: recall needs at least 4 images"):
-        tiny_config(dataset32, run, metric_every=2, ckpt_every=2, metric_samples=3, metrics="fid,recall")
+        fit(tiny_config(dataset32, str(tmp_path / "r3"), metric_every=2, ckpt_every=2, metric_samples=3,
+                        metrics="fid,recall"), Hooks(log=lambda *_: None))
+    assert not (tmp_path / "r3").exists()
+    # a run saved with too few (as earlier code let it: KID of one image) still loads, and resumes
+    # once given more; the option may change on resume
+    saved = [*train, "--run", str(tmp_path / "old"), "--dataset", dataset32, "--metric-samples", "2",
+             "--metrics", "kid"]
+    assert main(saved) == 0
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "metric_samples": 1}))
+    resume = ["train", "--dataset", dataset32, "--run", str(tmp_path / "old"), "--steps", "4"]
+    assert main(resume) == 2 and "metric_samples=1: kid needs at least 2 images" in capsys.readouterr().err
+    assert main([*resume, "--metric-samples", "2"]) == 0
+    assert [json.loads(x)["step"] for x in (tmp_path / "old" / "metric-kid.jsonl").read_text().splitlines()] == [2, 4]
     assert main(["score", run, "--dataset", dataset32, "--samples", "4", "--metrics", "precision,recall", *common]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1 and out["protocol"]["samples"] == 4

@@ -54,6 +54,14 @@ def too_few(n: int, metrics: list[str]) -> str | None:
     return None
 
 
+def check_samples(cfg, metrics: list[str], option: str = "metric_samples") -> None:
+    """A ConfigError naming `option` when a run's config `cfg` (or a `Request`) asks for fewer
+    samples than one of `metrics` needs. Checked when scoring starts, not when a config is built:
+    a run saved with too few still loads, and resumes once given more."""
+    if few := too_few(cfg.metric_samples, metrics):
+        raise ConfigError(f"{option}={cfg.metric_samples}: {few}")
+
+
 def names(text: str) -> list[str]:
     """The metric names of a comma list ("fid,kid"), in order; empty parts are an error."""
     if not text.strip():
@@ -82,8 +90,10 @@ class Request:
 def scorers_for(cfg, metrics: list[str], images, manifest: dict | None, device, log, shared: dict) -> dict:
     """{name: scorer} of each of `metrics` for a run's config `cfg` (or a `Request`), over the one
     feature pass `shared` holds (made by the first scorer that needs it); `images` and `manifest`:
-    the dataset already in memory, or None to read what is needed. A dataset holding fewer images
-    than a metric needs is a DatasetError naming it."""
+    the dataset already in memory, or None to read what is needed. Fewer samples than a metric
+    needs is a ConfigError (`check_samples`), and a dataset holding fewer images a DatasetError
+    naming it."""
+    check_samples(cfg, metrics)
     scorers = {name: get(name).scorers().scorer(cfg, images, manifest, device, log, shared) for name in metrics}
     for name, scorer in scorers.items():
         n = scorer.protocol["samples"]  # metric_samples, or fewer when the dataset holds fewer
@@ -101,8 +111,7 @@ def score(sampler, request: Request, metrics: list[str], device, log=print, batc
 
     if not metrics:
         raise ConfigError(f"metrics is empty; give a comma list of {', '.join(REGISTRY)}")
-    if few := too_few(request.metric_samples, metrics):
-        raise ConfigError(f"samples={request.metric_samples}: {few}")
+    check_samples(request, metrics, "samples")  # before the weights and real features load
     shared = {inception.SHARED: inception.Features.create(  # made here for `batch`, which a run's config lacks
         request.dataset, request.metric_samples, request.metric_weights or None, device, log=log, batch=batch,
         resize=request.metric_resize)}
