@@ -176,7 +176,9 @@ def test_too_few_images_for_a_metric_is_one_line_before_any_training(fid_weights
             ([*train, "--run", str(tmp_path / "r1"), "--metric-samples", "10", "--metrics", "kid,recall"],
              f"{small} holds 3 images, too few to score: recall needs at least 4 images"),
             ([*train, "--run", str(tmp_path / "r2"), "--metric-samples", "1", "--metrics", "kid"],
-             "metric_samples=1: kid needs at least 2 images")):
+             "metric_samples=1: kid needs at least 2 images"),
+            (["score", str(tmp_path / "nothing"), "--dataset", small, "--samples", "3", "--metrics", "recall"],
+             "samples=3: recall needs at least 4 images")):  # said before the checkpoint is looked for
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert said in err and "\n" not in err, err

@@ -138,6 +138,7 @@ def score_checkpoint(uri: str, request: Request, metrics: list[str], device: str
     from facegan.runtime import use_device
     from facegan.sample import load_generator, noise_sampler, read_state
 
+    check_samples(request, metrics, "samples")  # bad input before the checkpoint loads
     dev = use_device(str(device))
     state = read_state(uri, ema)
     family = families.get(families.name_of_state(state))
