@@ -3,7 +3,9 @@
 The unbiased estimate of the squared MMD between real and generated pool features
 (`facegan.metrics.inception`) under the polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over
 SUBSETS random subsets of SUBSET_SIZE images from each side (fewer when the protocol has fewer
-samples); reported as its mean (`kid`) and standard deviation over the subsets (`kid_std`). The
+samples); reported as its mean (`kid`) and standard deviation over the subsets (`kid_std`). With
+SUBSET_SIZE samples or fewer every subset is the whole set, so `kid_std` is 0: no spread is
+measured, the mean is the unbiased MMD^2 of the two whole sets (as clean-fid computes it). The
 subsets are drawn by a seeded generator, as torch-fidelity draws them (rng seed 2020), so the
 same features give the same score. Unlike FID it has no bias from the sample count.
 """
