@@ -38,7 +38,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from facegan import attributes as attrs
-from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id
+from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id, read_manifest
 from facegan.errors import DatasetError, LeaseError, StorageError, foreign_files
 from facegan.lease import KEY as LEASE_KEY
 from facegan.lease import Lease
@@ -322,21 +322,45 @@ def write_attributes(store: Store, build: str, table: attrs.AttributeTable, file
     return record
 
 
+def describe(manifest: dict) -> str:
+    """A dataset in a few words: "16 images at 64px, 40 attributes per image"."""
+    attributes = manifest.get("attributes")
+    names = attributes.get("names") if isinstance(attributes, dict) else None
+    return (f"{manifest['count']} images at {manifest['resolution']}px"
+            + (f", {len(names)} attributes per image" if isinstance(names, list) else ""))
+
+
 @dataclass(frozen=True)
 class PrepareResult:
-    """What `prepare` wrote: the manifest and where."""
+    """What `prepare` wrote: the manifest and where, and the manifest of the dataset it replaced
+    there (None when the folder held none)."""
 
     uri: str
     manifest: dict
+    replaced: dict | None = None
 
     @property
     def summary(self) -> str:
         m = self.manifest
-        return (
+        line = (
             f"prepared {m['count']} images at {m['resolution']}px into {len(m['shards'])} "
             f"shard(s) at {self.uri}; skipped {len(m['skipped'])}"
             + (f"; {len(m['attributes']['names'])} attributes per image" if "attributes" in m else "")
         )
+        if self.replaced is None:
+            return line
+        if self.replaced.get("id") == m["id"]:
+            return f"{line}; it replaced an identical build there"
+        return f"{line}; it replaced the dataset there ({describe(self.replaced)})"
+
+
+def _earlier(store: Store) -> dict | None:
+    """The manifest of the dataset in `store` that a build replaces; None when there is none (or
+    it is unreadable: nothing a reader could have used)."""
+    try:
+        return read_manifest(store) if store.exists(MANIFEST) else None
+    except (DatasetError, StorageError):
+        return None
 
 
 def _dataset_named(key: str) -> bool:
@@ -414,6 +438,7 @@ def prepare(
     _check_out(store, out_uri)
     with Lease(store, what="dataset", doing="prepared", instead="prepare into another folder") as lease:
         build = uuid.uuid4().hex[:8]  # this build's shard names: the current dataset's stay untouched
+        earlier = _earlier(store)
         workers = workers or os.cpu_count() or 1
         per_shard = shard_size or shard_size_for(len(names))
         jobs = [(str(source), names[i : i + per_shard], resolution, store.root,
@@ -467,7 +492,7 @@ def prepare(
         for key in store.list():  # the manifest now names this build: earlier builds' shards and labels go
             if (SHARD_NAME.fullmatch(key) or key.startswith(f"{ATTRIBUTES_NAME}-")) and key not in current:
                 store.delete(key)
-        result = PrepareResult(store.root, manifest)
+        result = PrepareResult(store.root, manifest, earlier)
         log(result.summary)
         return result
 

@@ -199,9 +199,16 @@ def test_batch_sampler_rejects_wrong_layout():
 
 def test_rebuild_removes_stale_shards_and_id_ignores_workers(raw_faces, tmp_path):
     uri = str(tmp_path / "ds")
-    big = prepare(raw_faces, uri, resolution=32, workers=2, limit=40, shard_size=10, log=quiet).manifest
-    assert len(big["shards"]) == 4
-    small = prepare(raw_faces, uri, resolution=32, workers=1, limit=10, shard_size=10, log=quiet).manifest
+    first = prepare(raw_faces, uri, resolution=32, workers=2, limit=40, shard_size=10, log=quiet)
+    big = first.manifest
+    assert len(big["shards"]) == 4 and first.replaced is None and "replaced" not in first.summary
+    # a rebuild says what it replaced: the same build, or another dataset (a mistyped output folder)
+    same = prepare(raw_faces, uri, resolution=32, workers=1, limit=40, shard_size=10, log=quiet)
+    assert same.summary.endswith("; it replaced an identical build there") and same.manifest["id"] == big["id"]
+    lines: list[str] = []
+    smaller = prepare(raw_faces, uri, resolution=32, workers=1, limit=10, shard_size=10, log=lines.append)
+    assert lines[-1].endswith("; it replaced the dataset there (40 images at 32px)"), lines[-1]
+    small = smaller.manifest
     assert sorted(p.name for p in (tmp_path / "ds").glob("shard-*.npy")) == [s["name"] for s in small["shards"]]
     assert small["shards"][0]["name"].endswith("-00000.npy") and len(small["shards"]) == 1
     assert load(uri)[0].shape[0] == small["count"] == 10

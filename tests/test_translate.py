@@ -106,6 +106,12 @@ def test_prepare_stores_labels_in_row_order_and_reports_mismatches(makeup_raw, t
     assert np.array_equal(labels, np.stack([table.rows[n] for n in kept]))  # row i labels image i
     unlabelled = prepare(src, str(tmp_path / "plain"), resolution=32, workers=1, log=lambda *_: None).manifest
     assert unlabelled["id"] != m["id"] and "attributes" not in unlabelled
+    # the same images prepared over the labelled dataset at 64 px: the CLI's line says what went
+    capsys.readouterr()
+    assert main(["prepare", str(src), str(tmp_path / "ds"), "--resolution", "64", "--workers", "1"]) == 0
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said.endswith(f"; it replaced the dataset there ({m['count']} images at 32px, "
+                         f"{len(attributes.CELEBA_ATTRIBUTES)} attributes per image)"), said
 
     # a malformed table: one line naming the file and line, and nothing written
     (tmp_path / "bad.txt").write_text(f"2\n{NAMES_LINE}\n{CELEBA_ROW_1}\n000002.jpg 1 1\n")
