@@ -323,11 +323,9 @@ def write_attributes(store: Store, build: str, table: attrs.AttributeTable, file
 
 
 def describe(manifest: dict) -> str:
-    """A dataset in a few words: "16 images at 64px, 40 attributes per image"."""
-    attributes = manifest.get("attributes")
-    names = attributes.get("names") if isinstance(attributes, dict) else None
+    """A (valid) manifest's dataset in a few words: "16 images at 64px, 40 attributes per image"."""
     return (f"{manifest['count']} images at {manifest['resolution']}px"
-            + (f", {len(names)} attributes per image" if isinstance(names, list) else ""))
+            + (f", {len(manifest['attributes']['names'])} attributes per image" if "attributes" in manifest else ""))
 
 
 @dataclass(frozen=True)
@@ -342,11 +340,7 @@ class PrepareResult:
     @property
     def summary(self) -> str:
         m = self.manifest
-        line = (
-            f"prepared {m['count']} images at {m['resolution']}px into {len(m['shards'])} "
-            f"shard(s) at {self.uri}; skipped {len(m['skipped'])}"
-            + (f"; {len(m['attributes']['names'])} attributes per image" if "attributes" in m else "")
-        )
+        line = f"prepared {describe(m)} into {len(m['shards'])} shard(s) at {self.uri}; skipped {len(m['skipped'])}"
         if self.replaced is None:
             return line
         if self.replaced.get("id") == m["id"]:
