@@ -161,11 +161,39 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
     """Export the generator(s) of `source` (a run URI or a checkpoint .pt URI) into the folder
     `out` (local or s3://, empty or an earlier export); see the module docstring. Raises
     ExportError after writing everything else when a format could not be written."""
-    from safetensors.torch import save as save_safetensors
-
     target = open_store(out)
     _check_folder(target, out)
-    state, run, origin = ckpt.load_chosen(source)
+    # the folder's lease first: a folder that takes no write, or that another export holds, is
+    # refused before the (slow) export, not after it
+    with lease.Lease(target, what="export folder", doing="exported into", instead="export into another folder"):
+        existing = _check_folder(target, out)  # again: another export may have ended meanwhile
+        state, run, origin = ckpt.load_chosen(source)
+        files, card, problems = _exported(state, run, origin)
+        if target.exists(CARD_JSON):
+            keep_earlier(target)
+        for key, blob in files.items():
+            target.put_bytes(key, blob)
+        target.put_bytes(CARD_MD, card_markdown(card).encode())
+        target.put_json(CARD_JSON, card)  # last: a folder with a card is a complete export
+        for key in existing:  # an earlier (or interrupted) export's files that this one did not write again
+            if key not in files and key not in (CARD_JSON, CARD_MD, lease.KEY):
+                target.delete(key)
+        _remove_copy(target)
+    written = [*files, CARD_MD, CARD_JSON]
+    names = list(card["generators"])
+    log(f"exported {', '.join(names)} of {card['family']} at step {state['step']} ({origin['which']}) to {out}: "
+        + ", ".join(written))
+    result = Exported(out, written, card, problems)
+    if problems:
+        raise ExportError(f"{out}: {'; '.join(problems)} (the other files and the model card were written)")
+    return result
+
+
+def _exported(state: dict, run: str, origin: dict) -> tuple[dict[str, bytes], dict, list[str]]:
+    """The files of a checkpoint's export ({key: bytes}), its model card, and the formats that
+    could not be written (one line each)."""
+    from safetensors.torch import save as save_safetensors
+
     family = families.get(families.name_of_state(state))
     cfg = family.config.from_dict(state["config"])
     nets = family.recipes().generators(state, torch.device("cpu"), True)
@@ -197,25 +225,7 @@ def export(source: str, out: str, log: Callable[[str], None] = print) -> Exporte
         generators[name] = entry
     card = model_card(family, cfg, state, run, origin, generators, problems)
     card["how_to_load"] = {name: how_to_load(card, name) for name in names}
-    with lease.Lease(target, what="export folder", doing="exported into", instead="export into another folder"):
-        existing = _check_folder(target, out)  # again: another export may have ended meanwhile
-        if target.exists(CARD_JSON):
-            keep_earlier(target)
-        for key, blob in files.items():
-            target.put_bytes(key, blob)
-        target.put_bytes(CARD_MD, card_markdown(card).encode())
-        target.put_json(CARD_JSON, card)  # last: a folder with a card is a complete export
-        for key in existing:  # an earlier (or interrupted) export's files that this one did not write again
-            if key not in files and key not in (CARD_JSON, CARD_MD, lease.KEY):
-                target.delete(key)
-        _remove_copy(target)
-    written = [*files, CARD_MD, CARD_JSON]
-    log(f"exported {', '.join(names)} of {family.name} at step {state['step']} ({origin['which']}) to {out}: "
-        + ", ".join(written))
-    result = Exported(out, written, card, problems)
-    if problems:
-        raise ExportError(f"{out}: {'; '.join(problems)} (the other files and the model card were written)")
-    return result
+    return files, card, problems
 
 
 def _check_folder(target: Store, out: str) -> list[str]:

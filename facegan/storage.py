@@ -234,6 +234,8 @@ class LocalStore(Store):
         base = self._p(prefix)
         try:
             if base.is_file():
+                if not prefix.strip("/"):  # the store's own folder is a file: it holds no keys, and takes none
+                    raise StorageError(f"{base}: is a file, not a folder (cannot list it)")
                 return [prefix.strip("/")]
             if not base.is_dir():
                 return []

@@ -259,12 +259,12 @@ for name, where, expected in [
     ("/proc", lambda t, raw: "/proc/facegan-x", "cannot "),
     ("a 300-character name", lambda t, raw: str(t / ("x" * 300)), "cannot "),
 ]:
-    for command in ("synth", "prepare", "train", "sample"):
+    for command in ("synth", "prepare", "train", "sample", "export"):
         def build(t, d, r, raw, c=command, w=where):
             out = w(t, raw)
             return {"synth": ["synth", out, "--count", "2"], "prepare": ["prepare", str(raw), out],
                     "train": ["train", "--dataset", d, "--run", out, "--steps", "1"],
-                    "sample": ["sample", r, out, "--count", "2"]}[c], []
+                    "sample": ["sample", r, out, "--count", "2"], "export": ["export", r, out]}[c], []
         _add(f"{command}: destination {name}", build, expected)
 
 # stored documents of the wrong shape: config.json, the manifest, pointers, a checkpoint's fields

@@ -341,9 +341,11 @@ def test_an_export_stopped_before_its_first_card_is_written_over_and_one_export_
     err = capsys.readouterr().err.strip()
     assert "(notes.txt)" in err and "not an earlier export" in err and "\n" not in err
     assert (other / "generator.pt2").read_bytes() == b"x"
-    # another export holding the folder: refused in one line, the export there untouched
+    # another export holding the folder: refused in one line before the slow part (no generator is
+    # converted), the export there untouched
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with lease.Lease(open_store(str(out)), what="export folder"):
+    with lease.Lease(open_store(str(out)), what="export folder"), monkeypatch.context() as m:
+        m.setattr(exporting, "_programs", lambda *a: pytest.fail("converted a generator for a folder it cannot write"))
         assert main(["export", trained, str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert "export folder is being exported into by another process" in err and "\n" not in err
