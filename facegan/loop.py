@@ -266,6 +266,9 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
             if cfg.init_from:  # fine-tuning: another run's weights, fresh optimizers
                 cfg = start_from(cfg, family, recipe.parts, log)
             log(f"new run {cfg.run}: {recipe.describe_new()}; {runfolder.CONFIG} is saved after its first step")
+        elif start >= cfg.steps:  # a finished run resumed as it was, or with fewer steps: said, not a silent no-op
+            log(f"the run is already at step {start}, not below steps={cfg.steps}: nothing to train (raise steps "
+                "to train further)")
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}

@@ -138,6 +138,10 @@ def test_resume_takes_the_runs_saved_settings_and_names_changes(dataset32, tmp_p
     saved = ckpt.load(run)["config"]
     assert saved["seed"] == 5 and saved["lr_g"] == 0.0003 and saved["model"]["ngf"] == 8
     assert saved["model"]["resolution"] == 32 and saved["steps"] == 4
+    # a finished run asked for fewer steps: nothing trains, and the line says so
+    assert main(["train", "--dataset", dataset32, "--run", run, "--steps", "3"]) == 0
+    assert "the run is already at step 4, not below steps=3: nothing to train" in capsys.readouterr().out
+    assert ckpt.load(run)["step"] == 4
     # a change that alters the result is refused, naming each field's old and new value
     assert main(["train", "--dataset", dataset32, "--run", run, "--ngf", "16", "--seed", "6"]) == 2
     err = capsys.readouterr().err
