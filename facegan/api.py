@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facegan.config import SEED_LIMIT
+from facegan.errors import ConfigError
 from facegan.images import to_uint8
 from facegan.sample import LoadedGenerator, generate, load_generator
 
@@ -36,8 +38,10 @@ class Generator:
         return self.loaded.step
 
     def tensor(self, n: int, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
-        """Faces of seeds seed .. seed+n-1 as floats (n, 3, R, R) in [-1, 1], on the CPU."""
-        return generate(self.loaded, range(seed, seed + n), truncation)
+        """Faces of seeds seed .. seed+n-1 as floats (n, 3, R, R) in [-1, 1], on the CPU. `n` is a
+        positive integer and `seed` an integer in [0, 2**63), as `facegan sample`'s --count and
+        --seed (a ConfigError otherwise)."""
+        return generate(self.loaded, _seeds(n, seed), truncation)
 
     def faces(self, n: int, seed: int = 0, truncation: float | None = None) -> np.ndarray:
         """Faces of seeds seed .. seed+n-1 as 8-bit RGB pixels, a numpy uint8 array (n, R, R, 3)."""
@@ -46,6 +50,15 @@ class Generator:
     def pictures(self, n: int, seed: int = 0, truncation: float | None = None) -> list[Image.Image]:
         """Faces of seeds seed .. seed+n-1 as PIL images (RGB, R x R)."""
         return [Image.fromarray(face) for face in self.faces(n, seed, truncation)]
+
+
+def _seeds(n: int, seed: int) -> range:
+    """The seeds of n faces from `seed` on; a ConfigError for an n or seed `facegan sample` would refuse."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n={n!r} must be a positive integer (how many faces)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63)")
+    return range(seed, seed + n)
 
 
 def load(uri: str, device: str = "cpu", ema: bool = True) -> Generator:

@@ -12,6 +12,7 @@ from facegan import metrics as metric_registry
 from facegan.config import (
     DEVICE_HELP,
     RENAMED,
+    SEED_LIMIT,
     TRUNCATION_MIN,
     RunConfig,
     all_options,
@@ -332,7 +333,7 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run URI (uses latest.json) or checkpoint .pt URI")
     p.add_argument("out", help="output URI for grid.png, faces/, interpolation.png")
     p.add_argument("--count", type=count(1), default=16, help="faces to write [default: 16]")
-    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
+    p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
     p.add_argument("--interpolation-steps", type=count(2), default=8, help="frames of the latent walk [default: 8]")
     p.add_argument("--truncation", type=truncation, default=1.0, metavar="PSI",
@@ -379,7 +380,7 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
     p.add_argument("out")
     p.add_argument("--count", type=count(1), default=256)
-    p.add_argument("--seed", type=count(0, 2**63 - 1), default=0)
+    p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0)
     p.add_argument("--makeup", type=fraction, default=None,
                    help="share of faces with eye shadow and lipstick; also writes list_attr_celeba.txt beside OUT")
     p.set_defaults(fn=cmd_synth)

@@ -25,6 +25,7 @@ LOSSES = ("bce", "hinge")
 AUGMENTS = ("color", "translation", "cutout")
 PRECISIONS = ("auto", "bf16", "fp32")
 WATCHDOG_MODES = ("off", "warn", "stop")  # facegan.watchdog
+SEED_LIMIT = 2**63  # seeds (a run's, a face's) are integers in [0, SEED_LIMIT)
 TRUNCATION_MIN = 0.05  # the smallest truncation psi (facegan.sample.latents): below it, redrawing takes too long
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
@@ -240,7 +241,7 @@ class RunConfig:
             value = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}={value!r} must be a finite number")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         if not self.dataset:
             raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")

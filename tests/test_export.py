@@ -390,6 +390,22 @@ def test_truncation_keeps_values_within_its_bound_and_psi_1_changes_nothing(trai
 # ------------------------------------------------------------------ the Python API, as the README shows it
 
 
+def test_the_python_api_refuses_a_count_or_seed_facegan_sample_would(trained):
+    """`gen.faces(0)`, a float count, a negative or too large seed: a ConfigError naming the
+    argument, as `facegan sample` refuses --count 0 and --seed -1 (they were a torch.cat or an
+    overflow error from deep inside, or, for a negative seed, faces no command could make)."""
+    import facegan
+
+    gen = facegan.load(trained)
+    for kwargs, named in (({"n": 0}, "n=0"), ({"n": -3}, "n=-3"), ({"n": 2.5}, "n=2.5"), ({"n": True}, "n=True"),
+                          ({"n": 2, "seed": -1}, "seed=-1"), ({"n": 2, "seed": 2**63}, f"seed={2**63}"),
+                          ({"n": 2, "seed": 1.0}, "seed=1.0")):
+        with pytest.raises(ConfigError, match=re.escape(named) + " must be"):
+            gen.faces(**kwargs)
+    side = gen.resolution
+    assert gen.faces(1, seed=2**63 - 1).shape == (1, side, side, 3)  # the largest seed `facegan sample` takes
+
+
 def readme_python_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = re.split(r"\n#{2,3} ", text.split("### Python API\n", 1)[1])[0]
