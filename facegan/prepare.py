@@ -52,6 +52,7 @@ CELEBA_FACE_BOX = (25, 57, 153, 185)
 MAX_PIXELS = 50_000_000  # far above any face photo; a bigger image is refused before decoding
 MAX_FILE_BYTES = 64 << 20  # likewise: a bigger file (a 30 GB sparse "image", a zip bomb) is listed, not read
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+ROWS_NAMED = 20  # rows of the attribute table without an image: how many the manifest names (all are counted)
 
 
 # ------------------------------------------------------------------ preparing
@@ -328,6 +329,16 @@ def describe(manifest: dict) -> str:
             + (f", {len(manifest['attributes']['names'])} attributes per image" if "attributes" in manifest else ""))
 
 
+def unused_rows(manifest: dict) -> str:
+    """"N row(s) of the attribute table have no image in the source (first, ...)" for a manifest
+    whose labels' record counts such rows; "" when it counts none."""
+    unused = (manifest.get("attributes") or {}).get("rows_without_image")
+    if not unused:
+        return ""
+    return (f"{unused['count']} row(s) of the attribute table have no image in the source "
+            f"({unused['first'][0]}{', ...' if unused['count'] > 1 else ''})")
+
+
 @dataclass(frozen=True)
 class PrepareResult:
     """What `prepare` wrote: the manifest and where, and the manifest of the dataset it replaced
@@ -341,6 +352,8 @@ class PrepareResult:
     def summary(self) -> str:
         m = self.manifest
         line = f"prepared {describe(m)} into {len(m['shards'])} shard(s) at {self.uri}; skipped {len(m['skipped'])}"
+        if unused_rows(m):  # not files skipped: the table's rows for images that are not in the source
+            line += f"; {unused_rows(m)}"
         if self.replaced is None:
             return line
         if self.replaced.get("id") == m["id"]:
@@ -388,8 +401,9 @@ def prepare(
     `workers` defaults to the number of cores; `limit` keeps only the first N files (sorted).
     Bad files are skipped and listed in the manifest; an input with no usable image is an error.
     `attributes`: URI (path or s3://) of a CelebA `list_attr_celeba.txt`; its labels are stored
-    with the images in row order (see facegan.data). Images without a row are skipped, rows
-    without an image are listed as skipped too.
+    with the images in row order (see facegan.data). Images without a row are skipped; rows
+    without an image are counted in the labels' record (`rows_without_image`: the count and the
+    first ROWS_NAMED names), not listed one by one.
     """
     from facegan.config import RESOLUTIONS
 
@@ -465,8 +479,10 @@ def prepare(
                 labels = {"attributes": write_attributes(store, build, table, kept, attributes)}
                 if limit is None:  # with a limit, rows past it are expected to have no image
                     present = {os.path.basename(n) for n in names}
-                    skipped += [{"file": f, "reason": "attribute row without an image in the source"}
-                                for f in table.rows if f not in present]
+                    missing = [f for f in table.rows if f not in present]
+                    if missing:  # counted, not listed: the whole table beside a few images is 200k rows
+                        labels["attributes"]["rows_without_image"] = {"count": len(missing),
+                                                                      "first": missing[:ROWS_NAMED]}
             if lease.lost:  # another prepare took the folder over: it owns the manifest now
                 raise LeaseError(lease.lost)
             manifest = write_manifest(  # the switch: from here on readers see this build

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from facegan import data
 from facegan.config import RESOLUTIONS, ConfigError
-from facegan.prepare import prepare
+from facegan.prepare import prepare, unused_rows
 from facegan.storage import StorageError, is_remote, open_store, split_uri
 from flows.common import INPUT_ERRORS, artifact_key, fail, retry_transient
 
@@ -85,6 +85,7 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
             + (f", labelled by `{attributes}`" if attributes else "") + ".\n\n"
             f"Skipped {len(manifest['skipped'])} file(s)"
             + (f":\n\n| file | reason |\n|---|---|\n{skipped}\n" if skipped else ".\n")
+            + (f"\n{unused_rows(manifest)}.\n" if unused_rows(manifest) else "")
         ),
         description="prepared dataset",
     )

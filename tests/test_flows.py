@@ -154,6 +154,31 @@ def test_prepare_is_idempotent(prefect_api, raw_faces, tmp_path):
     assert (tmp_path / "ds" / "manifest.json").exists()  # the existing dataset is untouched
 
 
+def test_the_prepare_report_counts_the_tables_rows_without_an_image(prefect_api, makeup_raw, tmp_path):
+    """CelebA's whole table beside a subset of its images: the rows without an image are counted
+    in one line of the flow's report (and the manifest), not listed as skipped files."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from facegan import attributes
+
+    table = attributes.parse((makeup_raw.parent / attributes.TABLE_NAME).read_text(), "t")
+    extra = {f"{900000 + i}.jpg": row for i, row in enumerate(list(table.rows.values())[:3])}
+    (tmp_path / "attrs.txt").write_text(attributes.format_table(table.names, {**table.rows, **extra}))
+    m = prepare_celeba(source=str(makeup_raw), dataset_uri=str(tmp_path / "labelled-ds"), resolution=32,
+                       attributes=str(tmp_path / "attrs.txt"))
+    assert m["skipped"] == [] and m["attributes"]["rows_without_image"] == {"count": 3, "first": list(extra)}
+
+    async def report():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    shown = [a.data for a in asyncio.run(report()) if a.key == "dataset-labelled-ds"][-1]
+    assert "Skipped 0 file(s)." in shown
+    assert "3 row(s) of the attribute table have no image in the source (900000.jpg, ...)." in shown
+
+
 def test_evaluate_flow_scores_a_checkpoint(prefect_api, dataset32, fid_weights, tmp_path):
     from helpers import tiny_config
 
