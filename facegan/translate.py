@@ -48,17 +48,12 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
     none readable is a DatasetError, as is an output that would replace an input image, a file
     there that no earlier `apply` wrote, or two inputs of one name (all checked before anything is
     written: an earlier apply's outputs are written over, nothing else). Returns the keys written."""
-    from facegan.prepare import IMAGE_SUFFIXES, process_image
+    from facegan.prepare import process_image
 
     net, state = load_translator(run_or_checkpoint, direction, device)
     resolution = state["config"]["model"]["resolution"]
     source = Path(source).expanduser()
-    if source.is_file():
-        files = [source]
-    elif source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        raise DatasetError(f"{source}: no such image or folder")
+    files = _inputs(source)
     out = open_store(out_uri)
     keys: dict[str, Path] = {}
     for path in files:  # checked before anything is written: no input is ever written over
@@ -104,6 +99,41 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
         raise DatasetError(f"{source}: no readable face image among {len(files)} file(s)")
     log(f"translated {len(written)} face(s) ({direction} {state['config']['attribute']}) to {out.uri()}")
     return written
+
+
+def _inputs(source: Path) -> list[Path]:
+    """The images `apply` reads: `source` itself, or the image files in the folder `source`
+    (sorted; not its subfolders'). A file that is not an image, a folder without one, or one that
+    cannot be read is a DatasetError saying what to give instead."""
+    from facegan.prepare import IMAGE_SUFFIXES
+
+    if source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:  # CelebA comes as a .zip, which prepare takes
+            raise DatasetError(f"{source}: not an image file ({source.suffix or 'no suffix'}); give an image or a "
+                               "folder of images" + (" (unzip it first)" if source.suffix.lower() == ".zip" else ""))
+        return [source]
+    if not source.is_dir():
+        raise DatasetError(f"{source}: no such image or folder")
+    try:
+        entries = sorted(source.iterdir())
+    except OSError as exc:
+        raise DatasetError(f"{source}: cannot read the folder ({exc.strerror or exc})") from None
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:  # CelebA unzips to img_align_celeba/: the folder above it is an easy slip
+        holding = [p for p in entries if p.is_dir() and not p.name.startswith(".") and _holds_images(p)]
+        raise DatasetError(f"{source}: no image file in the folder" + (
+            f" (its subfolders are not read; {holding[0]} holds images)" if holding else ""))
+    return files
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether `folder` holds a file with an image suffix (False when it cannot be read)."""
+    from facegan.prepare import IMAGE_SUFFIXES
+
+    try:
+        return any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _recorded(out: Store) -> dict:

@@ -289,13 +289,22 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
     pngs = tmp_path / "out"
     before = {p: p.read_bytes() for p in pngs.iterdir()}
     capsys.readouterr()
+    # ... and inputs that hold no image as given: CelebA's .zip (prepare takes it, apply does not), the
+    # folder above the faces (as CelebA unzips: celeba/img_align_celeba/), an empty folder
+    (tmp_path / "celeba.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    (tmp_path / "empty").mkdir()
     for source, target, expected in [
             (pngs, pngs, f"would write over the input image {written[0]}"),
             (pngs / written[0], pngs, f"would write over the input image {written[0]}"),
+            (tmp_path / "celeba.zip", tmp_path / "z", "celeba.zip: not an image file (.zip); give an image or a "
+                                                      "folder of images (unzip it first)"),
+            (tmp_path, tmp_path / "z", f"{tmp_path}: no image file in the folder (its subfolders are not read; "
+                                       f"{tmp_path / 'in'} holds images)"),
+            (tmp_path / "empty", tmp_path / "z", "empty: no image file in the folder\n"),
     ]:
         assert main(["translate", "apply", cfg.run, str(source), str(target), "--direction", "add"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert expected in err and "\n" not in err
+        err = capsys.readouterr().err
+        assert expected in err and "\n" not in err.strip() and not (tmp_path / "z").exists()
     (pngs / f"{Path(written[0]).stem}.jpg").write_bytes(one.read_bytes())
     assert main(["translate", "apply", cfg.run, str(pngs), str(tmp_path / "y"), "--direction", "add"]) == 2
     err = capsys.readouterr().err.strip()
