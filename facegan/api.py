@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facegan.config import SEED_LIMIT
+from facegan.config import check_seed
 from facegan.errors import ConfigError
 from facegan.images import to_uint8
 from facegan.sample import LoadedGenerator, generate, load_generator
@@ -56,8 +56,7 @@ def _seeds(n: int, seed: int) -> range:
     """The seeds of n faces from `seed` on; a ConfigError for an n or seed `facegan sample` would refuse."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n={n!r} must be a positive integer (how many faces)")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63)")
+    check_seed(seed)
     return range(seed, seed + n)
 
 

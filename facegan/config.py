@@ -30,6 +30,12 @@ TRUNCATION_MIN = 0.05  # the smallest truncation psi (facegan.sample.latents): b
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 
 
+def check_seed(seed) -> None:
+    """A ConfigError unless `seed` is an integer in [0, SEED_LIMIT) (a run's seed, a face's)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63)")
+
+
 def option(default: Any, help: str, shown_default: str | None = None, *,  # noqa: A002 - argparse's word
            resumable: bool = False, session: bool = False) -> Any:
     """A config field that is also a command-line option (`--name-with-dashes`) and a flow
@@ -241,8 +247,7 @@ class RunConfig:
             value = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}={value!r} must be a finite number")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
-            raise ConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+        check_seed(self.seed)
         if not self.dataset:
             raise ConfigError("dataset is empty; give the dataset URI (s3://... or a folder)")
         if not self.run:
