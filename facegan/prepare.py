@@ -352,8 +352,8 @@ class PrepareResult:
     def summary(self) -> str:
         m = self.manifest
         line = f"prepared {describe(m)} into {len(m['shards'])} shard(s) at {self.uri}; skipped {len(m['skipped'])}"
-        if unused_rows(m):  # not files skipped: the table's rows for images that are not in the source
-            line += f"; {unused_rows(m)}"
+        if rows := unused_rows(m):  # not files skipped: the table's rows for images that are not in the source
+            line += f"; {rows}"
         if self.replaced is None:
             return line
         if self.replaced.get("id") == m["id"]:

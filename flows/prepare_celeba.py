@@ -77,6 +77,7 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
     except INPUT_ERRORS as exc:
         return fail(exc)
     skipped = "\n".join(f"| {s['file']} | {s['reason']} |" for s in manifest["skipped"][:50])
+    rows = unused_rows(manifest)  # the table's rows without an image: counted apart from skipped files
     create_markdown_artifact(
         key=artifact_key("dataset", dataset_uri.rsplit("/", 1)[-1]),
         markdown=(
@@ -85,7 +86,7 @@ def prepare_celeba(source: str, dataset_uri: str, resolution: int = 64, limit: i
             + (f", labelled by `{attributes}`" if attributes else "") + ".\n\n"
             f"Skipped {len(manifest['skipped'])} file(s)"
             + (f":\n\n| file | reason |\n|---|---|\n{skipped}\n" if skipped else ".\n")
-            + (f"\n{unused_rows(manifest)}.\n" if unused_rows(manifest) else "")
+            + (f"\n{rows}.\n" if rows else "")
         ),
         description="prepared dataset",
     )
