@@ -1,5 +1,6 @@
 """One writer per folder: a lease object in a run (or dataset, or export) folder, taken and renewed
-by conditional writes. A run has one trainer, a dataset one `prepare`, an export folder one export.
+by conditional writes. A run has one trainer, a dataset one `prepare`, an export folder one export,
+a folder of samples or translations one `facegan sample` or `translate apply`.
 
 `lease.json` names its holder (a random id, host, pid) and when it expires. `RunLease.acquire`
 creates it only if it is absent (S3 `If-None-Match: *`; a file lock in a local folder), or
@@ -43,13 +44,15 @@ def _alive_here(holder: dict) -> bool:
 class Lease:
     """The lease on one folder; use as a context manager around the writing. `what` and `doing`
     name the folder and its writer in messages ("run", "trained"; "dataset", "prepared"), `instead`
-    what a refused caller can do."""
+    what a refused caller can do. A writer that `owns` the folder (a run, a dataset, an export)
+    removes the temp files of interrupted writes there once it holds the lease; one that writes a
+    few files into a folder of the user's (`facegan sample`, `translate apply`) touches nothing else."""
 
     def __init__(self, folder: Store, ttl: float = TTL_S, what: str = "run", doing: str = "trained",
-                 instead: str = "train into another run") -> None:
+                 instead: str = "train into another run", owns: bool = True) -> None:
         self.folder = folder
         self.ttl = ttl
-        self.what, self.doing, self.instead = what, doing, instead
+        self.what, self.doing, self.instead, self.owns = what, doing, instead, owns
         self.me = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
         self.etag: str | None = None
         self.lost: str | None = None  # why the lease was lost, if it was
@@ -73,7 +76,11 @@ class Lease:
             try:
                 holder = json.loads(current[0])
             except (ValueError, RecursionError):
-                holder = {}
+                holder = None
+            if not (isinstance(holder, dict) and "holder" in holder):  # not a lease: damaged, or the user's file
+                if not self.owns:  # in a folder of the user's: theirs, not ours to replace
+                    raise LeaseError(f"{where}: already there and not a facegan lease; {self.instead}")
+                holder = {}  # in a folder facegan owns: a damaged lease, expired
             expired = not isinstance(holder.get("expires"), (int, float)) or holder["expires"] < time.time()
             gone_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
             if not (expired or gone_here):
@@ -89,7 +96,8 @@ class Lease:
             raise LeaseError(f"{where}: another process took this {self.what}'s lease at the same moment")
         self._thread = threading.Thread(target=self._renew, name="facegan-lease", daemon=True)
         self._thread.start()
-        self.folder.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
+        if self.owns:
+            self.folder.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
         return self
 
     def _renew(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from facegan import export, families, memory
+from facegan import export, families, lease, memory
 from facegan.config import TRUNCATION_MIN, ConfigError, RunConfig
 from facegan.images import to_png
 from facegan.runtime import use_device
@@ -177,26 +177,37 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
     written over: any other file of those names, or a `sample.json` that is not such a record, is a
     ConfigError naming it, before anything is made. Faces the earlier record lists and this one did
     not write again (it drew fewer) are removed, so the folder never mixes two samples; nothing else
-    there is touched. Returns the keys written."""
+    there is touched. One sample at a time writes into a folder: it holds the folder's lease
+    (`facegan.lease`) meanwhile, and a second is a LeaseError. Returns the keys written."""
     store = open_store(out_uri)
+    _earlier(store, count)  # a folder of someone else's files is refused before the lease is written into it
+    with lease.Lease(store, what="sample folder", doing="sampled into", instead="sample into another folder",
+                     owns=False):
+        earlier = _earlier(store, count)  # again: another sample may have ended meanwhile
+        images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused
+        files = {"grid.png": to_png(images), **face_pngs(images),
+                 "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
+        record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
+                  "truncation": truncation, "interpolation_steps": interpolation_steps}
+        # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
+        store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
+        for key, data in files.items():
+            store.put_bytes(key, data)
+        for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
+            store.delete(key)
+        store.put_json(RECORD, {**record, "files": sorted(files)})
+    return [*files, RECORD]
+
+
+def _earlier(store, count: int) -> set[str]:
+    """The files an earlier `save_samples` recorded in `store` (see `_recorded_files`); a file
+    there that a sample of `count` faces would write and no record lists is a ConfigError."""
     earlier = _recorded_files(store)
     for key in sorted(store.list()):
         if _drawn(key, count) and key not in earlier:
             raise ConfigError(f"{store.uri(key)}: already there and not written by an earlier facegan sample; "
                               "sample into another folder")
-    images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused, not listed
-    files = {"grid.png": to_png(images), **face_pngs(images),
-             "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
-    record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
-              "truncation": truncation, "interpolation_steps": interpolation_steps}
-    # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
-    store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
-    for key, data in files.items():
-        store.put_bytes(key, data)
-    for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
-        store.delete(key)
-    store.put_json(RECORD, {**record, "files": sorted(files)})
-    return [*files, RECORD]
+    return earlier
 
 
 def _recorded_files(store) -> set[str]:

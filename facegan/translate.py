@@ -13,9 +13,10 @@ import torch
 from facegan import data, export, families
 from facegan.config import ConfigError
 from facegan.cyclegan import ResnetGenerator
-from facegan.errors import DatasetError
+from facegan.errors import DatasetError, LeaseError
 from facegan.families.cyclegan import load_generators
 from facegan.images import to_png
+from facegan.lease import Lease
 from facegan.runtime import use_device
 from facegan.storage import Store, canonical, open_store
 
@@ -65,34 +66,34 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
             raise DatasetError(f"{out_uri}: would write over the input image {path.name}; translate into another "
                                "folder")
         keys[key] = path
-    recorded = _recorded(out)
-    present = set(out.list())
-    for key in keys:
-        if key in present and key not in recorded:
-            raise DatasetError(f"{out.uri(key)}: already there and not written by an earlier translate apply; "
-                               "translate into another folder")
+    _checked_record(out, keys)  # a folder of someone else's files is refused before the lease is written into it
     made = {"run": run_or_checkpoint, "step": state["step"], "direction": direction,
             "attribute": state["config"]["attribute"]}
-    record = lambda outputs: {**recorded, **{k: {**made, "input": str(keys[k])} for k in outputs}}  # noqa: E731
     written, skipped = [], []
     dev = next(net.parameters()).device
-    for path in files:
-        try:
-            face = process_image(path.read_bytes(), resolution, path.suffix.lower() in (".jpg", ".jpeg"))
-        except (ValueError, OSError) as exc:
-            skipped.append(f"{path.name} ({exc})")
-            continue
-        x = data.to_unit(torch.tensor(face)[None].to(dev))
-        with torch.no_grad():
-            y = net(x)
-        key = f"{path.stem}.png"
-        if not written:  # first the record names every output this apply may write: if it is
-            # stopped midway, the outputs already there are still known as an apply's
-            _write_record(out, record(keys))
-        out.put_bytes(key, to_png(y))
-        written.append(key)
-    if written:
-        _write_record(out, record(written))  # without the outputs of inputs that could not be read
+    with Lease(out, what="output folder", doing="translated into", instead="translate into another folder",
+               owns=False) as held:
+        recorded = _checked_record(out, keys)  # again: another apply may have ended meanwhile
+        record = lambda outputs: {**recorded, **{k: {**made, "input": str(keys[k])} for k in outputs}}  # noqa: E731
+        for path in files:
+            try:
+                face = process_image(path.read_bytes(), resolution, path.suffix.lower() in (".jpg", ".jpeg"))
+            except (ValueError, OSError) as exc:
+                skipped.append(f"{path.name} ({exc})")
+                continue
+            x = data.to_unit(torch.tensor(face)[None].to(dev))
+            with torch.no_grad():
+                y = net(x)
+            key = f"{path.stem}.png"
+            if held.lost:  # another process took the folder over: it owns the record now
+                raise LeaseError(held.lost)
+            if not written:  # first the record names every output this apply may write: if it is
+                # stopped midway, the outputs already there are still known as an apply's
+                _write_record(out, record(keys))
+            out.put_bytes(key, to_png(y))
+            written.append(key)
+        if written:
+            _write_record(out, record(written))  # without the outputs of inputs that could not be read
     if skipped:
         log(f"skipped {len(skipped)}: {'; '.join(skipped[:5])}")
     if not written:
@@ -134,6 +135,18 @@ def _holds_images(folder: Path) -> bool:
         return any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir())
     except OSError:
         return False
+
+
+def _checked_record(out: Store, keys) -> dict:
+    """The record of `out` (see `_recorded`); an output key of `keys` already there that no earlier
+    `apply` wrote is a DatasetError."""
+    recorded = _recorded(out)
+    present = set(out.list())
+    for key in keys:
+        if key in present and key not in recorded:
+            raise DatasetError(f"{out.uri(key)}: already there and not written by an earlier translate apply; "
+                               "translate into another folder")
+    return recorded
 
 
 def _recorded(out: Store) -> dict:

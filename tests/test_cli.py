@@ -154,6 +154,36 @@ def test_sample_says_what_it_wrote(trained_run, tmp_path, capsys):
     assert "wrote 3 faces (faces/000.png ...), grid.png, interpolation.png and sample.json (5 steps)" in out
 
 
+def test_one_sample_at_a_time_writes_into_a_folder_and_touches_nothing_else_there(trained_run, tmp_path, capsys):
+    """A sample holds its folder's lease while it writes: a second one into that folder is refused
+    (two would interleave their grids and faces under one record). The folder is the user's: hidden
+    `.*.tmp` files of other tools stay (only a run, dataset or export folder's lease holder removes
+    temp files), and a `lease.json` of the user's is neither replaced nor removed."""
+    from facegan.lease import Lease
+    from facegan.storage import open_store
+
+    out = tmp_path / "mine"
+    (out / "notes").mkdir(parents=True)
+    theirs = {out / ".draft.md.tmp": b"an editor's", out / "notes" / ".todo.tmp": b"another tool's"}
+    for path, data in theirs.items():
+        path.write_bytes(data)
+    with Lease(open_store(str(out)), what="sample folder", owns=False):  # another sample writes there now
+        capsys.readouterr()
+        assert main(["sample", trained_run, str(out), "--count", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "this sample folder is being sampled into by another process" in err and "\n" not in err, err
+        assert "sample into another folder" in err and not (out / "grid.png").exists()
+    assert main(["sample", trained_run, str(out), "--count", "2"]) == 0
+    assert (out / "grid.png").exists() and not (out / "lease.json").exists()  # released at the end
+    assert {path: path.read_bytes() for path in theirs} == theirs
+    (out / "lease.json").write_text('{"mine": true}')  # a file of the user's by that name
+    capsys.readouterr()
+    assert main(["sample", trained_run, str(out), "--count", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lease.json: already there and not a facegan lease; sample into another folder" in err, err
+    assert (out / "lease.json").read_text() == '{"mine": true}'
+
+
 def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path, monkeypatch, capsys):
     """A folder sampled again with fewer faces held faces of both draws (faces/002.png from an earlier
     checkpoint beside a new grid); the faces the earlier sample recorded and this one did not write

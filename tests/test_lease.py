@@ -68,6 +68,20 @@ def test_lease_expiry_and_take_over(store_uri):
     assert not run.exists(runfolder.LEASE)
 
 
+def test_a_damaged_lease_in_a_run_is_expired(store_uri):
+    """A lease.json that is not a lease (damaged, or JSON of another shape) in a folder facegan owns
+    blocks nobody; in a folder of the user's (`owns` False) it is theirs: refused, left as it is."""
+    run = open_store(f"{store_uri}/runs/r")
+    for damaged in (b"[1, 2]", b'"text"', b"{half", b'{"expires": 9e99}'):
+        run.put_bytes(runfolder.LEASE, damaged)
+        with pytest.raises(LeaseError, match="lease.json: already there and not a facegan lease; keep out"):
+            Lease(run, owns=False, instead="keep out").acquire()
+        assert run.get_bytes(runfolder.LEASE) == damaged
+        with Lease(run):
+            assert json.loads(run.get_bytes(runfolder.LEASE))["pid"] == os.getpid()
+        assert not run.exists(runfolder.LEASE)
+
+
 def test_a_holder_learns_it_lost_the_lease(store_uri):
     run = open_store(f"{store_uri}/runs/r")
     lease = Lease(run, ttl=0.4).acquire()

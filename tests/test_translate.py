@@ -467,6 +467,39 @@ def test_swap_step_never_reads_back_from_the_device(labelled32, tmp_path):
     assert_device_rates(cfg.run, cfg, {"opt_g": cfg.lr, "opt_d": cfg.lr})
 
 
+def test_one_apply_at_a_time_writes_into_a_folder_and_touches_nothing_else_there(labelled32, makeup_raw, tmp_path,
+                                                                                 capsys):
+    """`translate apply` holds its output folder's lease while it writes: a second apply into it is
+    refused (the later record would drop the earlier one's outputs). The folder is the user's:
+    hidden `.*.tmp` files of other tools stay, and a `lease.json` of the user's is left as it is."""
+    from facegan.lease import Lease
+
+    cfg = tiny(labelled32, str(tmp_path / "r"), steps=2, ckpt_every=2)
+    fit(cfg, quiet)
+    one = sorted(makeup_raw.iterdir())[0]
+    out = tmp_path / "album"
+    (out / "old").mkdir(parents=True)
+    theirs = {out / ".draft.md.tmp": b"an editor's", out / "old" / ".todo.tmp": b"another tool's"}
+    for path, blob in theirs.items():
+        path.write_bytes(blob)
+    apply = ["translate", "apply", cfg.run, str(one), str(out), "--direction", "remove"]
+    with Lease(open_store(str(out)), what="output folder", owns=False):  # another apply writes there now
+        capsys.readouterr()
+        assert main(apply) == 2
+        err = capsys.readouterr().err.strip()
+        assert "this output folder is being translated into by another process" in err and "\n" not in err, err
+        assert not (out / f"{one.stem}.png").exists() and not (out / "translations.json").exists()
+    assert main(apply) == 0
+    assert (out / f"{one.stem}.png").exists() and not (out / "lease.json").exists()  # released at the end
+    assert {path: path.read_bytes() for path in theirs} == theirs
+    (out / "lease.json").write_text('{"mine": true}')  # a file of the user's by that name
+    capsys.readouterr()
+    assert main(apply) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lease.json: already there and not a facegan lease; translate into another folder" in err, err
+    assert (out / "lease.json").read_text() == '{"mine": true}'
+
+
 def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, makeup_raw, tmp_path):
     """The GPU crash's fix reaches the attribute swap: `cuda` and `auto` become cuda:0 before any
     CUDA call (see tests/test_runtime.py for the stand-in)."""
