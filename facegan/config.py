@@ -231,7 +231,8 @@ class RunConfig:
     watchdog_patience: int = option(5, "metric fires after the first metric is worse than its best for this "
                                        "many evaluations in a row (0: off)", resumable=True)
     init_from: str = option("", "start a new run from another run's weights (fine-tuning): a run URI (its best "
-                                "checkpoint, else its latest) or a checkpoint .pt; the optimizers start afresh")
+                                "checkpoint, else its latest) or a checkpoint .pt; the optimizers start afresh; the "
+                                "model options but the resolution default to the source's")
     # where a run started from, recorded by facegan.loop.fit when init_from is given: the checkpoint's
     # {"uri", "step", "sha256"}
     init_origin: dict | None = field(default=None, metadata={"resumable": True})

@@ -122,13 +122,30 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
             fam.config.from_dict({**saved, "dataset": dataset, "run": run})
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"{open_store(run).uri(runfolder.CONFIG)}: damaged run config: {exc}") from None
-    settings = resolve(preset, given, saved, manifest["resolution"], fam.presets, session_fields(fam.config))
+    # a new fine-tuned run: its networks default to the source's, so they fit the weights it starts from
+    base = saved if saved is not None else {"model": source_model(given.get("init_from"), fam)}
+    settings = resolve(preset, given, base, manifest["resolution"], fam.presets, session_fields(fam.config))
     settings.pop("family", None)
     if preset:
         settings["preset"] = preset
     cfg = fam.config.from_dict({"dataset": dataset, "run": run, **settings})
     cfg.check_dataset(manifest)
     return cfg
+
+
+def source_model(source: str | None, family: families.Family) -> dict:
+    """The model settings (all but the resolution, which is the dataset's) of `source`, a run or a
+    checkpoint .pt as `init_from` takes it, when it is of `family`; {} when there is none (no
+    source, another family's, a run without a config: `start_from` names what is wrong). A run's
+    are its config.json's (a .pt in a run: that run's); a .pt elsewhere is read for them."""
+    if not source:
+        return {}
+    in_run = ckpt.run_of(source) if str(source).endswith(".pt") else (str(source), None)
+    config = runfolder.read_config(open_store(in_run[0])) if in_run else ckpt.load(source)["config"]
+    if not isinstance(config, dict) or families.name_of_saved(config) != family.name:
+        return {}
+    model = config.get("model")
+    return {k: v for k, v in model.items() if k != "resolution"} if isinstance(model, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,26 @@ def test_the_resnet_discriminator_freezes_by_its_blocks(dataset32, tmp_path):
                               first["linear.parametrizations.weight.original"], atol=1e-6)
 
 
+def test_a_new_fine_tuned_run_takes_the_sources_networks_unless_told_otherwise(source, labelled32, tmp_path):
+    """`--init-from` with no model options: the new run's networks are the source's (its z_dim, ngf
+    and ndf here are not the defaults), whether the source is named as a run, a checkpoint in a run,
+    or a checkpoint elsewhere; the resolution stays the dataset's, and an option given still wins."""
+    import shutil
+
+    model = json.loads((Path(source) / "config.json").read_text())["model"]
+    assert model != ModelConfig(resolution=32).__dict__  # the source is not the default model
+    elsewhere = tmp_path / "kept.pt"
+    shutil.copy(ckpt.read_pointer(ckpt.open_store(source))["uri"], elsewhere)
+    base = ["train", "--dataset", labelled32, "--steps", "1", "--batch-size", "8", "--device", "cpu"]
+    for name, start in {"run": source, "in_run": ckpt.read_pointer(ckpt.open_store(source))["uri"],
+                        "elsewhere": str(elsewhere)}.items():
+        assert main([*base, "--run", str(tmp_path / name), "--init-from", start]) == 0, name
+        tuned = json.loads((tmp_path / name / "config.json").read_text())
+        assert tuned["model"] == model and tuned["init_origin"]["step"] == 8, name
+    assert main([*base, "--run", str(tmp_path / "narrow"), "--init-from", source, "--z-dim", "32"]) == 2
+    assert not (tmp_path / "narrow").exists()
+
+
 def test_a_start_that_does_not_fit_is_one_line_exit_2(source, labelled32, dataset32, tmp_path, capsys):
     base = ["train", "--dataset", dataset32, "--steps", "2", "--batch-size", "8", "--device", "cpu",
             "--init-from", source]
