@@ -115,11 +115,13 @@ def test_a_new_fine_tuned_run_takes_the_sources_networks_unless_told_otherwise(s
 
     model = json.loads((Path(source) / "config.json").read_text())["model"]
     assert model != ModelConfig(resolution=32).__dict__  # the source is not the default model
-    elsewhere = tmp_path / "kept.pt"
-    shutil.copy(ckpt.read_pointer(ckpt.open_store(source))["uri"], elsewhere)
+    latest = ckpt.read_pointer(ckpt.open_store(source))["uri"]
+    elsewhere, loose = tmp_path / "kept.pt", tmp_path / "copies" / "checkpoints" / "step-0000008.pt"
+    loose.parent.mkdir(parents=True)  # named as in a run, in a folder that is not one (no config.json)
+    for copy in (elsewhere, loose):
+        shutil.copy(latest, copy)
     base = ["train", "--dataset", labelled32, "--steps", "1", "--batch-size", "8", "--device", "cpu"]
-    for name, start in {"run": source, "in_run": ckpt.read_pointer(ckpt.open_store(source))["uri"],
-                        "elsewhere": str(elsewhere)}.items():
+    for name, start in {"run": source, "in_run": latest, "elsewhere": str(elsewhere), "loose": str(loose)}.items():
         assert main([*base, "--run", str(tmp_path / name), "--init-from", start]) == 0, name
         tuned = json.loads((tmp_path / name / "config.json").read_text())
         assert tuned["model"] == model and tuned["init_origin"]["step"] == 8, name
