@@ -55,6 +55,7 @@ class Lease:
         self.what, self.doing, self.instead, self.owns = what, doing, instead, owns
         self.me = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
         self.etag: str | None = None
+        self._kept = False  # whether releasing leaves the folder, emptied (one of the user's that was there)
         self.lost: str | None = None  # why the lease was lost, if it was
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,6 +67,7 @@ class Lease:
     def acquire(self) -> Lease:
         """Take the lease, or raise LeaseError naming the live holder."""
         where = self.folder.uri(KEY)
+        self._kept = not self.owns and self.folder.has_folder()  # the user's folder stays, even emptied
         for _ in range(3):  # the holder may release or renew between our read and write
             self.etag = self.folder.put_if(KEY, self._body(), None)
             if self.etag:
@@ -120,7 +122,7 @@ class Lease:
             try:
                 current = self.folder.get_versioned(KEY)
                 if current and current[1] == self.etag:
-                    self.folder.delete(KEY)
+                    self.folder.delete(KEY, keep_folder=self._kept)
             except StorageError:  # the store is away: the lease expires by itself
                 pass
 

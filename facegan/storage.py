@@ -77,8 +77,13 @@ class Store(ABC):
         """Sorted keys (relative to the store) of all objects under `prefix`."""
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the object at `key`; a missing key is not an error."""
+    def delete(self, key: str, keep_folder: bool = False) -> None:
+        """Remove the object at `key`; a missing key is not an error. A local store removes the
+        folders this leaves empty, its own too unless `keep_folder` (S3 has no folders)."""
+
+    def has_folder(self) -> bool:
+        """Whether the store's own folder is there (S3 has no folders: False)."""
+        return False
 
     def clean_temporaries(self) -> list[str]:
         """Remove orphaned temp files of interrupted writes; returns their keys. (S3 has none:
@@ -224,6 +229,9 @@ class LocalStore(Store):
         except OSError as exc:
             raise local_write_error(f"{self.uri(key)}: cannot download to {path}", Path(path).parent, exc) from None
 
+    def has_folder(self) -> bool:
+        return self.path.is_dir()
+
     def exists(self, key: str) -> bool:
         try:
             return self._p(key).is_file()
@@ -247,11 +255,11 @@ class LocalStore(Store):
             raise StorageError(f"{self.uri(prefix)}: cannot list ({exc.strerror or exc})") from None
         return sorted(keys)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, keep_folder: bool = False) -> None:
         path = self._p(key)
         path.unlink(missing_ok=True)
         for folder in [path.parent, *path.parent.parents]:  # no empty folders left behind, as on S3
-            if folder == self.path.parent or not folder.is_relative_to(self.path):
+            if folder == (self.path if keep_folder else self.path.parent) or not folder.is_relative_to(self.path):
                 break
             try:
                 folder.rmdir()
@@ -479,7 +487,7 @@ class S3Store(Store):
         self._call(prefix, run)
         return sorted(keys)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, keep_folder: bool = False) -> None:  # noqa: ARG002 - S3 has no folders
         self._call(key, self.client.delete_object, Bucket=self.bucket, Key=self._k(key))
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:

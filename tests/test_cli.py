@@ -182,6 +182,13 @@ def test_one_sample_at_a_time_writes_into_a_folder_and_touches_nothing_else_ther
     err = capsys.readouterr().err.strip()
     assert "lease.json: already there and not a facegan lease; sample into another folder" in err, err
     assert (out / "lease.json").read_text() == '{"mine": true}'
+    # refused while holding the lease (too many faces to hold): an empty folder of the user's
+    # stays, a new one is not left
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "new"):
+        assert main(["sample", trained_run, str(folder), "--count", str(10**8)]) == 2
+        assert "faces at 32 px needs at least" in capsys.readouterr().err
+    assert not any((tmp_path / "empty").iterdir()) and not (tmp_path / "new").exists()
 
 
 def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path, monkeypatch, capsys):

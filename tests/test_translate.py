@@ -498,6 +498,14 @@ def test_one_apply_at_a_time_writes_into_a_folder_and_touches_nothing_else_there
     err = capsys.readouterr().err.strip()
     assert "lease.json: already there and not a facegan lease; translate into another folder" in err, err
     assert (out / "lease.json").read_text() == '{"mine": true}'
+    # refused while holding the lease (no input readable): an empty folder of the user's stays, a new one is not left
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "new"):
+        assert main(["translate", "apply", cfg.run, str(tmp_path / "broken.jpg"), str(folder),
+                     "--direction", "add"]) == 2
+        assert "no readable face image among 1 file(s)" in capsys.readouterr().err
+    assert not any((tmp_path / "empty").iterdir()) and not (tmp_path / "new").exists()
 
 
 def test_swap_train_and_apply_set_an_indexed_cuda_device(fake_cuda, labelled32, makeup_raw, tmp_path):
