@@ -397,9 +397,10 @@ def load(uri: str) -> dict[str, Any]:
         except StorageError as exc:
             raise CheckpointError(f"checkpoint {exc}") from None
         return from_bytes(data, uri)
-    state = load_run(open_store(uri))
+    run = open_store(uri)
+    state = load_run(run)
     if state is None:
-        raise CheckpointError(f"{uri}: no checkpoint ({LATEST} missing); has this run trained?")
+        raise CheckpointError(f"{uri}: no checkpoint ({LATEST} missing); {_what_instead(run)}")
     return state
 
 
@@ -424,7 +425,25 @@ def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
         if state is not None:
             pointer = read_pointer(run, which)
             return state, run, {"which": name, "uri": run.uri(pointer["key"]), "sha256": pointer.get("sha256")}
-    raise CheckpointError(f"{source}: no checkpoint ({LATEST} missing); has this run trained?")
+    raise CheckpointError(f"{source}: no checkpoint ({LATEST} missing); {_what_instead(run)}")
+
+
+def _what_instead(folder: Store) -> str:
+    """What a folder without a checkpoint is, and what to name instead: an export (its card names
+    the run it came from), a dataset, or a run that has not trained."""
+    from facegan.data import MANIFEST
+    from facegan.export import CARD_JSON
+
+    if folder.exists(CARD_JSON):
+        try:
+            run = folder.get_json(CARD_JSON)["source"]["run"]
+        except (StorageError, KeyError, TypeError):
+            run = None
+        return ("it is an export (a generator alone, for use without facegan): name the run it was exported "
+                "from" + (f" ({run})" if isinstance(run, str) else ""))
+    if folder.exists(MANIFEST):
+        return "it is a dataset (manifest.json), not a run"
+    return "has this run trained?"
 
 
 def list_checkpoints(run: Store) -> list[tuple[int, str]]:
