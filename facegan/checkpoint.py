@@ -46,7 +46,7 @@ import torch
 
 from facegan import families
 from facegan.errors import CheckpointError  # noqa: F401 - exported here too
-from facegan.runfolder import BEST, CHECKPOINT_KEY, CHECKPOINTS, CKPT_DIR, LATEST, checkpoint_key
+from facegan.runfolder import BEST, CHECKPOINT_KEY, CHECKPOINTS, CKPT_DIR, LATEST, checkpoint_key, run_of
 from facegan.storage import StorageError, Store, open_store, split_uri
 
 OUTAGE_LIMIT_S = 900.0  # how long the writer retries an unreachable store before the run fails
@@ -263,13 +263,6 @@ def training_record(state: dict[str, Any]) -> dict[str, Any]:
     if any(not isinstance(record.get(k), t) or isinstance(record.get(k), bool) for k, t in kinds.items()):
         return {}
     return {k: record[k] for k in kinds}
-
-
-def run_of(uri: str) -> tuple[str, str] | None:
-    """(run folder URI, key) of a checkpoint URI inside a run folder (`<run>/checkpoints/step-N.pt`),
-    else None."""
-    in_run = re.fullmatch(rf"(.+)/({CHECKPOINT_KEY.pattern})", str(uri))
-    return (in_run.group(1), in_run.group(2)) if in_run else None
 
 
 # ------------------------------------------------------------------ run folder

@@ -41,11 +41,13 @@ def _add_train_args(p: argparse.ArgumentParser, family: str, choose: bool) -> No
     if choose:
         p.add_argument("--family", default=DEFAULT_FAMILY, choices=list(families.REGISTRY),
                        help=f"model family: {'; '.join(f'{f.name}: {f.what}' for f in families.REGISTRY.values())} "
-                            f"(--help after --family F lists F's options) [default: {DEFAULT_FAMILY}]")
+                            f"(--help after --family F lists F's options) [default: the family of the --run "
+                            f"when resuming it, else of the --init-from run, else {DEFAULT_FAMILY}]")
     p.set_defaults(family=family)
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,
-                   help="run URI; a run with a checkpoint resumes from it, its saved settings as the defaults")
+                   help="run URI; a run with a checkpoint resumes from it, its saved settings (its family too) as "
+                        "the defaults")
     p.add_argument("--preset", default=None, choices=list(fam.presets), metavar="PRESET",
                    help=f"starting settings: {', '.join(fam.presets)}")
     for f in all_options(cls):
@@ -299,15 +301,40 @@ def truncation(text: str) -> float:
 
 
 def family_in(argv: list[str]) -> str:
-    """The value of `--family` in a `facegan train` command line (the default without one): the
-    train options depend on it, so it is read before the parser is built."""
+    """The family of a `facegan train` command line, read before the parser is built (the train
+    options depend on it): `--family`'s value; without one, the family of the run `--run` names
+    (resuming it: its saved settings are the defaults, its family too), else of the run
+    `--init-from` names (fine-tuning it), else the default."""
+    given = _value_of(argv, "--family")
+    if given is not None:
+        return given if given in families.REGISTRY else DEFAULT_FAMILY  # an unknown one: argparse says so
+    return _saved_family(_value_of(argv, "--run")) or _saved_family(_value_of(argv, "--init-from")) \
+        or DEFAULT_FAMILY
+
+
+def _value_of(argv: list[str], flag: str) -> str | None:
+    """The value of `flag` in a command line (`--flag V` or `--flag=V`), None without one."""
     for i, arg in enumerate(argv):
-        if arg == "--family" and i + 1 < len(argv):
-            return argv[i + 1] if argv[i + 1] in families.REGISTRY else DEFAULT_FAMILY
-        if arg.startswith("--family="):
-            value = arg.split("=", 1)[1]
-            return value if value in families.REGISTRY else DEFAULT_FAMILY  # an unknown one: argparse says so
-    return DEFAULT_FAMILY
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _saved_family(uri: str | None) -> str | None:
+    """The registered family of the run `uri` names (a run, or a checkpoint .pt in one), from its
+    config.json; None when there is no such run or it cannot be read (the command says why later)."""
+    if not uri or not uri.strip():
+        return None
+    from facegan import runfolder
+
+    try:
+        saved = runfolder.config_of(uri)
+    except (*INPUT_ERRORS, OSError):
+        return None
+    held = families.name_of_saved(saved) if saved is not None else None
+    return held if held in families.REGISTRY else None
 
 
 def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:

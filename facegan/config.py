@@ -351,10 +351,11 @@ class RunConfig:
 
         mine, theirs = flat(self), flat(other)
         mine.pop("family"), theirs.pop("family")  # a family is checked apart, before any comparison
-        free = resumable_fields(type(self))
+        free, why = resumable_fields(type(self)), {}
         if "linear" in (self.lr_schedule, other.lr_schedule):  # the decay's length is the run's length
             free -= {"steps"}
-        return [f"{k} {mine[k]!r} -> {theirs.get(k)!r}" for k in sorted(mine)
+            why["steps"] = ", the length of its linear lr decay"
+        return [f"{k} {mine[k]!r} -> {theirs.get(k)!r}{why.get(k, '')}" for k in sorted(mine)
                 if k not in free and mine[k] != theirs.get(k)]
 
 

@@ -140,10 +140,8 @@ def source_model(source: str | None, family: families.Family) -> dict:
     are its config.json's (a .pt in a run: that run's); a .pt elsewhere is read for them."""
     if not source:
         return {}
-    checkpoint = str(source).endswith(".pt")
-    in_run = ckpt.run_of(source) if checkpoint else (str(source), None)
-    config = runfolder.read_config(open_store(in_run[0])) if in_run else None
-    if config is None and checkpoint:
+    config = runfolder.config_of(source)
+    if config is None and str(source).endswith(".pt"):
         config = ckpt.load(source)["config"]
     if not isinstance(config, dict) or families.name_of_saved(config) != family.name:
         return {}

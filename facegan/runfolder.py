@@ -28,7 +28,7 @@ import re
 from facegan import metrics
 from facegan.errors import ConfigError, foreign_files
 from facegan.lease import KEY
-from facegan.storage import StorageError, Store, desktop_file
+from facegan.storage import StorageError, Store, desktop_file, open_store
 
 CONFIG = "config.json"
 LATEST = "latest.json"
@@ -78,6 +78,20 @@ def check_run_folder(run: Store) -> None:
 def name(uri: str) -> str:
     """The last part of a run URI, for titles and artifact keys ("s3://b/runs/exp1/" -> "exp1")."""
     return uri.rstrip("/").rsplit("/", 1)[-1] or uri
+
+
+def run_of(uri: str) -> tuple[str, str] | None:
+    """(run folder URI, key) of a checkpoint URI inside a run folder (`<run>/checkpoints/step-N.pt`),
+    else None."""
+    in_run = re.fullmatch(rf"(.+)/({CHECKPOINT_KEY.pattern})", str(uri))
+    return (in_run.group(1), in_run.group(2)) if in_run else None
+
+
+def config_of(uri: str) -> dict | None:
+    """The saved config of the run `uri` names: a run folder, or a checkpoint .pt in one (that
+    run's); None when there is none (a new run, a .pt elsewhere). See `read_config`."""
+    in_run = run_of(uri)
+    return read_config(open_store(in_run[0] if in_run else str(uri)))
 
 
 def read_config(run: Store) -> dict | None:

@@ -123,6 +123,34 @@ def test_help_is_fast_complete_and_imports_no_torch():
             assert " ".join(f.metadata["help"].split()) in entry and "[default:" in entry.split("--")[0], flag
 
 
+def test_a_run_resumes_and_is_fine_tuned_in_its_own_family_without_family(dataset32, tmp_path, capsys):
+    """`facegan train --run R` resumes R in R's family (its saved settings are the defaults, its
+    family too), `--help` with it lists that family's options, and `--init-from R` starts a new run
+    of R's family with R's networks; a --family given still wins, and is refused on R. A linear
+    decay's run keeps its steps, and the refusal says why."""
+    run, tuned = str(tmp_path / "r"), str(tmp_path / "tuned")
+    base = ["--dataset", dataset32, "--batch-size", "4", "--device", "cpu", "--ckpt-every", "2", "--log-every", "2"]
+    assert main(["train", "--family", "resnet", "--run", run, *base, "--steps", "2", "--ngf", "16", "--ndf", "16",
+                 "--n-dis", "1", "--lr-schedule", "constant"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--run", run, *base, "--steps", "4"]) == 0  # no --family: the run's
+    assert f"resuming {run} from step 2" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["family"] == "resnet" and saved["steps"] == 4
+    assert main(["train", "--run", run, "--help"]) == 0
+    assert "--n-dis" in capsys.readouterr().out  # a resnet option
+    assert main(["train", "--run", tuned, "--init-from", run, *base, "--steps", "1"]) == 0
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["model"] == saved["model"]
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["family"] == "resnet"
+    capsys.readouterr()
+    assert main(["train", "--family", "dcgan", "--run", run, *base, "--steps", "6"]) == 2
+    assert "holds a resnet run, not a dcgan one" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["lr_schedule"] == "linear"  # resnet's
+    assert main(["train", "--run", tuned, *base, "--steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(steps 1 -> 3, the length of its linear lr decay)" in err and "\n" not in err, err
+
+
 def test_resume_takes_the_runs_saved_settings_and_names_changes(dataset32, tmp_path, capsys):
     run = str(tmp_path / "run")
     flags = ["--ngf", "8", "--ndf", "8", "--z-dim", "16", "--batch-size", "4", "--ckpt-every", "2",
