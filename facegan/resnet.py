@@ -98,7 +98,7 @@ class ResNetGenerator(nn.Module):
         self.out = _conv(widths[-1], 3, 3, 1.0, False)  # widths[-1] x R x R -> 3 x R x R
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.l1(z).view(len(z), -1, 4, 4)  # widths[0] x 4 x 4
+        h = self.l1(z).view(z.shape[0], -1, 4, 4)  # widths[0] x 4 x 4 (shape[0], not len(): export keeps N dynamic)
         h = self.blocks(h)  # widths[-1] x R x R
         return torch.tanh(self.out(F.relu(self.bn(h))))  # 3 x R x R
 

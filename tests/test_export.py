@@ -194,6 +194,26 @@ def test_both_generators_of_an_attribute_swap_are_exported(labelled32, makeup_ra
     assert scores[0][0] > 0 and scores == [scores[0]] * 3 and scores[0][1:] == (2, "G_BA"), scores
 
 
+def test_a_resnet_generator_exports_with_its_batch_dynamic_and_loads_without_facegan(dataset32, tmp_path):
+    """The ResNet family's generator (SNGAN's recipe) exports in every format too: it read its
+    batch with len(), which torch.export fixed at the traced batch of 2, so .pt2 and ONNX failed."""
+    from facegan.config import ResNetConfig, ResNetModelConfig
+
+    run, out = tmp_path / "resnet", tmp_path / "out"
+    fit(ResNetConfig(dataset=dataset32, run=str(run), steps=2, batch_size=4, n_dis=1, ckpt_every=2, log_every=1,
+                     sample_count=2, device="cpu", model=ResNetModelConfig(resolution=32, ngf=16, ndf=16)), quiet)
+    done = exporting.export(str(run), str(out), log=lambda *_: None)
+    assert done.problems == [] and sorted(done.files) == sorted(
+        ["generator.safetensors", "generator.pt2", "generator.onnx", "model_card.md", "model_card.json"])
+    gen = load_generator(str(run))
+    seeds = range(100, 105)  # 5: not the batch it was traced with (2) nor checked with (4)
+    report = load_in_a_fresh_process(out, {"G_ema": latents(seeds, gen.z_dim)}, {"G_ema": generate(gen, seeds)})
+    got = report["G_ema"]
+    assert report["facegan_imported"] == [] and got["batch"] == 5, report
+    assert got["pt2"] <= 1e-6 and got["onnx"] <= 1e-4 and got["safetensors_equal"], got
+    assert report["snippets"]["G_ema/pt2"] == [16, 3, 32, 32] and report["snippets"]["G_ema/onnx"] == [16, 3, 32, 32]
+
+
 def test_an_op_without_an_onnx_translation_is_named_and_the_rest_is_written(trained, tmp_path, monkeypatch):
     """A generator with an op the ONNX exporter cannot translate (a custom op, as a user's own
     layer would be): one line names the op; safetensors, pt2 and the card are written."""
