@@ -308,8 +308,9 @@ def family_in(argv: list[str]) -> str:
     given = _value_of(argv, "--family")
     if given is not None:
         return given if given in families.REGISTRY else DEFAULT_FAMILY  # an unknown one: argparse says so
-    return _saved_family(_value_of(argv, "--run")) or _saved_family(_value_of(argv, "--init-from")) \
-        or DEFAULT_FAMILY
+    from facegan import runfolder
+
+    return runfolder.family_for(_value_of(argv, "--run"), _value_of(argv, "--init-from"))
 
 
 def _value_of(argv: list[str], flag: str) -> str | None:
@@ -320,21 +321,6 @@ def _value_of(argv: list[str], flag: str) -> str | None:
         if arg.startswith(f"{flag}="):
             return arg.split("=", 1)[1]
     return None
-
-
-def _saved_family(uri: str | None) -> str | None:
-    """The registered family of the run `uri` names (a run, or a checkpoint .pt in one), from its
-    config.json; None when there is no such run or it cannot be read (the command says why later)."""
-    if not uri or not uri.strip():
-        return None
-    from facegan import runfolder
-
-    try:
-        saved = runfolder.config_of(uri)
-    except (*INPUT_ERRORS, OSError):
-        return None
-    held = families.name_of_saved(saved) if saved is not None else None
-    return held if held in families.REGISTRY else None
 
 
 def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import re
 
-from facegan import metrics
-from facegan.errors import ConfigError, foreign_files
+from facegan import families, metrics
+from facegan.errors import INPUT_ERRORS, ConfigError, foreign_files
 from facegan.lease import KEY
 from facegan.storage import StorageError, Store, desktop_file, open_store
 
@@ -92,6 +92,21 @@ def config_of(uri: str) -> dict | None:
     run's); None when there is none (a new run, a .pt elsewhere). See `read_config`."""
     in_run = run_of(uri)
     return read_config(open_store(in_run[0] if in_run else str(uri)))
+
+
+def family_for(run: str | None, init_from: str | None = None) -> str:
+    """The family of a run that names none: the run's own when it has a saved config (resuming:
+    its saved settings are the defaults, its family too), else that of the run `init_from` names
+    (fine-tuning it), else the default. A run that cannot be read counts as none here (what trains
+    it says why)."""
+    for uri in (run, init_from):
+        try:
+            saved = config_of(uri) if uri and uri.strip() else None
+        except (*INPUT_ERRORS, OSError):
+            saved = None
+        if saved is not None and families.name_of_saved(saved) in families.REGISTRY:
+            return families.name_of_saved(saved)
+    return families.DEFAULT
 
 
 def read_config(run: Store) -> dict | None:

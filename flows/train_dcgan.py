@@ -158,18 +158,19 @@ def family_options(family: families.Family, options: dict) -> dict:
     return nest_options({k: v for k, v in options.items() if k in own}, family.config)
 
 
-def train_run(family: str, dataset_uri: str, run_name: str, store: str | None, preset: str | None,
+def train_run(family: str | None, dataset_uri: str, run_name: str, store: str | None, preset: str | None,
               options: dict, export: bool = True):
     """The train flows' body: check every parameter, pull the dataset, train (a retry resumes),
     export the generator (unless `export` is False), report. Returns the flow's result, or its
-    Failed state for bad input."""
+    Failed state for bad input. `family` None: the run's own, else its init_from's
+    (`runfolder.family_for`)."""
     try:
         # --- every parameter checked before any heavy work --------------------------------
         check_run_name(run_name)
-        fam = families.get(family)
+        run = f"{store_root(store)}/runs/{run_name}"
+        fam = families.get(family or runfolder.family_for(run, options.get("init_from")))
         # the dataset's manifest and the run's saved config are read here: no retries for bad input
-        cfg = config_for_run(dataset_uri, f"{store_root(store)}/runs/{run_name}", preset,
-                             family_options(fam, options), fam.name)
+        cfg = config_for_run(dataset_uri, run, preset, family_options(fam, options), fam.name)
         pull_dataset(dataset_uri)
     except INPUT_ERRORS as exc:
         return fail(exc)
@@ -181,9 +182,10 @@ def train_run(family: str, dataset_uri: str, run_name: str, store: str | None, p
 
 
 def train_dcgan_fn(dataset_uri: str, run_name: str, store: str | None = None, preset: str | None = None,
-                   family: str = families.DEFAULT, export: bool = True, **options):
-    """Train a run of any registered model family (`family`, facegan.families) on `dataset_uri`
-    into `{store}/runs/{run_name}`; re-running resumes it.
+                   family: str | None = None, export: bool = True, **options):
+    """Train a run of any registered model family (`family`, facegan.families; left empty: the
+    run's own when resuming, else its init_from's, else dcgan) on `dataset_uri` into
+    `{store}/runs/{run_name}`; re-running resumes it.
 
     Every training option of every family is a parameter (see FLOW_SIGNATURE); giving one that is
     not the chosen family's is an error. Left empty, an option keeps the run's saved value when

@@ -248,10 +248,14 @@ def test_train_flow_trains_the_resnet_family(prefect_api, prepared, tmp_path):
 
     out = train_dcgan(dataset_uri=prepared(32), run_name="resnet-run", store=str(tmp_path), family="resnet",
                       preset="resnet32-small", steps=2, batch_size=4, ngf=16, ndf=16, log_every=1, ckpt_every=2,
-                      device="cpu")
+                      lr_schedule="constant", device="cpu")
     state = ckpt.load(out["run"])
     assert out["step"] == 2 and state["family"] == "resnet" and state["config"]["preset"] == "resnet32-small"
     assert state["config"]["n_dis"] == 2 and state["config"]["model"]["ngf"] == 16
+    # re-run without `family`: the run resumes in its own family (its saved settings are the defaults)
+    again = train_dcgan(dataset_uri=prepared(32), run_name="resnet-run", store=str(tmp_path), steps=4,
+                        device="cpu", export=False)
+    assert again["step"] == 4 and ckpt.load(again["run"])["family"] == "resnet"
 
 
 def test_a_run_the_watchdog_stops_ends_the_flow_failed_with_its_line(prefect_api, dataset32, tmp_path):
@@ -287,7 +291,7 @@ def test_flow_cli_and_config_take_the_same_options():
     others = [f.name for fam in families.REGISTRY.values() for f in all_options(fam.config) if f.name not in table]
     assert list(params) == ["dataset_uri", "run_name", "store", "preset", "family", "export", *table,
                             *dict.fromkeys(others)]
-    assert params["family"].default == families.DEFAULT
+    assert params["family"].default is None  # the run's own family when resuming, else dcgan
     for f in all_options():
         assert params[f.name].default is None and params[f.name].annotation == (option_type(f) | None), f.name
 
