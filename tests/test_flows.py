@@ -252,6 +252,7 @@ def test_train_flow_trains_the_resnet_family(prefect_api, prepared, tmp_path):
     state = ckpt.load(out["run"])
     assert out["step"] == 2 and state["family"] == "resnet" and state["config"]["preset"] == "resnet32-small"
     assert state["config"]["n_dis"] == 2 and state["config"]["model"]["ngf"] == 16
+    assert out["export"]["problems"] == [] and "generator.onnx" in out["export"]["files"], out["export"]
     # re-run without `family`: the run resumes in its own family (its saved settings are the defaults)
     again = train_dcgan(dataset_uri=prepared(32), run_name="resnet-run", store=str(tmp_path), steps=4,
                         device="cpu", export=False)
