@@ -223,8 +223,11 @@ def test_resume_refuses_other_settings_and_family(labelled32, tmp_path, capsys):
     with pytest.raises(ConfigError, match="attribute 'Heavy_Makeup' -> 'Smiling'"):
         fit(cfg.replace(attribute="Smiling", steps=4), quiet)
     capsys.readouterr()
-    assert main(["train", "--dataset", labelled32, "--run", cfg.run, "--steps", "4"]) == 2  # a DCGAN on a swap run
-    assert "holds a cyclegan run, not a dcgan one; use a new run name" in capsys.readouterr().err
+    assert main(["train", "--family", "dcgan", "--dataset", labelled32, "--run", cfg.run, "--steps", "4"]) == 2
+    assert "holds a cyclegan run, not a dcgan one; use a new run name" in capsys.readouterr().err  # a DCGAN on it
+    # without --family the run is resumed as what it is (a swap), and keeps its linear decay's steps
+    assert main(["train", "--dataset", labelled32, "--run", cfg.run, "--steps", "4"]) == 2
+    assert "(steps 2 -> 4, the length of its linear lr decay)" in capsys.readouterr().err
 
 
 def test_cli_one_line_errors_for_bad_swaps(labelled32, dataset32, tmp_path, capsys):
