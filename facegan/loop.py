@@ -109,12 +109,13 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     config when it has one (resuming), then `preset`, then the options `given` (nested as
     `config.nest_options` makes them); the model resolution defaults to the dataset's, and the
     config is checked against the dataset (`RunConfig.check_dataset`). `family`: a registered
-    family's name, by default the run's own (a new run: `families.DEFAULT`). Reads only the dataset's
-    manifest and the run's config.json."""
+    family's name, by default the run's own (a new run: its init_from's, else `families.DEFAULT`;
+    `runfolder.family_for`). Reads only the dataset's manifest and the config.json of the run (and
+    of its init_from source)."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
     held = families.name_of_saved(saved) if saved is not None else None
-    fam = families.get(family or held or families.DEFAULT)
+    fam = families.get(family or held or runfolder.family_for(None, given.get("init_from")))
     if held is not None and held != fam.name:
         raise ConfigError(f"{run} holds a {held} run, not a {fam.name} one; use a new run name")
     if saved is not None:  # a damaged saved config is named as such, not as the options given

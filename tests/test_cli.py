@@ -142,6 +142,9 @@ def test_a_run_resumes_and_is_fine_tuned_in_its_own_family_without_family(datase
     assert main(["train", "--run", tuned, "--init-from", run, *base, "--steps", "1"]) == 0
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["model"] == saved["model"]
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["family"] == "resnet"
+    from facegan.loop import config_for_run  # the library's one config builder takes the same rule
+
+    assert config_for_run(dataset32, str(tmp_path / "new"), None, {"init_from": run}).family == "resnet"
     capsys.readouterr()
     assert main(["train", "--family", "dcgan", "--run", run, *base, "--steps", "6"]) == 2
     assert "holds a resnet run, not a dcgan one" in capsys.readouterr().err
