@@ -12,11 +12,12 @@ Layout under the store root::
     galleries/YYYY-MM-DD/translations/RUN/*.png  per finished attribute-swap run: real faces of
                                            each domain, their translations, the cycle back
     galleries/YYYY-MM-DD/manifest.json     what made it: run, checkpoint, step, seeds, truncation, images
+    galleries/index.html                   every night, newest first
+    galleries/latest/...                   copy of the newest night
+    galleries/lease.json                   while a publish writes (facegan.lease): one at a time
 
 A run's section links its model card and exported files (`runs/<run>/export/`, facegan.export)
 when it has been exported.
-    galleries/index.html                   every night, newest first
-    galleries/latest/...                   copy of the newest night
 
 Publishing the same night again replaces that night's objects and nothing else: a file the
 gallery does not write (a user's note beside the pages) stays.
@@ -37,11 +38,13 @@ from facegan import metrics as metric_registry
 from facegan.errors import INPUT_ERRORS, GalleryError  # noqa: F401 - exported here too
 from facegan.export import CARD_JSON, CARD_MD, card_files
 from facegan.images import to_png
+from facegan.lease import TTL_S, Lease
 from facegan.plots import metric_curve_png
 from facegan.sample import face_pngs, generate, interpolation_png, load_generator
 from facegan.storage import Store, open_store
 
 GALLERIES = "galleries"
+PUBLISH_WAIT_S = TTL_S + 60.0  # a publish writes for seconds; a crashed one's lease expires within TTL_S
 _NIGHT_RE = re.compile(r"^galleries/(\d{4}-\d{2}-\d{2})/manifest\.json$")
 _NIGHT_FILE = re.compile(r"index\.html|manifest\.json|(grid|fresh|interpolation|loss|metric-[^/]+)\.png"
                          r"|faces/[^/]+\.png|translations/[^/]+/[^/]+\.png")  # a night's own files (the layout above)
@@ -147,10 +150,11 @@ def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict],
 
 def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = None,
             fixed: int = 16, fresh: int = 16, interpolation_steps: int = 10, device: str = "cpu",
-            truncation: float | None = None) -> dict:
+            truncation: float | None = None, wait: float = PUBLISH_WAIT_S) -> dict:
     """Sample the newest (or named run's) generator on `device` and publish the night's gallery,
     with a section per finished attribute-swap run; latents truncated at psi `truncation`
-    (facegan.sample.latents; None or 1: untruncated), which the page states.
+    (facegan.sample.latents; None or 1: untruncated), which the page states. The writing holds
+    the gallery's lease (`galleries/lease.json`), waiting up to `wait` seconds for another publish.
 
     Returns the night's manifest (with `index_uri`, the page's URI).
     """
@@ -207,11 +211,15 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     manifest["files"] = sorted([*files, "index.html", "manifest.json"])
     files["index.html"] = night_page(manifest).encode()
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-    _replace_prefix(store, night, files)
-    nights = list_nights(store)
-    if nights and nights[0]["date"] == date.isoformat():
-        _replace_prefix(store, f"{GALLERIES}/latest", files)
-    store.put_bytes(f"{GALLERIES}/index.html", index_page(nights).encode())
+    # one publisher at a time writes galleries/ (a night, latest/, the index): two publishes of
+    # one night, or a backfill beside tonight's, would otherwise interleave their files
+    with Lease(store.child(GALLERIES), what="gallery", doing="published", instead="publish again later",
+               wait=wait):
+        _replace_prefix(store, night, files)
+        nights = list_nights(store)
+        if nights and nights[0]["date"] == date.isoformat():
+            _replace_prefix(store, f"{GALLERIES}/latest", files)
+        store.put_bytes(f"{GALLERIES}/index.html", index_page(nights).encode())
     return {**manifest, "index_uri": store.uri(f"{night}/index.html")}
 
 

@@ -28,6 +28,10 @@ TTL_S = 120.0  # a crashed holder on another machine blocks the folder for at mo
 KEY = "lease.json"  # the lease's key in the folder it guards
 
 
+class _Held(LeaseError):
+    """A live process holds the lease (what a waiting writer waits out)."""
+
+
 def _alive_here(holder: dict) -> bool:
     """Whether the holder is a live process on this host (False when it is elsewhere: unknown)."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
@@ -46,12 +50,14 @@ class Lease:
     name the folder and its writer in messages ("run", "trained"; "dataset", "prepared"), `instead`
     what a refused caller can do. A writer that `owns` the folder (a run, a dataset, an export)
     removes the temp files of interrupted writes there once it holds the lease; one that writes a
-    few files into a folder of the user's (`facegan sample`, `translate apply`) touches nothing else."""
+    few files into a folder of the user's (`facegan sample`, `translate apply`) touches nothing else.
+    A writer that holds the folder only for a moment (the gallery's publish) `wait`s up to that many
+    seconds for a live holder to end before it is refused."""
 
     def __init__(self, folder: Store, ttl: float = TTL_S, what: str = "run", doing: str = "trained",
-                 instead: str = "train into another run", owns: bool = True) -> None:
+                 instead: str = "train into another run", owns: bool = True, wait: float = 0.0) -> None:
         self.folder = folder
-        self.ttl = ttl
+        self.ttl, self.wait = ttl, wait
         self.what, self.doing, self.instead, self.owns = what, doing, instead, owns
         self.me = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
         self.etag: str | None = None
@@ -65,9 +71,29 @@ class Lease:
         return json.dumps({**self.me, "renewed": now, "expires": now + self.ttl}).encode()
 
     def acquire(self) -> Lease:
-        """Take the lease, or raise LeaseError naming the live holder."""
-        where = self.folder.uri(KEY)
+        """Take the lease (waiting up to `wait` seconds for a live holder), or raise LeaseError
+        naming the live holder."""
         self._kept = not self.owns and self.folder.has_folder()  # the user's folder stays, even emptied
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self._take()
+                break
+            except _Held as held:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LeaseError(f"{held}{f' (waited {self.wait:.0f} s)' if self.wait else ''}") from None
+                time.sleep(min(1.0, left))
+        self._thread = threading.Thread(target=self._renew, name="facegan-lease", daemon=True)
+        self._thread.start()
+        if self.owns:
+            self.folder.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
+        return self
+
+    def _take(self) -> None:
+        """One attempt: write the lease if it is absent or its holder is gone; _Held when a live
+        process holds it."""
+        where = self.folder.uri(KEY)
         for _ in range(3):  # the holder may release or renew between our read and write
             self.etag = self.folder.put_if(KEY, self._body(), None)
             if self.etag:
@@ -87,7 +113,7 @@ class Lease:
             gone_here = holder.get("host") == socket.gethostname() and not _alive_here(holder)
             if not (expired or gone_here):
                 left = holder["expires"] - time.time()
-                raise LeaseError(
+                raise _Held(
                     f"{where}: this {self.what} is being {self.doing} by another process (host "
                     f"{holder.get('host')}, pid {holder.get('pid')}); its lease runs {left:.0f} s more unless "
                     f"renewed. Wait for it to end, or {self.instead}")
@@ -95,12 +121,7 @@ class Lease:
             if self.etag:
                 break
         else:
-            raise LeaseError(f"{where}: another process took this {self.what}'s lease at the same moment")
-        self._thread = threading.Thread(target=self._renew, name="facegan-lease", daemon=True)
-        self._thread.start()
-        if self.owns:
-            self.folder.clean_temporaries()  # no other writer now: temp files of a killed one are orphans
-        return self
+            raise _Held(f"{where}: another process took this {self.what}'s lease at the same moment")
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 4):

@@ -1,9 +1,12 @@
 import datetime as dt
+import threading
 
 import pytest
 from helpers import tiny_config
 
 from facegan import gallery
+from facegan.errors import LeaseError
+from facegan.lease import Lease
 from facegan.loop import Hooks, fit
 from facegan.storage import open_store
 
@@ -50,6 +53,31 @@ def test_rerun_replaces_that_night_only_and_index_is_newest_first(trained_store)
     # publishing an older night does not move latest/
     gallery.publish(trained_store, dt.date(2026, 1, 30), fixed=2, fresh=1)
     assert store.get_json("galleries/latest/manifest.json")["date"] == "2026-02-02"
+
+
+def test_one_publish_at_a_time_writes_the_galleries(trained_store):
+    store = open_store(trained_store)
+    other = Lease(store.child("galleries"), what="gallery").acquire()  # another publish, writing
+    try:
+        with pytest.raises(LeaseError, match=r"galleries/lease\.json: this gallery is being published by "
+                                             r"another process .*; .*\(waited 1 s\)$"):
+            gallery.publish(trained_store, dt.date(2026, 4, 1), fixed=2, fresh=1, wait=1)
+        assert store.list("galleries/2026-04-01") == []  # refused before writing a file
+        seen = []
+
+        def finish() -> None:  # the other publish ends: what the waiting one wrote until then, then release
+            seen.append(store.list("galleries/2026-04-02"))
+            other.release()
+
+        timer = threading.Timer(2.0, finish)
+        timer.start()
+        m = gallery.publish(trained_store, dt.date(2026, 4, 2), fixed=2, fresh=1, wait=60)
+        timer.join()
+        assert seen == [[]]  # it waited for the lease ...
+        assert m["date"] == "2026-04-02" and store.get_json("galleries/2026-04-02/manifest.json")["files"]  # ... then wrote
+        assert not store.exists("galleries/lease.json")  # and let go
+    finally:
+        other.release()
 
 
 def test_same_night_is_reproducible(trained_store):
