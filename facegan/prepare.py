@@ -170,6 +170,24 @@ def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.n
     return np.asarray(img, dtype=np.uint8)
 
 
+def made_by_facegan(folder: Path) -> str | None:
+    """What facegan wrote `folder` as, when it did ("a facegan run (config.json, ...)": its
+    pictures are sample grids and plots), else None: a folder of faces for all we know."""
+    from facegan import runfolder
+    from facegan.export import CARD_JSON
+
+    marks = [n for n in (runfolder.LATEST, runfolder.CKPT_DIR, runfolder.SAMPLES, runfolder.LOSS_PLOT)
+             if (folder / n).exists()]
+    if (folder / runfolder.CONFIG).is_file() and marks:
+        return (f"a facegan run ({runfolder.CONFIG}, {', '.join(marks)}): its pictures are sample grids and plots, "
+                "not faces")
+    if (folder / MANIFEST).is_file():
+        return f"a facegan dataset ({MANIFEST}): prepared already"
+    if (folder / CARD_JSON).is_file():
+        return f"a facegan export ({CARD_JSON}): a generator, not faces"
+    return None
+
+
 def _list_source(source: Path) -> tuple[list[str], list[dict]]:
     """(files to read, sorted; skipped records for what cannot be read at all). Hidden files and
     macOS metadata are left out silently."""
@@ -190,6 +208,9 @@ def _list_source(source: Path) -> tuple[list[str], list[dict]]:
     elif source.is_dir():
         if not os.access(source, os.R_OK | os.X_OK):
             raise DatasetError(f"{source}: cannot read this folder (permission denied)")
+        made = made_by_facegan(source)
+        if made:  # a slip of the path: its pictures would be taken for faces
+            raise DatasetError(f"{source}: {made}; give img_align_celeba/, its .zip, or a folder of faces")
         names = []
 
         def unreadable(exc: OSError) -> None:

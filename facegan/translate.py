@@ -106,7 +106,7 @@ def _inputs(source: Path) -> list[Path]:
     """The images `apply` reads: `source` itself, or the image files in the folder `source`
     (sorted; not its subfolders'). A file that is not an image, a folder without one, or one that
     cannot be read is a DatasetError saying what to give instead."""
-    from facegan.prepare import IMAGE_SUFFIXES
+    from facegan.prepare import IMAGE_SUFFIXES, made_by_facegan
 
     if source.is_file():
         if source.suffix.lower() not in IMAGE_SUFFIXES:  # CelebA comes as a .zip, which prepare takes
@@ -115,6 +115,9 @@ def _inputs(source: Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise DatasetError(f"{source}: no such image or folder")
+    made = made_by_facegan(source)
+    if made:  # a slip of the path: its pictures would be taken for faces
+        raise DatasetError(f"{source}: {made}; give a face image or a folder of faces")
     try:
         entries = sorted(source.iterdir())
     except OSError as exc:

@@ -240,6 +240,11 @@ _add("prepare: into a run folder", lambda t, d, r, raw: (["prepare", str(raw), r
      "no manifest.json: not a dataset; prepare into an empty folder")
 _add("prepare: into the folder holding the source", lambda t, d, r, raw: (["prepare", str(raw), str(raw.parent)], []),
      "no manifest.json: not a dataset; prepare into an empty folder")
+_add("prepare: from a run folder (sample grids and plots, not faces)",
+     lambda t, d, r, raw: (["prepare", r, str(t / "o")], [t / "o"]),
+     "a facegan run (config.json, latest.json, checkpoints")
+_add("prepare: from a dataset", lambda t, d, r, raw: (["prepare", d, str(t / "o")], [t / "o"]),
+     "a facegan dataset (manifest.json): prepared already; give img_align_celeba/")
 _add("train: into the folder of photos",
      lambda t, d, r, raw: (["train", "--dataset", d, "--run", str(raw), "--steps", "2", "--batch-size", "8"], []),
      "no config.json: not a run; train into a new or empty folder")

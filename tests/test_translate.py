@@ -304,6 +304,7 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
             (tmp_path, tmp_path / "z", f"{tmp_path}: no image file in the folder (its subfolders are not read; "
                                        f"{tmp_path / 'in'} holds images)"),
             (tmp_path / "empty", tmp_path / "z", "empty: no image file in the folder\n"),
+            (Path(cfg.run), tmp_path / "z", f"{cfg.run}: a facegan run (config.json, latest.json, "),  # a slip
     ]:
         assert main(["translate", "apply", cfg.run, str(source), str(target), "--direction", "add"]) == 2
         err = capsys.readouterr().err
