@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -182,7 +183,15 @@ def made_by_facegan(folder: Path) -> str | None:
         return (f"a facegan run ({runfolder.CONFIG}, {', '.join(marks)}): its pictures are sample grids and plots, "
                 "not faces")
     if (folder / MANIFEST).is_file():
-        return f"a facegan dataset ({MANIFEST}): prepared already"
+        try:
+            manifest = json.loads((folder / MANIFEST).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            manifest = None
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+            return f"a facegan dataset ({MANIFEST}): prepared already"
+        if isinstance(manifest, dict) and {"fixed_seeds", "faces"} <= manifest.keys():  # facegan.gallery's
+            return (f"a night of the facegan gallery ({MANIFEST}): its grids and plots are not faces (its "
+                    "faces/ folder holds the single generated faces)")
     if (folder / CARD_JSON).is_file():
         return f"a facegan export ({CARD_JSON}): a generator, not faces"
     return None

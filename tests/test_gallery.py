@@ -1,13 +1,15 @@
 import datetime as dt
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import tiny_config
 
 from facegan import gallery
-from facegan.errors import LeaseError
+from facegan.errors import DatasetError, LeaseError
 from facegan.lease import Lease
 from facegan.loop import Hooks, fit
+from facegan.prepare import prepare
 from facegan.storage import open_store
 
 
@@ -78,6 +80,16 @@ def test_one_publish_at_a_time_writes_the_galleries(trained_store):
         assert not store.exists("galleries/lease.json")  # and let go
     finally:
         other.release()
+
+
+def test_a_night_is_no_source_of_faces_for_prepare(trained_store, tmp_path):
+    gallery.publish(trained_store, dt.date(2026, 5, 1), fixed=2, fresh=1)
+    night = Path(trained_store) / "galleries" / "2026-05-01"
+    with pytest.raises(DatasetError, match=r"2026-05-01: a night of the facegan gallery \(manifest\.json\): its grids "
+                                           r"and plots are not faces \(its faces/ folder holds"):
+        prepare(night, str(tmp_path / "ds"), resolution=32, log=lambda *_: None)
+    assert not (tmp_path / "ds").exists()
+    prepare(night / "faces", str(tmp_path / "ds"), resolution=32, log=lambda *_: None)  # its faces are faces
 
 
 def test_same_night_is_reproducible(trained_store):
