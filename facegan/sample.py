@@ -203,7 +203,8 @@ def _earlier(store, count: int) -> set[str]:
     """The files an earlier `save_samples` recorded in `store` (see `_recorded_files`); a file
     there that a sample of `count` faces would write and no record lists is a ConfigError."""
     earlier = _recorded_files(store)
-    for key in sorted(store.list()):
+    present = [key for key in ("grid.png", "interpolation.png") if store.exists(key)] + store.list("faces")
+    for key in sorted(present):  # only the names a sample writes: the user's other files are not listed
         if _drawn(key, count) and key not in earlier:
             raise ConfigError(f"{store.uri(key)}: already there and not written by an earlier facegan sample; "
                               "sample into another folder")
