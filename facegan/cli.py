@@ -325,7 +325,8 @@ def _value_of(argv: list[str], flag: str) -> str | None:
 
 def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     """The `facegan` parser; `family`: whose options `facegan train` takes (see `family_in`)."""
-    parser = Parser(prog="facegan", description="Train DCGANs on CelebA faces, and attribute swaps (CycleGAN).")
+    parser = Parser(prog="facegan",
+                    description="Train GANs on CelebA faces (DCGAN, ResNet SNGAN), and attribute swaps (CycleGAN).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="raw CelebA (folder or .zip) -> dataset shards + manifest")
