@@ -378,23 +378,29 @@ def load(uri: str) -> dict[str, Any]:
     sha256 recorded for it (a `.pt` outside a run folder, or from before checksums, is validated only)."""
     uri = str(uri)
     if uri.endswith(".pt"):
-        store, key = split_uri(uri)
-        in_run = run_of(uri)  # a run folder's checkpoint
-        if in_run:
-            run = open_store(in_run[0])
-            entry = next((e for e in read_index(run) if e["key"] == in_run[1]), None)
-            if entry is not None:
-                return _load_record(run, entry, CHECKPOINTS)
-        try:
-            data = store.get_bytes(key)
-        except StorageError as exc:
-            raise CheckpointError(f"checkpoint {exc}") from None
-        return from_bytes(data, uri)
+        return _load_pt(uri)[0]
     run = open_store(uri)
     state = load_run(run)
     if state is None:
         raise CheckpointError(f"{uri}: no checkpoint ({LATEST} missing); {_what_instead(run)}")
     return state
+
+
+def _load_pt(uri: str, digest: bool = False) -> tuple[dict[str, Any], Store | None, str | None]:
+    """A `.pt` checkpoint: (its state, its run folder or None, its sha256). One in its run's list is
+    verified against the sha256 recorded there; one outside it is validated only, its sha256
+    computed (when `digest`) from the bytes it was loaded from: the file is read once."""
+    in_run = run_of(uri)  # a run folder's checkpoint
+    run = open_store(in_run[0]) if in_run else None
+    entry = next((e for e in read_index(run) if e["key"] == in_run[1]), None) if run else None
+    if entry is not None:
+        return _load_record(run, entry, CHECKPOINTS), run, entry["sha256"]
+    store, key = split_uri(uri)
+    try:
+        data = store.get_bytes(key)
+    except StorageError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
+    return from_bytes(data, uri), run, sha256(data) if digest else None
 
 
 def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
@@ -404,14 +410,8 @@ def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
     `facegan export` exports and a fine-tuned run starts from (`init_from`)."""
     source = str(source)
     if source.endswith(".pt"):
-        state = load(source)  # verified against its run's list when it is in one
-        in_run = run_of(source)
-        run = open_store(in_run[0]) if in_run else None
-        entry = next((e for e in read_index(run) if e["key"] == in_run[1]), None) if run else None
-        if entry is None:  # outside a run's list: its digest is computed (the file is read again)
-            store, key = split_uri(source)
-            entry = {"sha256": sha256(store.get_bytes(key))}
-        return state, run, {"which": "named", "uri": source, "sha256": entry["sha256"]}
+        state, run, digest = _load_pt(source, digest=True)
+        return state, run, {"which": "named", "uri": source, "sha256": digest}
     run = open_store(source)
     for which, name in ((BEST, "best"), (LATEST, "latest")):
         state = load_run(run, which)  # verified against the pointer's sha256

@@ -202,7 +202,8 @@ def start_from(cfg: RunConfig, family: families.Family, parts: dict, log: Callab
     state, _, origin = ckpt.load_chosen(cfg.init_from)
     held = families.name_of_state(state)
     if held != cfg.family:
-        raise ConfigError(f"init_from={cfg.init_from!r} is a {held} run; this run is {cfg.family}")
+        raise ConfigError(f"init_from={cfg.init_from!r} is a {held} run; this run is {cfg.family} "
+                          f"(fine-tune it as a {held} run)")
     there = state["config"].get("model")
     for name in family.nets:
         mine = parts[name].state_dict()

@@ -214,6 +214,21 @@ def test_every_pointer_and_list_entry_records_the_files_sha256(store_uri):
     assert ckpt.read_pointer(run)["sha256"] == listed[-1]["sha256"]
 
 
+def test_a_checkpoint_outside_a_run_is_read_once_and_named_by_its_sha256(store_uri, monkeypatch):
+    run = open_store(store_uri)
+    _written(run)
+    blob = run.get_bytes("checkpoints/step-0000003.pt")
+    run.put_bytes("shared/step-3.pt", blob)  # a checkpoint copied out of its run (to fine-tune from)
+    reads = []
+    read = type(run).get_bytes
+    monkeypatch.setattr(type(run), "get_bytes", lambda store, key: reads.append(store.uri(key)) or read(store, key))
+    uri = run.uri("shared/step-3.pt")
+    state, where, origin = ckpt.load_chosen(uri)
+    assert state["step"] == 3 and where is None
+    assert origin == {"which": "named", "uri": uri, "sha256": ckpt.sha256(blob)}
+    assert reads == [uri]  # one read, for the state and its digest both
+
+
 def test_a_flipped_byte_is_refused_by_every_load_naming_the_file(store_uri):
     run = open_store(store_uri)
     _written(run)

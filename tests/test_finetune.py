@@ -136,7 +136,7 @@ def test_a_start_that_does_not_fit_is_one_line_exit_2(source, labelled32, datase
         "wider": (["--run", str(tmp_path / "w"), "--z-dim", "16", "--ngf", "16", "--ndf", "8"],
                   "does not fit this run: G.main.0.weight"),
         "another family": (["--run", str(tmp_path / "f"), "--family", "resnet", "--preset", "resnet32-small"],
-                           "is a dcgan run; this run is resnet"),
+                           "is a dcgan run; this run is resnet (fine-tune it as a dcgan run)"),
         "untrained": (["--run", str(tmp_path / "u"), "--init-from", str(tmp_path / "never")], "no checkpoint"),
         "itself": (["--run", source], "is this run"),
     }
