@@ -79,7 +79,11 @@ def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
     for name in names:
         run = runs.child(name)
         latest = ckpt.read_pointer(run, ckpt.LATEST)
-        if latest is None or not families.of_saved(runfolder.read_config(run) or {}).noise:
+        family = families.of_saved(runfolder.read_config(run) or {})
+        if latest is not None and not family.noise and run_name:
+            raise GalleryError(f"{run.uri()}: a {family.name} run draws no faces from noise (the gallery shows "
+                               "finished attribute swaps in their own section); name a run that does")
+        if latest is None or not family.noise:
             continue  # families that do not draw from noise (attribute swaps) have their own sections
         best = ckpt.read_pointer(run, ckpt.BEST)
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)

@@ -12,7 +12,7 @@ from facegan import gallery
 from facegan.config import ConfigError
 from facegan.sample import truncation_threshold
 from facegan.storage import is_remote, open_store
-from flows.common import INPUT_ERRORS, fail, inline_picture, retry_transient, store_root
+from flows.common import INPUT_ERRORS, check_run_name, fail, inline_picture, retry_transient, store_root
 
 
 def night_of(date: str | None, timezone: str) -> dt.date:
@@ -59,6 +59,8 @@ def nightly_gallery(store: str | None = None, run_name: str | None = None, date:
     try:
         root = store_root(store)
         night = night_of(date, timezone)
+        if run_name is not None:
+            check_run_name(run_name)
         if gallery_url and not gallery_url.startswith(("https://", "http://")):
             raise ConfigError(f"gallery_url={gallery_url!r} is not an http(s) URL (the stack's GalleryUrl)")
         for name, value in (("fixed", fixed), ("fresh", fresh)):

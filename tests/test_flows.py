@@ -67,6 +67,12 @@ def test_gallery_bad_date(prefect_api, tmp_path):
     assert "date='22/11/2026' is not YYYY-MM-DD" in message
 
 
+def test_gallery_run_name_that_is_not_a_run_name(prefect_api, tmp_path):
+    message = _failed_fast(lambda **kw: nightly_gallery(store=str(tmp_path), run_name="../../datasets", **kw),
+                           time.monotonic())
+    assert "run_name='../../datasets' must be non-empty letters, digits" in message
+
+
 def test_gallery_url_that_is_not_a_url(prefect_api, tmp_path):
     message = _failed_fast(lambda **kw: nightly_gallery(store=str(tmp_path), gallery_url="d1.cloudfront.net", **kw),
                            time.monotonic())

@@ -430,6 +430,9 @@ def test_gallery_shows_finished_swaps_and_says_why_one_cannot_be_shown(labelled3
     assert page.count('class="translation"') == 2 and "not shown: " in page
     strip = tmp_path / "store" / "galleries" / "2026-11-21" / sections["swap"]["rows"][1]["file"]
     assert Image.open(strip).size == (2 + 4 * 34, 36)
+    with pytest.raises(gallery.GalleryError, match=r"runs/swap: a cyclegan run draws no faces from noise \(the "
+                                                   r"gallery shows finished attribute swaps in their own section\)"):
+        gallery.publish(str(tmp_path / "store"), dt.date(2026, 11, 22), run_name="swap")  # named: not "no checkpoint"
 
 
 def test_flow_cli_and_config_take_the_same_swap_options():
