@@ -240,6 +240,7 @@ def test_kid_and_precision_recall_equal_torch_fidelitys_on_the_same_features():
 
     from facegan.metrics import manifold
     from facegan.metrics.kid import kid
+    from facegan.metrics.kid import mmd2_unbiased as kid_mmd2
 
     real, generated = _clusters(300, 3, d=128).abs() ** 1.5, _clusters(300, 4, offset=0.3, d=128).abs() ** 1.5
     theirs = kid_features_to_metric(generated, real, kid_subsets=50, kid_subset_size=200, rng_seed=2020,
@@ -252,6 +253,11 @@ def test_kid_and_precision_recall_equal_torch_fidelitys_on_the_same_features():
     assert manifold.share_inside(generated, real, manifold.radii(real)) == pytest.approx(precision, abs=1e-9)
     assert manifold.share_inside(real, generated, manifold.radii(generated)) == pytest.approx(recall, abs=1e-9)
     assert 0 < precision < 1 and 0 < recall < 1  # a case where both can be wrong
+    # sets no larger than a subset: every subset is both whole sets, computed once, no spread
+    whole = kid(real, generated, subsets=50, subset_size=300)
+    assert whole == (kid_mmd2(generated.double().numpy(), real.double().numpy()), 0.0)
+    p, q = torch.randperm(300), torch.randperm(300)  # what a subset drew: both sets, in another order
+    assert whole[0] == pytest.approx(kid_mmd2(generated[p].double().numpy(), real[q].double().numpy()), rel=1e-12)
 
 
 def test_fid_agrees_with_pytorch_fid_on_the_same_images_and_weights(fid_weights, dataset32, tmp_path, monkeypatch):

@@ -4,8 +4,9 @@ The unbiased estimate of the squared MMD between real and generated pool feature
 (`facegan.metrics.inception`) under the polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over
 SUBSETS random subsets of SUBSET_SIZE images from each side (fewer when the protocol has fewer
 samples); reported as its mean (`kid`) and standard deviation over the subsets (`kid_std`). With
-SUBSET_SIZE samples or fewer every subset is the whole set, so `kid_std` is 0: no spread is
-measured, the mean is the unbiased MMD^2 of the two whole sets (as clean-fid computes it). The
+SUBSET_SIZE samples or fewer every subset is the whole set, so it is computed once and `kid_std`
+is 0: no spread is measured, the mean is the unbiased MMD^2 of the two whole sets (as clean-fid
+computes it). The
 subsets are drawn by a seeded generator, as torch-fidelity draws them (rng seed 2020), so the
 same features give the same score. Unlike FID it has no bias from the sample count.
 """
@@ -38,6 +39,8 @@ def kid(real: torch.Tensor, generated: torch.Tensor, subsets: int = SUBSETS, sub
     """(mean, std) of the unbiased MMD^2 over `subsets` subsets, in float64."""
     a, b = real.double().numpy(), generated.double().numpy()
     size = min(subset_size, len(a), len(b))
+    if size == len(a) == len(b):  # every subset would be both whole sets: one MMD^2, no spread measured
+        return mmd2_unbiased(b, a), 0.0
     rng = np.random.RandomState(seed)
     mmds = np.array([mmd2_unbiased(b[rng.choice(len(b), size, replace=False)],
                                    a[rng.choice(len(a), size, replace=False)]) for _ in range(subsets)])
