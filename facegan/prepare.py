@@ -176,6 +176,7 @@ def made_by_facegan(folder: Path) -> str | None:
     pictures are sample grids and plots), else None: a folder of faces for all we know."""
     from facegan import runfolder
     from facegan.export import CARD_JSON
+    from facegan.sample import RECORD as SAMPLE_RECORD
 
     marks = [n for n in (runfolder.LATEST, runfolder.CKPT_DIR, runfolder.SAMPLES, runfolder.LOSS_PLOT)
              if (folder / n).exists()]
@@ -194,6 +195,9 @@ def made_by_facegan(folder: Path) -> str | None:
                     "faces/ folder holds the single generated faces)")
     if (folder / CARD_JSON).is_file():
         return f"a facegan export ({CARD_JSON}): a generator, not faces"
+    if (folder / SAMPLE_RECORD).is_file() and (folder / "grid.png").is_file():
+        return (f"a folder of facegan sample ({SAMPLE_RECORD}): its grid.png and interpolation.png are not faces "
+                "(its faces/ folder holds the single generated faces)")
     return None
 
 
