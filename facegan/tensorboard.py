@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from facegan import lease
 from facegan.errors import ConfigError
 from facegan.storage import Store, local_write_error, open_store
 
@@ -145,32 +146,42 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
     are removed. Only event files an earlier fetch of this run recorded are written over or removed:
     one of another run's fetch, one no fetch wrote (a run's own tb/ folder) or a `fetched.json` that
     is not such a record is a ConfigError naming it, before anything is written. Nothing else in
-    `out` is touched."""
+    `out` is touched. One fetch at a time writes into a folder: it holds the folder's lease
+    (`facegan.lease`) meanwhile, and a second is a LeaseError."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file where the folder should be, no permission, ...
-        raise local_write_error(f"{out}: cannot write", out, exc) from None
+    if out.exists() and not out.is_dir():  # a file where the folder should be
+        raise local_write_error(f"{out}: cannot write", out, NotADirectoryError(20, "Not a directory")) from None
     folder = open_store(out)
+    _earlier(folder, out, run)  # a folder of someone else's files is refused before the lease is written into it
+    with lease.Lease(folder, what="TensorBoard folder", doing="fetched into", instead="fetch into another folder",
+                     owns=False):
+        earlier = _earlier(folder, out, run)  # again: another fetch may have ended meanwhile
+        names = {key.rsplit("/", 1)[-1]: key for key in run.list(f"{DIR}/") if step_of(key) is not None}
+        # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
+        folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(earlier | set(names))})
+        paths = []
+        for name, key in sorted(names.items()):
+            run.get_file(key, out / name)
+            paths.append(out / name)
+        for name in sorted(earlier - set(names)):  # before the final record: stopped here, the record still lists them
+            (out / name).unlink(missing_ok=True)
+        folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(names)})
+    return paths
+
+
+def _earlier(folder: Store, out: Path, run: Store) -> set[str]:
+    """The event files an earlier fetch of `run` recorded in `folder` (at `out`); an event file
+    there that no fetch of `run` wrote is a ConfigError naming it."""
     fetched_from, earlier = _fetched(folder)
     others, earlier = (set(), earlier) if fetched_from == run.uri() else (earlier, set())
-    for name in sorted(p.name for p in out.iterdir() if step_of(f"{DIR}/{p.name}") is not None):
+    present = sorted(p.name for p in out.iterdir() if step_of(f"{DIR}/{p.name}") is not None) if out.is_dir() else []
+    for name in present:
         if name in earlier:
             continue
         whose = f"fetched from {fetched_from}" if name in others else "not written by facegan tensorboard"
         raise ConfigError(f"{out / name}: already there and {whose}; fetch {run.uri()} into another folder (one "
                           "folder per run: `tensorboard --logdir` their parent shows them side by side)")
-    names = {key.rsplit("/", 1)[-1]: key for key in run.list(f"{DIR}/") if step_of(key) is not None}
-    # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
-    folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(earlier | set(names))})
-    paths = []
-    for name, key in sorted(names.items()):
-        run.get_file(key, out / name)
-        paths.append(out / name)
-    for name in sorted(earlier - set(names)):  # before the final record: stopped here, the record still lists them
-        (out / name).unlink(missing_ok=True)
-    folder.put_json(RECORD, {"format": RECORD_FORMAT, "run": run.uri(), "files": sorted(names)})
-    return paths
+    return earlier
 
 
 def _fetched(folder: Store) -> tuple[str | None, set[str]]:

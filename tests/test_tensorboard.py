@@ -170,6 +170,26 @@ def test_a_fetch_writes_over_only_what_an_earlier_fetch_of_the_same_run_wrote(tm
     assert len(tensorboard.fetch(b, out)) == 2
 
 
+def test_one_fetch_at_a_time_writes_into_a_folder(tmp_path):
+    """A fetch holds its folder's lease while it writes: a second one into that folder (two would
+    interleave their files under one record) is refused, writing nothing."""
+    from facegan.errors import LeaseError
+    from facegan.lease import Lease
+
+    run = open_store(tmp_path / "runs" / "a")
+    run.put_bytes(tensorboard.event_key(2), b"step 2")
+    out = tmp_path / "tb"
+    out.mkdir()
+    with Lease(open_store(out), what="TensorBoard folder", owns=False):  # another fetch, writing
+        with pytest.raises(LeaseError, match=r"tb/lease\.json: this TensorBoard folder is being fetched into by "
+                                             r"another process .*fetch into another folder"):
+            tensorboard.fetch(run, out)
+        assert [p.name for p in out.iterdir()] == ["lease.json"]  # the other's lease alone
+    assert [p.name for p in tensorboard.fetch(run, out)] == ["events.out.tfevents.0000000002.facegan"]
+    assert sorted(p.name for p in out.iterdir()) == ["events.out.tfevents.0000000002.facegan",
+                                                     "fetched.json"]  # and no lease left
+
+
 def test_without_tensorboard_no_events_are_written_and_the_command_says_so(dataset32, tmp_path, capsys,
                                                                          monkeypatch):
     import tempfile
