@@ -6,9 +6,8 @@ SUBSETS random subsets of SUBSET_SIZE images from each side (fewer when the prot
 samples); reported as its mean (`kid`) and standard deviation over the subsets (`kid_std`). With
 SUBSET_SIZE samples or fewer every subset is the whole set, so it is computed once and `kid_std`
 is 0: no spread is measured, the mean is the unbiased MMD^2 of the two whole sets (as clean-fid
-computes it). The
-subsets are drawn by a seeded generator, as torch-fidelity draws them (rng seed 2020), so the
-same features give the same score. Unlike FID it has no bias from the sample count.
+computes it). The subsets are drawn by a seeded generator, as torch-fidelity draws them (rng seed
+2020), so the same features give the same score. Unlike FID it has no bias from the sample count.
 """
 
 from __future__ import annotations
