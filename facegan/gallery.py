@@ -240,12 +240,29 @@ def _replace_prefix(store: Store, prefix: str, files: dict[str, bytes]) -> None:
 
 
 def list_nights(store: Store) -> list[dict]:
-    """Manifests of every published night, newest first."""
+    """Manifests of every published night, newest first (by its folder's date). A night whose
+    manifest is not one (damaged, or edited by hand) is `{"date": ..., "damaged": why}`: the index
+    says so and the other nights are published as ever; one bad file does not stop every night."""
     nights = []
     for key in store.list(GALLERIES):
-        if _NIGHT_RE.match(key):
-            nights.append(store.get_json(key))
+        found = _NIGHT_RE.match(key)
+        if found:
+            nights.append(_night(store, key, found[1]))
     return sorted(nights, key=lambda m: m["date"], reverse=True)
+
+
+def _night(store: Store, key: str, date: str) -> dict:
+    """The manifest at `key` of the night `date`, or {"date", "damaged"} when it is not a night's
+    manifest. An unreachable store is raised (a retry may publish), not taken for damage."""
+    data = store.get_bytes(key)
+    try:
+        m = json.loads(data)
+    except (ValueError, RecursionError):
+        return {"date": date, "damaged": "its manifest.json is not valid JSON"}
+    fields = {"date": str, "step": int, "run": str}
+    if not (isinstance(m, dict) and all(isinstance(m.get(k), t) for k, t in fields.items()) and m["date"] == date):
+        return {"date": date, "damaged": "its manifest.json does not describe this night (date, step, run)"}
+    return m
 
 
 _STYLE = """
@@ -379,6 +396,8 @@ def index_page(nights: list[dict]) -> str:
     """The page listing every night, newest first."""
     e = html.escape
     cards = "".join(
+        f'<a href="{e(n["date"])}/index.html"><strong>{e(n["date"])}</strong>'
+        f'<div class="meta">not shown: {e(n["damaged"])}</div></a>' if "damaged" in n else
         f'<a href="{e(n["date"])}/index.html"><img src="{e(n["date"])}/grid.png" '
         f'alt="faces of {e(n["date"])}"><strong>{e(n["date"])}</strong>'
         f'<div class="meta">step {n["step"]} · {e(n["run"].rstrip("/").rsplit("/", 1)[-1])} · {e(label(n))}</div></a>'

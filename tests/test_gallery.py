@@ -82,6 +82,23 @@ def test_one_publish_at_a_time_writes_the_galleries(trained_store):
         other.release()
 
 
+def test_a_damaged_night_is_named_in_the_index_and_stops_no_other_night(trained_store):
+    store = open_store(trained_store)
+    gallery.publish(trained_store, dt.date(2026, 6, 1), fixed=2, fresh=1)
+    for night, text, why in [("2026-06-02", '{"date": ', "its manifest.json is not valid JSON"),
+                             ("2026-06-03", '{"date": "2026-06-03"}', "manifest.json does not describe this night"),
+                             ("2026-06-04", '{"date": "2026-06-01", "step": 2, "run": "r"}',  # another night's
+                              "does not describe this night")]:
+        gallery.publish(trained_store, dt.date.fromisoformat(night), fixed=2, fresh=1)
+        store.put_bytes(f"galleries/{night}/manifest.json", text.encode())  # damaged, or edited by hand
+        m = gallery.publish(trained_store, dt.date(2026, 6, 10), fixed=2, fresh=1)  # the next night still publishes
+        index = store.get_bytes("galleries/index.html").decode()
+        card = index.split(f'href="{night}/index.html">')[1].split("</a>")[0]
+        assert why in card and "not shown: " in card and "<img" not in card, card
+        assert 'href="2026-06-01/index.html"><img src="2026-06-01/grid.png"' in index  # the others as ever
+        assert store.get_json("galleries/latest/manifest.json")["date"] == m["date"] == "2026-06-10"
+
+
 def test_a_night_is_no_source_of_faces_for_prepare(trained_store, tmp_path):
     gallery.publish(trained_store, dt.date(2026, 5, 1), fixed=2, fresh=1)
     night = Path(trained_store) / "galleries" / "2026-05-01"
