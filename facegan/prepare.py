@@ -230,8 +230,13 @@ def _list_source(source: Path) -> tuple[list[str], list[dict]]:
             where = Path(exc.filename).relative_to(source).as_posix() if exc.filename else "?"
             skipped.append({"file": where + "/", "reason": f"unreadable folder ({exc.strerror})"})
 
-        for folder, _, files in os.walk(source, onerror=unreadable):
+        for folder, subfolders, files in os.walk(source, onerror=unreadable):
             names += [(Path(folder) / f).relative_to(source).as_posix() for f in files]
+            for sub in sorted(subfolders):  # a run, dataset, ... of facegan's inside: listed as skipped, not read
+                made = made_by_facegan(Path(folder) / sub)
+                if made:
+                    subfolders.remove(sub)
+                    skipped.append({"file": (Path(folder) / sub).relative_to(source).as_posix() + "/", "reason": made})
     else:
         raise DatasetError(f"{source}: no such folder or .zip file")
     hidden = lambda n: any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))  # noqa: E731
@@ -502,7 +507,7 @@ def prepare(
                 if record:
                     shards.append(record)
                 if done % 10 == 0 or done == len(jobs):
-                    seen = sum(s["count"] for s in shards) + len(skipped)
+                    seen = sum(s["count"] for s in shards) + len(skipped) - len(unlisted)  # of `names`
                     rate = seen / max(time.perf_counter() - started, 1e-9)
                     log(f"prepare: {seen}/{len(names)} files, {rate:.0f} img/s")
             if not shards:

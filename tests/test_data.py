@@ -123,6 +123,26 @@ def test_empty_input_is_clear_error(tmp_path):
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
 
+def test_a_facegan_folder_inside_the_source_is_skipped_and_named(raw_faces, tmp_path):
+    """A work folder holding the faces and a run beside them: the run's sample grids and plots are
+    no faces. Skipped and listed; the progress line counts only the files it reads."""
+    work = tmp_path / "work"
+    (work / "img").mkdir(parents=True)
+    for p in sorted(raw_faces.glob("*.jpg"))[:6]:
+        (work / "img" / p.name).write_bytes(p.read_bytes())
+    run = work / "runs" / "r1"
+    (run / "samples").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    for picture in (run / "loss.png", run / "samples" / "step-0000002.png"):
+        picture.write_bytes((work / "img" / sorted(p.name for p in (work / "img").iterdir())[0]).read_bytes())
+    lines = []
+    result = prepare(work, str(tmp_path / "ds"), resolution=32, workers=1, log=lines.append)
+    assert result.manifest["count"] == 6
+    assert result.manifest["skipped"] == [{"file": "runs/r1/", "reason": "a facegan run (config.json, samples, "
+                                           "loss.png): its pictures are sample grids and plots, not faces"}]
+    assert [x for x in lines if x.startswith("prepare: ") and " files, " in x][-1].startswith("prepare: 6/6 files")
+
+
 def test_bad_resolution(raw_faces, tmp_path):
     with pytest.raises(DatasetError, match="resolution=48"):
         prepare(raw_faces, str(tmp_path / "ds"), resolution=48, log=quiet)
