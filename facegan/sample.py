@@ -158,13 +158,14 @@ def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int
 
 
 RECORD = "sample.json"  # what the last `save_samples` into a folder drew, and the files it wrote
+PICTURES = ("grid.png", "interpolation.png")  # the files `save_samples` writes beside its faces
 _FACE = re.compile(r"faces/(\d{3,})\.png")  # a face's key (face_pngs), its number
 
 
 def _drawn(key: str, count: int | None = None) -> bool:
     """Whether `key` is a file `save_samples` writes (one drawing `count` faces, when given)."""
     face = _FACE.fullmatch(key)
-    return key in ("grid.png", "interpolation.png") or bool(
+    return key in PICTURES or bool(
         face and key == f"faces/{int(face[1]):03d}.png" and (count is None or int(face[1]) < count))
 
 
@@ -203,7 +204,7 @@ def _earlier(store, count: int) -> set[str]:
     """The files an earlier `save_samples` recorded in `store` (see `_recorded_files`); a file
     there that a sample of `count` faces would write and no record lists is a ConfigError."""
     earlier = _recorded_files(store)
-    present = [key for key in ("grid.png", "interpolation.png") if store.exists(key)] + store.list("faces")
+    present = [key for key in PICTURES if store.exists(key)] + store.list("faces")
     for key in sorted(present):  # only the names a sample writes: the user's other files are not listed
         if _drawn(key, count) and key not in earlier:
             raise ConfigError(f"{store.uri(key)}: already there and not written by an earlier facegan sample; "

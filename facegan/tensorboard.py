@@ -37,7 +37,7 @@ from pathlib import Path
 
 from facegan import lease
 from facegan.errors import ConfigError
-from facegan.storage import Store, local_write_error, open_store
+from facegan.storage import Store, open_store
 
 DIR = "tb"
 RECORD = "fetched.json"  # in a folder `fetch` wrote: which run's event files it holds
@@ -149,9 +149,7 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
     `out` is touched. One fetch at a time writes into a folder: it holds the folder's lease
     (`facegan.lease`) meanwhile, and a second is a LeaseError."""
     out = Path(out)
-    if out.exists() and not out.is_dir():  # a file where the folder should be
-        raise local_write_error(f"{out}: cannot write", out, NotADirectoryError(20, "Not a directory")) from None
-    folder = open_store(out)
+    folder = open_store(out)  # a file where the folder should be: the lease's write names it
     _earlier(folder, out, run)  # a folder of someone else's files is refused before the lease is written into it
     with lease.Lease(folder, what="TensorBoard folder", doing="fetched into", instead="fetch into another folder",
                      owns=False):
