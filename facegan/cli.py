@@ -42,7 +42,7 @@ def _add_train_args(p: argparse.ArgumentParser, family: str, choose: bool) -> No
         p.add_argument("--family", default=DEFAULT_FAMILY, choices=list(families.REGISTRY),
                        help=f"model family: {'; '.join(f'{f.name}: {f.what}' for f in families.REGISTRY.values())} "
                             f"(--help after --family F lists F's options) [default: the family of the --run "
-                            f"when resuming it, else of the --init-from run, else {DEFAULT_FAMILY}]")
+                            f"when resuming it, else of the --init-from run or checkpoint, else {DEFAULT_FAMILY}]")
     p.set_defaults(family=family)
     p.add_argument("--dataset", required=True, help="dataset URI (s3://bucket/datasets/x or a folder)")
     p.add_argument("--run", required=True,

@@ -111,7 +111,7 @@ def config_for_run(dataset: str, run: str, preset: str | None, given: dict, fami
     config is checked against the dataset (`RunConfig.check_dataset`). `family`: a registered
     family's name, by default the run's own (a new run: its init_from's, else `families.DEFAULT`;
     `runfolder.family_for`). Reads only the dataset's manifest and the config.json of the run (and
-    of its init_from source)."""
+    of its init_from source; a .pt outside a run is read for its config)."""
     manifest = data.read_manifest(open_store(dataset))
     saved = runfolder.read_config(open_store(run))
     held = families.name_of_saved(saved) if saved is not None else None
@@ -141,10 +141,8 @@ def source_model(source: str | None, family: families.Family) -> dict:
     are its config.json's (a .pt in a run: that run's); a .pt elsewhere is read for them."""
     if not source:
         return {}
-    config = runfolder.config_of(source)
-    if config is None and str(source).endswith(".pt"):
-        config = ckpt.load(source)["config"]
-    if not isinstance(config, dict) or families.name_of_saved(config) != family.name:
+    config = runfolder.source_config(source)
+    if config is None or families.name_of_saved(config) != family.name:
         return {}
     model = config.get("model")
     return {k: v for k, v in model.items() if k != "resolution"} if isinstance(model, dict) else {}

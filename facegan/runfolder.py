@@ -94,14 +94,26 @@ def config_of(uri: str) -> dict | None:
     return read_config(open_store(in_run[0] if in_run else str(uri)))
 
 
+def source_config(source: str) -> dict | None:
+    """The saved config of what `init_from` names: a run's (`config_of`: a .pt in a run is that
+    run's), or the one a checkpoint .pt elsewhere holds (the file is read and validated); None when
+    there is none (a run without a config)."""
+    config = config_of(source)
+    if config is None and str(source).endswith(".pt"):
+        from facegan import checkpoint  # a checkpoint needs torch; runfolder is read without it
+
+        config = checkpoint.load(source)["config"]
+    return config if isinstance(config, dict) else None
+
+
 def family_for(run: str | None, init_from: str | None = None) -> str:
     """The family of a run that names none: the run's own when it has a saved config (resuming:
-    its saved settings are the defaults, its family too), else that of the run `init_from` names
-    (fine-tuning it), else the default. A run that cannot be read counts as none here (what trains
-    it says why)."""
-    for uri in (run, init_from):
+    its saved settings are the defaults, its family too), else that of the run or checkpoint
+    `init_from` names (fine-tuning it; `source_config`), else the default. A source that cannot be
+    read counts as none here (what trains the run says why)."""
+    for uri, read in ((run, config_of), (init_from, source_config)):
         try:
-            saved = config_of(uri) if uri and uri.strip() else None
+            saved = read(uri) if uri and uri.strip() else None
         except (*INPUT_ERRORS, OSError):
             saved = None
         if saved is not None and families.name_of_saved(saved) in families.REGISTRY:

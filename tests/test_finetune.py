@@ -177,3 +177,23 @@ def test_model_config_shape_is_named_in_the_mismatch(source, dataset32, tmp_path
     with pytest.raises(ConfigError) as err:
         fit(cfg, quiet)
     assert '"z_dim": 16' in str(err.value) and '"z_dim": 32' in str(err.value)
+
+
+def test_a_checkpoint_outside_a_run_names_its_family(dataset32, tmp_path):
+    """`--init-from` a .pt kept outside any run, with no --family: the new run is of the checkpoint's
+    family (read from the file, as a run folder's is read from its config.json), with its networks."""
+    import shutil
+
+    from facegan.config import ResNetConfig, ResNetModelConfig
+
+    source = ResNetConfig(dataset=dataset32, run=str(tmp_path / "src"), steps=1, batch_size=4, ckpt_every=1,
+                          log_every=1, sample_count=4, device="cpu", n_dis=1,
+                          model=ResNetModelConfig(resolution=32, ngf=16, ndf=16, z_dim=16))
+    fit(source, quiet)
+    kept = tmp_path / "kept.pt"
+    shutil.copy(ckpt.read_pointer(ckpt.open_store(source.run))["uri"], kept)
+    assert main(["train", "--dataset", dataset32, "--run", str(tmp_path / "tuned"), "--init-from", str(kept),
+                 "--steps", "1", "--batch-size", "4", "--n-dis", "1", "--device", "cpu"]) == 0
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert tuned["family"] == "resnet" and tuned["model"] == source.to_dict()["model"]
+    assert tuned["init_origin"]["uri"] == str(kept)
