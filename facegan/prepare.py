@@ -172,8 +172,17 @@ def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.n
 
 
 def made_by_facegan(folder: Path) -> str | None:
-    """What facegan wrote `folder` as, when it did ("a facegan run (config.json, ...)": its
-    pictures are sample grids and plots), else None: a folder of faces for all we know."""
+    """What facegan wrote `folder` as, when it did, and why its pictures are not faces ("a facegan
+    run (config.json, ...): its pictures are sample grids and plots, not faces"), else None: a
+    folder of faces for all we know. See `facegan_folder`."""
+    found = facegan_folder(folder)
+    return f"{found[0]}: {found[1]}" if found else None
+
+
+def facegan_folder(folder: Path) -> tuple[str, str] | None:
+    """(what facegan wrote the local `folder` as, e.g. "a facegan run (config.json, latest.json)";
+    why its pictures are not faces), or None when it is none of facegan's: a run, a dataset, a
+    night of the gallery, an export or a sample folder."""
     from facegan import runfolder
     from facegan.export import CARD_JSON
     from facegan.sample import RECORD as SAMPLE_RECORD
@@ -181,22 +190,22 @@ def made_by_facegan(folder: Path) -> str | None:
     marks = [n for n in (runfolder.LATEST, runfolder.CKPT_DIR, runfolder.SAMPLES, runfolder.LOSS_PLOT)
              if (folder / n).exists()]
     if (folder / runfolder.CONFIG).is_file() and marks:
-        return (f"a facegan run ({runfolder.CONFIG}, {', '.join(marks)}): its pictures are sample grids and plots, "
-                "not faces")
+        return (f"a facegan run ({runfolder.CONFIG}, {', '.join(marks)})",
+                "its pictures are sample grids and plots, not faces")
     if (folder / MANIFEST).is_file():
         try:
             manifest = json.loads((folder / MANIFEST).read_bytes())
         except (OSError, ValueError, RecursionError):
             manifest = None
         if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
-            return f"a facegan dataset ({MANIFEST}): prepared already"
+            return f"a facegan dataset ({MANIFEST})", "prepared already"
         if isinstance(manifest, dict) and {"fixed_seeds", "faces"} <= manifest.keys():  # facegan.gallery's
-            return (f"a night of the facegan gallery ({MANIFEST}): its grids and plots are not faces (its "
-                    "faces/ folder holds the single generated faces)")
+            return (f"a night of the facegan gallery ({MANIFEST})", "its grids and plots are not faces (its faces/ "
+                    "folder holds the single generated faces)")
     if (folder / CARD_JSON).is_file():
-        return f"a facegan export ({CARD_JSON}): a generator, not faces"
+        return f"a facegan export ({CARD_JSON})", "a generator, not faces"
     if (folder / SAMPLE_RECORD).is_file() and (folder / "grid.png").is_file():
-        return (f"a folder of facegan sample ({SAMPLE_RECORD}): its grid.png and interpolation.png are not faces "
+        return (f"a folder of facegan sample ({SAMPLE_RECORD})", "its grid.png and interpolation.png are not faces "
                 "(its faces/ folder holds the single generated faces)")
     return None
 

@@ -350,9 +350,15 @@ _add("tensorboard: --out a file",
 _add("tensorboard: --out inside a file",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x") / "tb"), "--fetch-only"],
                            [t / "notes.txt" / "tb"]), "notes.txt: is a file, not a folder (")
-_add("tensorboard: --out the run's own tb/ folder",
-     lambda t, d, r, raw: (["tensorboard", r, "--out", f"{r}/tb", "--fetch-only"], []),
-     "already there and not written by facegan tensorboard; fetch")
+for name, where, expected in [
+    ("the run's own tb/ folder", lambda t, d, r: f"{r}/tb", "tb: overlaps the run"),
+    ("the run itself", lambda t, d, r: r, "overlaps the run"),
+    ("a folder holding the run", lambda t, d, r: str(Path(r).parent), "overlaps the run"),
+    ("the dataset", lambda t, d, r: d, ": a facegan dataset (manifest.json); fetch into a folder of its own"),
+    ("another run", lambda t, d, r: _run_copy(r, t, lambda f: None), ": a facegan run (config.json, latest.json"),
+]:
+    _add(f"tensorboard: --out {name}",
+         lambda t, d, r, raw, w=where: (["tensorboard", r, "--out", w(t, d, r), "--fetch-only"], []), expected)
 _add("tensorboard: --out another run's fetch",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_fetched(_run_copy(r, t, lambda f: None), t / "tb")),
                             "--fetch-only"], []),
