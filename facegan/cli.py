@@ -392,9 +392,10 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_tensorboard)
 
     p = sub.add_parser("synth", help="write synthetic CelebA-like JPEGs (demo and tests)")
-    p.add_argument("out")
-    p.add_argument("--count", type=count(1), default=256)
-    p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0)
+    p.add_argument("out", help="folder to write the JPEGs into (000001.jpg, ... as in img_align_celeba/)")
+    p.add_argument("--count", type=count(1), default=256, help="how many faces [default: 256]")
+    p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0,
+                   help="the same seed draws the same faces [default: 0]")
     p.add_argument("--makeup", type=fraction, default=None,
                    help="share of faces with eye shadow and lipstick; also writes list_attr_celeba.txt beside OUT")
     p.set_defaults(fn=cmd_synth)
