@@ -423,8 +423,9 @@ def load_chosen(source: str) -> tuple[dict[str, Any], Store | None, dict]:
 
 def _what_instead(folder: Store) -> str:
     """What a folder without a checkpoint is, and what to name instead: an export (its card names
-    the run it came from), a dataset, or a run that has not trained."""
-    from facegan.data import MANIFEST
+    the run it came from), another kind of facegan folder (`folders.kind_of`: a dataset, a sample,
+    ...), or a run that has not trained."""
+    from facegan import folders
     from facegan.export import CARD_JSON
 
     if folder.exists(CARD_JSON):
@@ -434,8 +435,9 @@ def _what_instead(folder: Store) -> str:
             run = None
         return ("it is an export (a generator alone, for use without facegan): name the run it was exported "
                 "from" + (f" ({run})" if isinstance(run, str) else ""))
-    if folder.exists(MANIFEST):
-        return "it is a dataset (manifest.json), not a run"
+    found = folders.kind_of(folder)
+    if found is not None and found.name != "run":
+        return f"it is {found.what}, not a run"
     return "has this run trained?"
 
 

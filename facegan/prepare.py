@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -39,6 +38,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from facegan import attributes as attrs
+from facegan import folders
 from facegan.data import ATTRIBUTES_NAME, FORMAT, MANIFEST, SHARD_NAME, VERSION, manifest_id, read_manifest
 from facegan.errors import DatasetError, LeaseError, StorageError, foreign_files
 from facegan.lease import KEY as LEASE_KEY
@@ -174,40 +174,9 @@ def process_image(data: bytes, resolution: int, jpeg_hint: bool = False) -> np.n
 def made_by_facegan(folder: Path) -> str | None:
     """What facegan wrote `folder` as, when it did, and why its pictures are not faces ("a facegan
     run (config.json, ...): its pictures are sample grids and plots, not faces"), else None: a
-    folder of faces for all we know. See `facegan_folder`."""
-    found = facegan_folder(folder)
-    return f"{found[0]}: {found[1]}" if found else None
-
-
-def facegan_folder(folder: Path) -> tuple[str, str] | None:
-    """(what facegan wrote the local `folder` as, e.g. "a facegan run (config.json, latest.json)";
-    why its pictures are not faces), or None when it is none of facegan's: a run, a dataset, a
-    night of the gallery, an export or a sample folder."""
-    from facegan import runfolder
-    from facegan.export import CARD_JSON
-    from facegan.sample import RECORD as SAMPLE_RECORD
-
-    marks = [n for n in (runfolder.LATEST, runfolder.CKPT_DIR, runfolder.SAMPLES, runfolder.LOSS_PLOT)
-             if (folder / n).exists()]
-    if (folder / runfolder.CONFIG).is_file() and marks:
-        return (f"a facegan run ({runfolder.CONFIG}, {', '.join(marks)})",
-                "its pictures are sample grids and plots, not faces")
-    if (folder / MANIFEST).is_file():
-        try:
-            manifest = json.loads((folder / MANIFEST).read_bytes())
-        except (OSError, ValueError, RecursionError):
-            manifest = None
-        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
-            return f"a facegan dataset ({MANIFEST})", "prepared already"
-        if isinstance(manifest, dict) and {"fixed_seeds", "faces"} <= manifest.keys():  # facegan.gallery's
-            return (f"a night of the facegan gallery ({MANIFEST})", "its grids and plots are not faces (its faces/ "
-                    "folder holds the single generated faces)")
-    if (folder / CARD_JSON).is_file():
-        return f"a facegan export ({CARD_JSON})", "a generator, not faces"
-    if (folder / SAMPLE_RECORD).is_file() and (folder / "grid.png").is_file():
-        return (f"a folder of facegan sample ({SAMPLE_RECORD})", "its grid.png and interpolation.png are not faces "
-                "(its faces/ folder holds the single generated faces)")
-    return None
+    folder of faces for all we know (`folders.kind_of`)."""
+    found = folders.kind_of(open_store(folder))
+    return f"{found.what}: {found.why}" if found else None
 
 
 def _list_source(source: Path) -> tuple[list[str], list[dict]]:

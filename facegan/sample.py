@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from facegan import export, families, lease, memory
+from facegan import export, families, folders, lease, memory
 from facegan.config import TRUNCATION_MIN, ConfigError, RunConfig
 from facegan.images import to_png
 from facegan.runtime import use_device
@@ -179,8 +179,13 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
     ConfigError naming it, before anything is made. Faces the earlier record lists and this one did
     not write again (it drew fewer) are removed, so the folder never mixes two samples; nothing else
     there is touched. One sample at a time writes into a folder: it holds the folder's lease
-    (`facegan.lease`) meanwhile, and a second is a LeaseError. Returns the keys written."""
+    (`facegan.lease`) meanwhile, and a second is a LeaseError. A folder facegan wrote as something
+    else (a run, a dataset, an export, ...), or one inside or around the `source` folder, is a
+    ConfigError too. Returns the keys written."""
     store = open_store(out_uri)
+    why = folders.not_own(store, source, mine="sample")
+    if why:
+        raise ConfigError(f"{store.uri()}: {why}; sample into a folder of its own")
     _earlier(store, count)  # a folder of someone else's files is refused before the lease is written into it
     with lease.Lease(store, what="sample folder", doing="sampled into", instead="sample into another folder",
                      owns=False):

@@ -35,9 +35,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from facegan import lease
+from facegan import folders, lease
 from facegan.errors import ConfigError
-from facegan.storage import Store, open_store, overlap
+from facegan.storage import Store, open_store
 
 DIR = "tb"
 RECORD = "fetched.json"  # in a folder `fetch` wrote: which run's event files it holds
@@ -147,18 +147,13 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
     one of another run's fetch, one no fetch wrote (a run's own tb/ folder) or a `fetched.json` that
     is not such a record is a ConfigError naming it, before anything is written. Nothing else in
     `out` is touched. A folder that overlaps the run's, or that facegan wrote as something else (a
-    run, a dataset, an export, ...: `prepare.facegan_folder`), is a ConfigError. One fetch at a time
+    run, a dataset, an export, ...: `folders.not_own`), is a ConfigError. One fetch at a time
     writes into a folder: it holds the folder's lease (`facegan.lease`) meanwhile, and a second is
     a LeaseError."""
-    from facegan.prepare import facegan_folder
-
     out = Path(out)
-    if overlap(run.uri(), out):  # `tensorboard --logdir` would find the run's own tb/ files as well
-        raise ConfigError(f"{out}: overlaps the run {run.uri()} (the same folder, or one inside the other); fetch "
-                          "into a folder outside the run")
-    made = facegan_folder(out) if out.is_dir() else None
-    if made:  # a slip of the path: the event files would be mixed into it
-        raise ConfigError(f"{out}: {made[0]}; fetch into a folder of its own (one folder per run: "
+    why = folders.not_own(open_store(out), run.uri())
+    if why:  # a slip of the path: `tensorboard --logdir` would show the run's tb/ twice, or mix the files in
+        raise ConfigError(f"{out}: {why}; fetch into a folder of its own (one folder per run: "
                           "`tensorboard --logdir` their parent shows them side by side)")
     folder = open_store(out)  # a file where the folder should be: the lease's write names it
     _earlier(folder, out, run)  # a folder of someone else's files is refused before the lease is written into it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from facegan import data, export, families
+from facegan import data, export, families, folders
 from facegan.config import ConfigError
 from facegan.cyclegan import ResnetGenerator
 from facegan.errors import DatasetError, LeaseError
@@ -47,7 +47,8 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
     does, translated, and written as `<name>.png` under `out_uri`, listed (with the run, step,
     direction and input) in `translations.json` there. Unreadable images are listed and skipped;
     none readable is a DatasetError, as is an output that would replace an input image, a file
-    there that no earlier `apply` wrote, or two inputs of one name (all checked before anything is
+    there that no earlier `apply` wrote, two inputs of one name, or an output folder facegan wrote
+    as something else or that overlaps the run (`folders.not_own`; all checked before anything is
     written: an earlier apply's outputs are written over, nothing else). Returns the keys written."""
     from facegan.prepare import process_image
 
@@ -56,6 +57,9 @@ def apply(run_or_checkpoint: str, source: str | Path, out_uri: str, direction: s
     source = Path(source).expanduser()
     files = _inputs(source)
     out = open_store(out_uri)
+    why = folders.not_own(out, str(run_or_checkpoint))
+    if why:
+        raise DatasetError(f"{out_uri}: {why}; translate into a folder of its own")
     keys: dict[str, Path] = {}
     for path in files:  # checked before anything is written: no input is ever written over
         key = f"{path.stem}.png"

@@ -351,9 +351,9 @@ _add("tensorboard: --out inside a file",
      lambda t, d, r, raw: (["tensorboard", r, "--out", str(_write(t / "notes.txt", b"x") / "tb"), "--fetch-only"],
                            [t / "notes.txt" / "tb"]), "notes.txt: is a file, not a folder (")
 for name, where, expected in [
-    ("the run's own tb/ folder", lambda t, d, r: f"{r}/tb", "tb: overlaps the run"),
-    ("the run itself", lambda t, d, r: r, "overlaps the run"),
-    ("a folder holding the run", lambda t, d, r: str(Path(r).parent), "overlaps the run"),
+    ("the run's own tb/ folder", lambda t, d, r: f"{r}/tb", "tb: overlaps /"),
+    ("the run itself", lambda t, d, r: r, ": a facegan run (config.json"),
+    ("a folder holding the run", lambda t, d, r: str(Path(r).parent), "what it comes from (the same folder, or one"),
     ("the dataset", lambda t, d, r: d, ": a facegan dataset (manifest.json); fetch into a folder of its own"),
     ("another run", lambda t, d, r: _run_copy(r, t, lambda f: None), ": a facegan run (config.json, latest.json"),
 ]:
@@ -412,6 +412,17 @@ for name, extra in [("--ngf 1e9", ["--ngf", "1000000000"]), ("--blocks 1e9", ["-
          lambda t, d, r, raw, e=extra: (["translate", "train", "--dataset", _labelled(t, raw), "--run", str(t / "run"),
                                          "--steps", "1", "--attribute", "Heavy_Makeup", *e], [t / "run"]),
          "needs at least")
+# sample: into a folder of its own, not one facegan wrote as something else nor the source's
+for name, where, expected in [
+    ("the run itself", lambda t, d, r: r, ": a facegan run (config.json, latest.json"),
+    ("the run's samples/", lambda t, d, r: f"{r}/samples", "samples: overlaps /"),
+    ("the dataset", lambda t, d, r: d, ": a facegan dataset (manifest.json); sample into a folder of its own"),
+    ("an export", lambda t, d, r: str(_write(t / "ex" / "model_card.json", b"{}").parent), ": a facegan export"),
+]:
+    _add(f"sample: into {name}", lambda t, d, r, raw, w=where: (["sample", r, w(t, d, r)], []), expected)
+_add("sample: from a run's checkpoint into a folder inside that run",
+     lambda t, d, r, raw: (["sample", f"{r}/checkpoints/step-0000004.pt", f"{r}/mine"], [Path(r) / "mine"]),
+     "/mine: overlaps")
 _add("sample: --count 1e9", lambda t, d, r, raw: (["sample", r, str(t / "o"), "--count", "1000000000"], [t / "o"]),
      "1000000000 faces at 32 px needs at least")
 _add("sample: --interpolation-steps 1e9",

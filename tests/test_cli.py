@@ -40,7 +40,7 @@ def test_cli_sample_writes_grid_faces_interpolation(trained_run, tmp_path, capsy
     capsys.readouterr()
     assert main(["prepare", str(tmp_path / "out"), str(tmp_path / "ds")]) == 2  # its grid is no face ...
     err = capsys.readouterr().err.strip()
-    assert "out: a folder of facegan sample (sample.json): its grid.png and interpolation.png are not faces" in err
+    assert "out: a facegan sample folder (sample.json): its grid.png and interpolation.png are not faces" in err
     assert "\n" not in err and not (tmp_path / "ds").exists()
     assert main(["prepare", str(tmp_path / "out" / "faces"), str(tmp_path / "ds"), "--resolution", "32"]) == 0
     assert "prepared 6 images at 32px" in capsys.readouterr().out  # ... its faces are

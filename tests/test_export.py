@@ -261,11 +261,13 @@ def test_export_refuses_what_is_not_its_own_and_verifies_what_it_reads(trained, 
     pt = sorted(Path(trained).glob("checkpoints/*.pt"))[-1]
     named = exporting.export(str(pt), str(tmp_path / "named"), log=lambda *_: None).card["source"]
     assert named["checkpoint"] == "named" and named["checkpoint_sha256"] == ckpt.sha256(pt.read_bytes())
-    # an export, or a dataset, where a run is needed (to fine-tune from, to export): said what it is
+    # an export, a dataset or a sample where a run is needed (to fine-tune from, to export): said what it is
     dataset = json.loads((Path(trained) / "config.json").read_text())["dataset"]
+    assert main(["sample", trained, str(tmp_path / "drawn"), "--count", "2", "--device", "cpu"]) == 0
     for source, said in [(tmp_path / "named", f"it is an export (a generator alone, for use without facegan): "
                                                f"name the run it was exported from ({trained})"),
-                         (Path(dataset), "it is a dataset (manifest.json), not a run")]:
+                         (Path(dataset), "it is a facegan dataset (manifest.json), not a run"),
+                         (tmp_path / "drawn", "it is a facegan sample folder (sample.json), not a run")]:
         for argv in (["train", "--dataset", dataset, "--run", str(tmp_path / "tuned"), "--init-from", str(source)],
                      ["export", str(source), str(tmp_path / "again")]):
             assert main(argv) == 2

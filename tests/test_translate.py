@@ -305,10 +305,16 @@ def test_apply_translates_a_folder_or_one_image(labelled32, makeup_raw, tmp_path
                                        f"{tmp_path / 'in'} holds images)"),
             (tmp_path / "empty", tmp_path / "z", "empty: no image file in the folder\n"),
             (Path(cfg.run), tmp_path / "z", f"{cfg.run}: a facegan run (config.json, latest.json, "),  # a slip
+            # ... and outputs facegan wrote as something else, or inside the run applied
+            (faces, Path(cfg.run), f"{cfg.run}: a facegan run (config.json, latest.json, "),
+            (faces, Path(labelled32), ": a facegan dataset (manifest.json); translate into a folder of its own"),
+            (faces, Path(cfg.run) / "mine", f"mine: overlaps {cfg.run}, what it comes from"),
     ]:
         assert main(["translate", "apply", cfg.run, str(source), str(target), "--direction", "add"]) == 2
         err = capsys.readouterr().err
         assert expected in err and "\n" not in err.strip() and not (tmp_path / "z").exists()
+        assert not any((Path(where) / "translations.json").exists() for where in (cfg.run, labelled32))
+        assert not (Path(cfg.run) / "mine").exists()
     (pngs / f"{Path(written[0]).stem}.jpg").write_bytes(one.read_bytes())
     assert main(["translate", "apply", cfg.run, str(pngs), str(tmp_path / "y"), "--direction", "add"]) == 2
     err = capsys.readouterr().err.strip()
