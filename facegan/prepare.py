@@ -211,7 +211,10 @@ def _list_source(source: Path) -> tuple[list[str], list[dict]]:
         for folder, subfolders, files in os.walk(source, onerror=unreadable):
             names += [(Path(folder) / f).relative_to(source).as_posix() for f in files]
             for sub in sorted(subfolders):  # a run, dataset, ... of facegan's inside: listed as skipped, not read
-                made = not sub.startswith(".") and sub != "__MACOSX" and made_by_facegan(Path(folder) / sub)
+                try:
+                    made = not sub.startswith(".") and sub != "__MACOSX" and made_by_facegan(Path(folder) / sub)
+                except StorageError:  # a folder that cannot be looked into: the walk lists it as unreadable
+                    made = None
                 if made:
                     subfolders.remove(sub)
                     skipped.append({"file": (Path(folder) / sub).relative_to(source).as_posix() + "/", "reason": made})

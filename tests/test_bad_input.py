@@ -686,7 +686,15 @@ def test_unreadable_source_folders_are_listed_not_dropped(raw_faces, tmp_path, m
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # what a folder without permissions does for a user who is not root
+        if "/locked/" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
     monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat)
     m = prepare(src, str(tmp_path / "ds"), resolution=32, workers=1, log=lambda *_: None).manifest
     assert m["count"] == 4
     assert {"file": "locked/", "reason": "unreadable folder (Permission denied)"} in m["skipped"]
