@@ -26,7 +26,7 @@ import torch
 from facegan import memory
 from facegan.config import RESOLUTIONS
 from facegan.errors import DatasetError  # noqa: F401 - exported here too
-from facegan.storage import StorageError, Store, cache_root, open_store
+from facegan.storage import StorageError, Store, cache_root, open_store, put_cached
 
 FORMAT = "facegan-dataset"
 VERSION = 1
@@ -103,7 +103,7 @@ def _read_shard(store: Store, shard: dict, resolution: int, cache: Path | None) 
         if hashlib.sha256(data).hexdigest() != shard["sha256"]:
             raise DatasetError(f"{store.uri(name)}: sha256 mismatch, shard is corrupt")
         if cached is not None:
-            open_store(cached.parent).put_bytes(cached.name, data)
+            put_cached(cached.parent, cached.name, data)
     return parse_array(data, (shard["count"], resolution, resolution, 3), np.uint8, store.uri(name))
 
 

@@ -520,10 +520,24 @@ class S3Store(Store):
             raise self._error(key, exc) from None
 
 
+CACHE_ENV = "FACEGAN_CACHE"
+
+
 def cache_root(kind: str) -> Path:
     """This machine's cache folder for `kind` ("shards", "fid"): $FACEGAN_CACHE/kind, by default
     ~/.cache/facegan/kind."""
-    return Path(os.environ.get("FACEGAN_CACHE", Path.home() / ".cache" / "facegan")) / kind
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "facegan")) / kind
+
+
+def put_cached(folder: Path, name: str, data: bytes) -> None:
+    """Write `name` into the local cache folder `folder`, atomically; one that cannot be written
+    (a home folder the user may not write, a full disk) is a StorageError that says how to move
+    the cache."""
+    try:
+        open_store(folder).put_bytes(name, data)
+    except StorageError as exc:
+        raise StorageError(f"{exc}; this is facegan's local cache: set {CACHE_ENV} to a folder you can write "
+                           "(default ~/.cache/facegan)") from None
 
 
 def store_class(uri: str | Path) -> type[Store]:

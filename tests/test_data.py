@@ -197,6 +197,10 @@ def test_remote_cache_is_reused_and_repaired(raw_faces, bucket, tmp_path):
     b, _ = load(uri, cache=cache)
     assert torch.equal(a, b)
     assert cached.stat().st_size > 1000
+    # a cache that cannot be written (here a file where its folder should be) is one error saying how to move it
+    (tmp_path / "home-cache").write_text("a file")
+    with pytest.raises(StorageError, match=r"home-cache: is a file.*set FACEGAN_CACHE to a folder you can write"):
+        load(uri, cache=tmp_path / "home-cache")
 
 
 def test_batch_sampler_scales_and_flips():

@@ -39,7 +39,7 @@ from facegan import data
 from facegan.errors import FIDError
 from facegan.images import quantize
 from facegan.runtime import use_device
-from facegan.storage import StorageError, cache_root, open_store, split_uri
+from facegan.storage import StorageError, cache_root, open_store, put_cached, split_uri
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -144,7 +144,7 @@ def _read_uri(uri: str, cache: Path) -> bytes:
                     f"FID weights: cannot download {uri} ({exc}); download {WEIGHTS_NAME} yourself and set "
                     f"{WEIGHTS_ENV} (or --weights, --metric-weights) to its path or s3:// URI"
                 ) from None
-            open_store(cache).put_bytes(local.name, data)
+            put_cached(cache, local.name, data)
         return local.read_bytes()
     try:
         store, key = split_uri(uri)
