@@ -344,8 +344,9 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("sample", help="sample faces from a checkpoint")
-    p.add_argument("checkpoint", help="run URI (uses latest.json) or checkpoint .pt URI")
-    p.add_argument("out", help="output URI for grid.png, faces/, interpolation.png")
+    p.add_argument("checkpoint", help="run URI (uses latest.json), checkpoint .pt URI or export folder")
+    p.add_argument("out", help="output URI for grid.png, faces/, interpolation.png: a folder of its own (not a "
+                               "run, dataset or export), or an earlier sample's")
     p.add_argument("--count", type=count(1), default=16, help="faces to write [default: 16]")
     p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
