@@ -151,11 +151,11 @@ def fetch(run: Store, out: str | Path) -> list[Path]:
     writes into a folder: it holds the folder's lease (`facegan.lease`) meanwhile, and a second is
     a LeaseError."""
     out = Path(out)
-    why = folders.not_own(open_store(out), run.uri())
+    folder = open_store(out)  # a file where the folder should be: the lease's write names it
+    why = folders.not_own(folder, run.uri())
     if why:  # a slip of the path: `tensorboard --logdir` would show the run's tb/ twice, or mix the files in
         raise ConfigError(f"{out}: {why}; fetch into a folder of its own (one folder per run: "
                           "`tensorboard --logdir` their parent shows them side by side)")
-    folder = open_store(out)  # a file where the folder should be: the lease's write names it
     _earlier(folder, out, run)  # a folder of someone else's files is refused before the lease is written into it
     with lease.Lease(folder, what="TensorBoard folder", doing="fetched into", instead="fetch into another folder",
                      owns=False):
