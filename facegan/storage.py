@@ -1,7 +1,10 @@
 """One storage interface for every read and write, keyed by URI.
 
 `open_store(uri)` returns a `Store` rooted at `s3://bucket/prefix` (boto3) or at a local folder
-(`file:///path` or a plain path; the embedded default). Keys are relative, `/`-separated.
+(`file:///path` or a plain path; the embedded default). Keys are relative, `/`-separated. An
+s3:// URI is read as the AWS CLI reads it: the bucket, then the key prefix as written ('#', '?'
+and '%' are part of it); a file:// URI as RFC 8089 has it (percent escapes decoded; a '?' or '#'
+in one is an error, as it would end the path).
 
 Every write is atomic: a reader sees the whole object or none of it. Locally that is a temp
 file in the same folder, fsync, then `os.replace`; on S3 a PUT or a completed multipart upload
@@ -26,7 +29,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit
 
 from facegan.errors import StorageError  # noqa: F401 - exported here too
 
@@ -335,14 +338,16 @@ class S3Store(Store):
     def __init__(self, uri: str) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        parsed = urlparse(uri)
-        if not parsed.netloc:
+        # as the AWS CLI reads it, not as urlparse would: "s3://b/runs/exp#2" is the prefix
+        # "runs/exp#2", not "runs/exp" with a fragment (another run's folder)
+        bucket, _, path = uri.removeprefix("s3://").partition("/")
+        if not bucket:
             raise StorageError(f"{uri}: no bucket name in S3 URI")
-        if not BUCKET_NAME.fullmatch(parsed.netloc):
-            raise StorageError(f"{uri}: {parsed.netloc!r} is not a valid S3 bucket name "
+        if not BUCKET_NAME.fullmatch(bucket):
+            raise StorageError(f"{uri}: {bucket!r} is not a valid S3 bucket name "
                                "(3-63 lowercase letters, digits, '.' and '-')")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
+        self.bucket = bucket
+        self.prefix = path.strip("/")
         self.root = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         self.client = _s3_client(os.getpid(), tuple(sorted((k, v) for k, v in os.environ.items()
                                                            if k.startswith("AWS_"))))
@@ -563,10 +568,13 @@ def open_store(uri: str | Path) -> Store:
     if store_class(uri) is S3Store:
         return S3Store(uri)
     if uri.startswith("file://"):
-        parsed = urlparse(uri)
+        parsed = urlsplit(uri)
         if parsed.netloc not in ("", "localhost"):  # file://tmp/x would silently mean /x
             raise StorageError(f"{uri}: a file:// URI needs an absolute path, e.g. file:///{parsed.netloc}{parsed.path}")
-        return LocalStore(parsed.path)
+        if "?" in uri or "#" in uri:  # they would end its path: another folder than the one written
+            raise StorageError(f"{uri}: a file:// URI's path ends at '?' or '#'; write them as %3F and %23, "
+                               "or give the folder as a plain path")
+        return LocalStore(unquote(parsed.path))
     return LocalStore(uri)
 
 

@@ -82,6 +82,8 @@ CASES = {
         "argument --workers: -1 is out of range"),
     "prepare: file://relative": (lambda t, d, r, raw: (["prepare", str(raw), "file://tmp/x"], []),
                                  "file://tmp/x: a file:// URI needs an absolute path"),
+    "prepare: file:// with a '#'": (lambda t, d, r, raw: (["prepare", str(raw), f"file://{t}/ds#2"], [t / "ds"]),
+                                    "a file:// URI's path ends at '?' or '#'"),
     "prepare: bad bucket name": (lambda t, d, r, raw: (["prepare", str(raw), "s3://Bad_Bucket/ds"], []),
                                  "'Bad_Bucket' is not a valid S3 bucket name"),
     "train: manifest shards are strings": (

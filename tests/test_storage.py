@@ -88,6 +88,29 @@ def test_open_store_kinds(tmp_path):
     assert key == "b.pt" and store.root.endswith("/a")
 
 
+def test_an_s3_uri_is_read_as_the_aws_cli_reads_it(bucket):
+    """'#', '?' and '%' in an s3:// URI are part of the key prefix, as the AWS CLI has them (urlparse
+    read "runs/exp#2" as "runs/exp" with a fragment: a second run written into the first's folder)."""
+    names = ("exp#2", "exp?v=2", "exp%202 b")
+    for name in names:
+        store = open_store(f"{bucket}/runs/{name}")
+        assert store.uri("k") == f"{bucket}/runs/{name}/k"
+        store.put_bytes("k", name.encode())
+    assert open_store(f"{bucket}/runs").list() == sorted(f"{name}/k" for name in names)
+    assert [open_store(f"{bucket}/runs/{name}").get_bytes("k") for name in names] == [n.encode() for n in names]
+
+
+def test_a_file_uri_is_read_as_rfc_8089_has_it(tmp_path):
+    """A file:// URI's percent escapes are decoded (Path.as_uri() writes a space as %20); a '?' or
+    '#' in one would end its path (another folder than the one written), so it is refused."""
+    folder = tmp_path / "a b%"
+    assert open_store(folder.as_uri()).path == folder
+    for uri in (f"file://{tmp_path}/exp#2", f"file://{tmp_path}/exp?v=2"):
+        with pytest.raises(StorageError, match=r"path ends at '\?' or '#'; write them as %3F and %23"):
+            open_store(uri)
+    assert not any(tmp_path.iterdir())
+
+
 def test_local_write_leaves_no_temp_files(tmp_path):
     s = open_store(str(tmp_path))
     for i in range(5):
