@@ -26,6 +26,7 @@ def kind_of(folder: Store) -> Kind | None:
     from facegan import runfolder
     from facegan.data import FORMAT, MANIFEST
     from facegan.export import CARD_JSON
+    from facegan.sample import PICTURES
     from facegan.sample import RECORD as SAMPLE_RECORD
 
     if folder.exists(runfolder.CONFIG):
@@ -46,10 +47,9 @@ def kind_of(folder: Store) -> Kind | None:
                         "its grids and plots are not faces (its faces/ folder holds the single generated faces)")
     if folder.exists(CARD_JSON):
         return Kind("export", f"a facegan export ({CARD_JSON})", "a generator, not faces")
-    if folder.exists(SAMPLE_RECORD) and folder.exists("grid.png"):
+    if folder.exists(SAMPLE_RECORD) and folder.exists(PICTURES[0]):
         return Kind("sample", f"a facegan sample folder ({SAMPLE_RECORD})",
-                    "its grid.png and interpolation.png are not faces (its faces/ folder holds the single generated "
-                    "faces)")
+                    f"its {' and '.join(PICTURES)} are not faces (its faces/ folder holds the single generated faces)")
     return None
 
 
