@@ -12,6 +12,7 @@ from facegan import metrics as metric_registry
 from facegan.config import (
     DEVICE_HELP,
     RENAMED,
+    SAMPLE_MAX_FACES,
     SEED_LIMIT,
     TRUNCATION_MIN,
     RunConfig,
@@ -175,12 +176,12 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
-    from facegan.sample import load_generator, save_samples
+    from facegan.sample import face_key, load_generator, save_samples
 
     gen = load_generator(a.checkpoint, ema=not a.no_ema, device=a.device)
     save_samples(gen, a.out, a.count, seed=a.seed, interpolation_steps=a.interpolation_steps,
                  truncation=a.truncation, source=a.checkpoint)
-    print(f"wrote {a.count} faces (faces/000.png ...), grid.png, interpolation.png and sample.json "
+    print(f"wrote {a.count} faces ({face_key(0, a.count)} ...), grid.png, interpolation.png and sample.json "
           f"({a.interpolation_steps} steps) from {gen.which} at step {gen.step} to {a.out}"
           + (f" (truncation {a.truncation:g})" if a.truncation != 1 else ""))
     return 0
@@ -347,7 +348,8 @@ def build_parser(family: str = DEFAULT_FAMILY) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run URI (uses latest.json), checkpoint .pt URI or export folder")
     p.add_argument("out", help="output URI for grid.png, faces/, interpolation.png: a folder of its own (not a "
                                "run, dataset or export), or an earlier sample's")
-    p.add_argument("--count", type=count(1), default=16, help="faces to write [default: 16]")
+    p.add_argument("--count", type=count(1, SAMPLE_MAX_FACES), default=16,
+                   help="faces to write, a batch at a time (grid.png shows the first 64) [default: 16]")
     p.add_argument("--seed", type=count(0, SEED_LIMIT - 1), default=0, help="first seed (faces use seed, seed+1, ...)")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA generator")
     p.add_argument("--interpolation-steps", type=count(2), default=8, help="frames of the latent walk [default: 8]")

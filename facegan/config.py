@@ -26,6 +26,7 @@ AUGMENTS = ("color", "translation", "cutout")
 PRECISIONS = ("auto", "bf16", "fp32")
 WATCHDOG_MODES = ("off", "warn", "stop")  # facegan.watchdog
 SEED_LIMIT = 2**63  # seeds (a run's, a face's) are integers in [0, SEED_LIMIT)
+SAMPLE_MAX_FACES = 1_000_000  # faces one `facegan sample` draws at most (its record lists each: 17 MB of JSON)
 TRUNCATION_MIN = 0.05  # the smallest truncation psi (facegan.sample.latents): below it, redrawing takes too long
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda (= cuda:$LOCAL_RANK or cuda:0) or cuda:N"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
 from facegan import export, families, folders, lease, memory
-from facegan.config import TRUNCATION_MIN, ConfigError, RunConfig
+from facegan.config import SAMPLE_MAX_FACES, TRUNCATION_MIN, ConfigError, RunConfig
 from facegan.images import to_png
 from facegan.runtime import use_device
 from facegan.storage import open_store
@@ -146,9 +147,16 @@ def interpolate(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int = 8,
     return torch.cat([gen.net(z[i:i + BATCH].to(device)).float().cpu() for i in range(0, steps, BATCH)])
 
 
-def face_pngs(images: torch.Tensor, first: int = 0) -> dict[str, bytes]:
-    """Single-face PNGs `faces/NNN.png` (numbered from `first`) for images (N, 3, R, R)."""
-    return {f"faces/{first + i:03d}.png": to_png(img[None]) for i, img in enumerate(images)}
+def face_key(i: int, count: int = 0) -> str:
+    """The key of face `i` of `count`: `faces/NNN.png`, zero-padded to the digits of the last
+    face's number (at least 3), so that a listing sorts them as drawn."""
+    return f"faces/{i:0{max(3, len(str(count - 1)))}d}.png"
+
+
+def face_pngs(images: torch.Tensor, first: int = 0, count: int = 0) -> dict[str, bytes]:
+    """Single-face PNGs `faces/NNN.png` (numbered from `first`, of `count`: `face_key`) for images
+    (N, 3, R, R)."""
+    return {face_key(first + i, count): to_png(img[None]) for i, img in enumerate(images)}
 
 
 def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int,
@@ -159,22 +167,28 @@ def interpolation_png(gen: LoadedGenerator, seed_a: int, seed_b: int, steps: int
 
 RECORD = "sample.json"  # what the last `save_samples` into a folder drew, and the files it wrote
 PICTURES = ("grid.png", "interpolation.png")  # the files `save_samples` writes beside its faces
-_FACE = re.compile(r"faces/(\d{3,})\.png")  # a face's key (face_pngs), its number
+GRID_FACES = BATCH  # grid.png shows the first faces, this many at most: a picture to look at
+WRITERS = 8  # faces encoded and written at once (PNG encoding and S3 PUTs wait, not compute)
+_FACE = re.compile(r"faces/(\d{3,})\.png")  # a face's key (face_key), its number
 
 
 def _drawn(key: str, count: int | None = None) -> bool:
     """Whether `key` is a file `save_samples` writes (one drawing `count` faces, when given)."""
     face = _FACE.fullmatch(key)
     return key in PICTURES or bool(
-        face and key == f"faces/{int(face[1]):03d}.png" and (count is None or int(face[1]) < count))
+        face and (count is None or (int(face[1]) < count and key == face_key(int(face[1]), count))))
 
 
 def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
                  interpolation_steps: int = 8, truncation: float | None = None,
                  source: str | None = None) -> list[str]:
-    """Write grid.png, faces/NNN.png and interpolation.png under `out_uri` (latents truncated at
-    psi `truncation`, see `latents`), then `sample.json` (the generator, step, seed, count,
-    truncation, `source` and the files). Only files an earlier `save_samples` there recorded are
+    """Write faces/NNN.png (`face_key`), grid.png (the first GRID_FACES of them) and
+    interpolation.png under `out_uri` (latents truncated at psi `truncation`, see `latents`), then
+    `sample.json` (the generator, step, seed, count, truncation, `source` and the files). The faces
+    are made, encoded and written a batch at a time (WRITERS at once), so memory stays bounded
+    whatever the count (50k faces for an outside FID tool); a count whose faces would not fit in
+    the local disk's free space (estimated from the first batch) is a ConfigError naming both
+    figures, before anything is written. Only files an earlier `save_samples` there recorded are
     written over: any other file of those names, or a `sample.json` that is not such a record, is a
     ConfigError naming it, before anything is made. Faces the earlier record lists and this one did
     not write again (it drew fewer) are removed, so the folder never mixes two samples; nothing else
@@ -182,6 +196,8 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
     (`facegan.lease`) meanwhile, and a second is a LeaseError. A folder facegan wrote as something
     else (a run, a dataset, an export, ...), or one inside or around the `source` folder, is a
     ConfigError too. Returns the keys written."""
+    if not 1 <= count <= SAMPLE_MAX_FACES:
+        raise ConfigError(f"count={count} must be from 1 to {SAMPLE_MAX_FACES}")
     store = open_store(out_uri)
     why = folders.not_own(store, source, mine="sample")
     if why:
@@ -190,19 +206,38 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
     with lease.Lease(store, what="sample folder", doing="sampled into", instead="sample into another folder",
                      owns=False):
         earlier = _earlier(store, count)  # again: another sample may have ended meanwhile
-        images = generate(gen, range(seed, seed + count), truncation)  # a range: a billion seeds are refused
-        files = {"grid.png": to_png(images), **face_pngs(images),
-                 "interpolation.png": interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)}
-        record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
-                  "truncation": truncation, "interpolation_steps": interpolation_steps}
-        # first a record naming the earlier files and these: stopped midway, every file there is still known as ours
-        store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
-        for key, data in files.items():
-            store.put_bytes(key, data)
+        seeds = range(seed, seed + count)
+        with ThreadPoolExecutor(WRITERS) as pool:
+            first = generate(gen, seeds[:BATCH], truncation)
+            pngs = dict(zip(map(face_key, range(len(first)), [count] * len(first)),
+                            pool.map(lambda image: to_png(image[None]), first), strict=True))
+            _check_room(store, count, sum(map(len, pngs.values())) / len(pngs), gen.config.model.resolution)
+            files = [PICTURES[0], *(face_key(i, count) for i in range(count)), PICTURES[1]]
+            record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
+                      "truncation": truncation, "interpolation_steps": interpolation_steps}
+            # first a record naming the earlier files and these: stopped midway, every file there is still ours
+            store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
+            store.put_bytes(PICTURES[0], to_png(first[:GRID_FACES]))
+            list(pool.map(lambda item: store.put_bytes(*item), pngs.items()))
+            for start in range(BATCH, count, BATCH):  # one batch in flight: a stop waits for one at most
+                images = generate(gen, seeds[start:start + BATCH], truncation)
+                keys = files[1 + start:1 + start + len(images)]
+                list(pool.map(lambda key, image: store.put_bytes(key, to_png(image[None])), keys, images))
+        store.put_bytes(PICTURES[1], interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation))
         for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
             store.delete(key)
         store.put_json(RECORD, {**record, "files": sorted(files)})
     return [*files, RECORD]
+
+
+def _check_room(store, count: int, face_bytes: float, side: int) -> None:
+    """`count` faces of about `face_bytes` each (and the grid) fit in the store's free space (a
+    local disk's; S3 has no limit), or a ConfigError names both figures."""
+    room = store.room()
+    need = int(face_bytes * (count + GRID_FACES) * 1.1)  # 10%: faces vary in size
+    if room is not None and need > room:
+        raise ConfigError(f"{count} faces at {side} px need about {memory.gib(need)} (from the first "
+                          f"{min(count, BATCH)}), {store.uri()} has {memory.gib(room)} free; ask for fewer faces")
 
 
 def _earlier(store, count: int) -> set[str]:

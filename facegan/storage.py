@@ -88,6 +88,11 @@ class Store(ABC):
         """Whether the store's own folder is there (S3 has no folders: False)."""
         return False
 
+    def room(self) -> int | None:
+        """Bytes the store can still take: a local folder's free disk space; None where there is
+        no such limit (S3)."""
+        return None
+
     def clean_temporaries(self) -> list[str]:
         """Remove orphaned temp files of interrupted writes; returns their keys. (S3 has none:
         its uploads are atomic, and the bucket's lifecycle rule aborts stale multipart uploads.)"""
@@ -200,6 +205,13 @@ class LocalStore(Store):
         if any(part == ".." for part in key.split("/")):
             raise StorageError(f"{self.uri(key)}: '..' is not allowed in keys")
         return self.path / key if key else self.path
+
+    def room(self) -> int | None:
+        there = next((p for p in (self.path, *self.path.parents) if p.exists()), self.path.anchor)
+        try:
+            return shutil.disk_usage(there).free
+        except OSError:  # not a folder one can stat: what writes there says why
+            return None
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:

@@ -426,7 +426,7 @@ _add("sample: from a run's checkpoint into a folder inside that run",
      lambda t, d, r, raw: (["sample", f"{r}/checkpoints/step-0000004.pt", f"{r}/mine"], [Path(r) / "mine"]),
      "/mine: overlaps")
 _add("sample: --count 1e9", lambda t, d, r, raw: (["sample", r, str(t / "o"), "--count", "1000000000"], [t / "o"]),
-     "1000000000 faces at 32 px needs at least")
+     "argument --count: 1000000000 is out of range, must be at least 1 and at most 1000000")
 _add("sample: --interpolation-steps 1e9",
      lambda t, d, r, raw: (["sample", r, str(t / "o"), "--interpolation-steps", "1000000000"], [t / "o"]),
      "1000000000 interpolation steps at 32 px needs at least")

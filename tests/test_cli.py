@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from helpers import ROOT, tiny_config
 from PIL import Image
 
 from facegan.cli import main
+from facegan.images import to_png
 from facegan.loop import Hooks, fit
 from facegan.sample import generate, interpolate, load_generator
 
@@ -220,13 +222,44 @@ def test_one_sample_at_a_time_writes_into_a_folder_and_touches_nothing_else_ther
     err = capsys.readouterr().err.strip()
     assert "lease.json: already there and not a facegan lease; sample into another folder" in err, err
     assert (out / "lease.json").read_text() == '{"mine": true}'
-    # refused while holding the lease (too many faces to hold): an empty folder of the user's
-    # stays, a new one is not left
-    (tmp_path / "empty").mkdir()
-    for folder in (tmp_path / "empty", tmp_path / "new"):
-        assert main(["sample", trained_run, str(folder), "--count", str(10**8)]) == 2
-        assert "faces at 32 px needs at least" in capsys.readouterr().err
-    assert not any((tmp_path / "empty").iterdir()) and not (tmp_path / "new").exists()
+
+
+def test_a_sample_that_would_fill_the_disk_is_refused_before_it_writes(trained_run, tmp_path, capsys):
+    """Faces are made and written a batch at a time, so a count is bounded by the disk, not by
+    memory: one whose faces (estimated from the first batch) would not fit in the folder's free
+    space is refused while holding the lease, before any face is written; an empty folder of the
+    user's stays empty, a new one is not left. A real 512 KiB tmpfs (skipped where mounting one
+    is not permitted)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        (small / "empty").mkdir()
+        for folder in (small / "empty", small / "new"):
+            assert main(["sample", trained_run, str(folder), "--count", "2000"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert re.fullmatch(r"facegan sample: error: 2000 faces at 32 px need about [0-9.]+ [KM]iB \(from the "
+                                rf"first 64\), {folder} has [0-9.]+ KiB free; ask for fewer faces", err), err
+        assert not any((small / "empty").iterdir()) and not (small / "new").exists()
+        assert main(["sample", trained_run, str(small / "fits"), "--count", "70", "--seed", "3"]) == 0  # 2 batches
+        faces = sorted((small / "fits" / "faces").iterdir())
+        drawn = generate(load_generator(trained_run), range(3, 73))  # the faces of seeds 3..72, at once
+        assert [p.read_bytes() for p in faces] == [to_png(image[None]) for image in drawn]
+        assert (small / "fits" / "grid.png").read_bytes() == to_png(drawn[:64])  # the first 64
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_face_keys_sort_as_drawn():
+    """faces/NNN.png is padded to the digits of the last face's number: 50,000 faces for an outside
+    FID tool list in the order drawn (faces/1000.png sorted before faces/101.png)."""
+    from facegan.sample import face_key
+
+    assert [face_key(i, 16) for i in (0, 15)] == ["faces/000.png", "faces/015.png"]
+    keys = [face_key(i, 50_000) for i in range(0, 50_000, 997)]
+    assert keys[0] == "faces/00000.png" and keys[-1] == "faces/49850.png" and keys == sorted(keys)
 
 
 def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tmp_path, monkeypatch, capsys):
@@ -272,6 +305,8 @@ def test_sample_records_what_it_drew_and_never_mixes_two_samples(trained_run, tm
     with pytest.raises(KeyboardInterrupt):
         main(["sample", trained_run, str(again), "--count", "4"])
     monkeypatch.undo()
-    assert written == ["sample.json", "grid.png", "faces/000.png", "faces/001.png"]  # 001: not the first's
+    # two faces written, at once (which two: the writers' race); at least one is not the first sample's
+    assert written[:2] == ["sample.json", "grid.png"] and len(written) == 4, written
+    assert set(written[2:]) < {"faces/000.png", "faces/001.png", "faces/002.png", "faces/003.png"}, written
     assert main(["sample", trained_run, str(again), "--count", "4"]) == 0  # the stopped one's record lists it
     assert sorted(p.name for p in (again / "faces").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
