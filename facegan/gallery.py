@@ -175,7 +175,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
     fresh_imgs = generate(gen, fresh_seeds, truncation)
     files["grid.png"] = to_png(fixed_imgs)
     files["fresh.png"] = to_png(fresh_imgs)
-    singles = {**face_pngs(fixed_imgs), **face_pngs(fresh_imgs, first=fixed)}
+    singles = {**face_pngs(fixed_imgs, count=fixed + fresh), **face_pngs(fresh_imgs, first=fixed, count=fixed + fresh)}
     files.update(singles)
     faces = [{"file": name, "seed": seed, "kind": "fixed" if i < fixed else "fresh"}
              for i, (name, seed) in enumerate(zip(singles, fixed_seeds + fresh_seeds, strict=True))]

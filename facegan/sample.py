@@ -209,6 +209,7 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
         seeds = range(seed, seed + count)
         with ThreadPoolExecutor(WRITERS) as pool:
             first = generate(gen, seeds[:BATCH], truncation)
+            walk = interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)  # made before any write
             pngs = dict(zip(map(face_key, range(len(first)), [count] * len(first)),
                             pool.map(lambda image: to_png(image[None]), first), strict=True))
             _check_room(store, count, sum(map(len, pngs.values())) / len(pngs), gen.config.model.resolution)
@@ -223,7 +224,7 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
                 images = generate(gen, seeds[start:start + BATCH], truncation)
                 keys = files[1 + start:1 + start + len(images)]
                 list(pool.map(lambda key, image: store.put_bytes(key, to_png(image[None])), keys, images))
-        store.put_bytes(PICTURES[1], interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation))
+        store.put_bytes(PICTURES[1], walk)
         for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
             store.delete(key)
         store.put_json(RECORD, {**record, "files": sorted(files)})
