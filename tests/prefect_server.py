@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,12 +92,18 @@ class PrefectServer:
     @contextmanager
     def worker(self, pool: str, kind: str, env: dict, log: Path) -> Iterator[subprocess.Popen]:
         """`prefect worker start` for the whole block, as users run one (polling every second instead of
-        Prefect's default 10 s), its output in `log`; stopped at the end."""
+        Prefect's default 10 s), its output in `log`; stopped at the end.
+
+        It starts with SIGINT at its default, as a shell or systemd starts it: Prefect's worker turns
+        SIGTERM into SIGINT to stop, and a process started in the background without job control
+        (`pytest ... &` in a script, as CI may) inherits SIGINT ignored, so the worker kept polling
+        until `stop_group`'s SIGKILL 20 s later, in every suite run started that way."""
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", kind],
                 env={**self.env, **env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         try:
             yield proc
