@@ -210,22 +210,22 @@ def save_samples(gen: LoadedGenerator, out_uri: str, count: int, seed: int = 0,
         with ThreadPoolExecutor(WRITERS) as pool:
             first = generate(gen, seeds[:BATCH], truncation)
             walk = interpolation_png(gen, seed, seed + 1, interpolation_steps, truncation)  # made before any write
-            pngs = dict(zip(map(face_key, range(len(first)), [count] * len(first)),
-                            pool.map(lambda image: to_png(image[None]), first), strict=True))
-            _check_room(store, count, sum(map(len, pngs.values())) / len(pngs), gen.config.model.resolution)
+            pngs = list(pool.map(lambda image: to_png(image[None]), first))
+            _check_room(store, count, sum(map(len, pngs)) / len(pngs), gen.config.model.resolution)
             files = [PICTURES[0], *(face_key(i, count) for i in range(count)), PICTURES[1]]
             record = {"source": source, "generator": gen.which, "step": gen.step, "seed": seed, "count": count,
                       "truncation": truncation, "interpolation_steps": interpolation_steps}
             # first a record naming the earlier files and these: stopped midway, every file there is still ours
-            store.put_json(RECORD, {**record, "files": sorted(earlier | set(files))})
+            drawn = set(files)
+            store.put_json(RECORD, {**record, "files": sorted(earlier | drawn)})
             store.put_bytes(PICTURES[0], to_png(first[:GRID_FACES]))
-            list(pool.map(lambda item: store.put_bytes(*item), pngs.items()))
+            list(pool.map(store.put_bytes, files[1:1 + len(pngs)], pngs))
             for start in range(BATCH, count, BATCH):  # one batch in flight: a stop waits for one at most
                 images = generate(gen, seeds[start:start + BATCH], truncation)
                 keys = files[1 + start:1 + start + len(images)]
                 list(pool.map(lambda key, image: store.put_bytes(key, to_png(image[None])), keys, images))
         store.put_bytes(PICTURES[1], walk)
-        for key in earlier - set(files):  # before the final record: stopped here, the record still lists them
+        for key in earlier - drawn:  # before the final record: stopped here, the record still lists them
             store.delete(key)
         store.put_json(RECORD, {**record, "files": sorted(files)})
     return [*files, RECORD]

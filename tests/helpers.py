@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 from facegan.config import ModelConfig, RunConfig, TrainConfig, TranslateConfig, all_options, options
@@ -112,3 +114,16 @@ def latest_step(run_dir: Path) -> int:
         return json.loads((run_dir / "latest.json").read_text())["step"]
     except (FileNotFoundError, ValueError):
         return 0
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str):
+    """A real tmpfs of `size` ("64k") mounted on the existing `folder` for the block, then unmounted;
+    the test is skipped where this machine does not permit mounting one."""
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
