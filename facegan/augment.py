@@ -50,7 +50,7 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     gh = torch.clamp(gh + oh - ch // 2, 0, h - 1)
     gw = torch.clamp(gw + ow - cw // 2, 0, w - 1)
     mask = torch.ones(b, h, w, dtype=x.dtype, device=x.device)
-    mask[gb, gh, gw] = 0
+    mask.index_put_((gb, gh, gw), mask.new_zeros(()))  # not `mask[...] = 0`: a CPU number copied to the device
     return x * mask.unsqueeze(1)
 
 

@@ -290,7 +290,9 @@ def test_bf16_step_runs_in_bf16_and_resumes_exactly(dataset32, tmp_path):
 
 
 class HostReads(TorchFunctionMode):
-    """Records tensor reads that force a device->host sync on CUDA, with the code that made them."""
+    """Records tensor reads that force a device->host sync on CUDA, with the code that made them;
+    also `t[i] = number`: on CUDA PyTorch makes the number a CPU tensor and copies it to the device,
+    a pageable copy that CUDA graph capture refuses (seen on an H200 in DiffAugment's cutout)."""
 
     READS = {"item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__",
              "__repr__", "__format__"}
@@ -301,17 +303,21 @@ class HostReads(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in self.READS:
+        if name == "__setitem__" and isinstance(args[2], int | float | bool):
+            name = "__setitem__ of a number"
+        if name in self.READS or name == "__setitem__ of a number":
             frames = traceback.extract_stack()[:-1]
             self.seen.append((name, [f"{Path(f.filename).name}:{f.name}" for f in frames]))
         return func(*args, **(kwargs or {}))
 
 
-def test_host_read_detector_sees_item_bool_and_printing():
+def test_host_read_detector_sees_item_bool_printing_and_number_writes():
     x = torch.ones(3)
     with HostReads() as reads:
         x.sum().item(), bool(x.any()), f"{x}", x.tolist()
-    assert [name for name, _ in reads.seen] == ["item", "__bool__", "__format__", "tolist"]
+        x[0] = 2.0
+        x[1] = torch.zeros(())  # a tensor value is no host write
+    assert [name for name, _ in reads.seen] == ["item", "__bool__", "__format__", "tolist", "__setitem__ of a number"]
 
 
 def test_training_step_never_reads_back_from_the_device(dataset32, tmp_path):
