@@ -43,6 +43,7 @@ from facegan.storage import open_store
 from facegan.synthetic import make_faces
 
 CASES = "dcgan64:bf16,dcgan64:fp32,dcgan64-plus:bf16,resnet64:bf16"
+MEASURES = ("eager", "graph", "compiled")
 STEP = 2  # the step number every timed step passes, eager and graph alike: not a lazy-R1 step of the presets
 
 
@@ -166,7 +167,7 @@ def report(row: dict) -> None:
     print(f"{row['preset']} {row['precision']}, batch {row['batch_size']}"
           f"{' (lazy R1 in no figure)' if row['r1_left_out'] else ''}:", flush=True)
     base = row["eager"].get("img_per_s")
-    for name in ("eager", "graph", "compiled"):
+    for name in MEASURES:
         m = row[name]
         if "img_per_s" not in m:
             print(f"  {name:8} {m.get('error') or m.get('skipped')}", flush=True)
@@ -184,8 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--window-steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=1, help="untimed windows first")
+    p.add_argument("--measures", default=",".join(MEASURES), help="comma-separated, of " + ", ".join(MEASURES))
     p.add_argument("--results", default=None, help="folder for the JSON record (default bench/results)")
     a, extra = p.parse_known_args(argv)  # anything else goes to every preset's command (e.g. --ngf 8)
+    measures = a.measures.split(",")
+    if "eager" not in measures or not set(measures) <= set(MEASURES):
+        p.error(f"--measures: {a.measures!r} must list eager and any of {', '.join(MEASURES[1:])}")
     a.steps, a.log_every = 10**6, 10**6  # what preset_config reads; nothing trains through fit here
     cases = [c.split(":") for c in a.cases.split(",")]
     for case in cases:
@@ -204,7 +209,11 @@ def main(argv: list[str] | None = None) -> None:
         cfg = preset_config(preset, datasets[res], str(tmp / "runs" / preset), a, ["--precision", precision, *extra])
         row = {"preset": preset, "precision": precision, "batch_size": cfg.batch_size,
                "r1_left_out": bool(getattr(cfg, "r1_gamma", 0))}
-        for name, measure in (("eager", eager), ("graph", graph), ("compiled", compiled)):
+        for name in MEASURES:
+            measure = {"eager": eager, "graph": graph, "compiled": compiled}[name]
+            if name not in measures:
+                row[name] = {"skipped": "not asked for (--measures)"}
+                continue
             if name != "eager" and not torch.cuda.is_available():
                 row[name] = {"skipped": "needs CUDA"}
                 continue

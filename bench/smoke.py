@@ -30,7 +30,9 @@ Checks, in order (a check whose prerequisite failed is skipped with that reason)
   export        `facegan export` of the dcgan64 run (safetensors, pt2, ONNX checked with ONNX Runtime,
                 the card), then `facegan sample` of the export on the device, truncated
   swap export   the same for cyclegan64's two generators
-  bench         bench.train_throughput, bench.data_throughput and bench.preset_speed at toy sizes
+  bench         bench.train_throughput, bench.data_throughput, bench.preset_speed and
+                bench.cuda_graph_probe at toy sizes; on CUDA the probe's one-graph capture of the
+                step must succeed and its replays must train
   ddp           `--nproc 2` when two GPUs are present (skipped otherwise, with the reason)
 
 Sizes: "preset" trains each preset's real networks and batch (the default on CUDA); "tiny" narrows
@@ -462,7 +464,7 @@ class Smoke:
 
     def bench(self) -> None:
         """The benchmarks at toy sizes on the device (their figures mean nothing here)."""
-        from bench import data_throughput, preset_speed, train_throughput
+        from bench import cuda_graph_probe, data_throughput, preset_speed, train_throughput
 
         results = str(self.work / "bench-results")
         with contextlib.redirect_stdout(io.StringIO()):
@@ -475,8 +477,18 @@ class Smoke:
             preset_speed.main(["--device", self.device, "--presets", "udacity32,cyclegan64", "--steps", "2",
                                "--log-every", "1", "--images", "16", "--ngf", "8", "--ndf", "8", "--batch-size", "4",
                                "--results", results])
+            cuda_graph_probe.main(["--device", self.device, "--cases", "dcgan64:fp32", "--measures", "eager,graph",
+                                   "--images", "16", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--windows", "1",
+                                   "--window-steps", "2", "--results", results])
         made = sorted(p.name.split("-")[0] for p in Path(results).iterdir())
-        assert made == ["data_throughput", "preset_speed", "train_throughput"], made
+        assert made == ["cuda_graph_probe", "data_throughput", "preset_speed", "train_throughput"], made
+        # the step stays capturable as one CUDA graph (the probe catches a failed capture: it is asserted here)
+        probe = json.loads(next(Path(results).glob("cuda_graph_probe-*.json")).read_text())["cases"][0]
+        assert probe["eager"]["img_per_s"] > 0, probe
+        if self.expected_device().type == "cuda":
+            assert probe["graph"]["img_per_s"] > 0 and probe["graph"]["weights_changed"], probe["graph"]
+        else:
+            assert probe["graph"] == {"skipped": "needs CUDA"}, probe["graph"]
 
     def ddp(self) -> None:
         import torch
