@@ -322,7 +322,8 @@ def test_host_read_detector_sees_item_bool_printing_and_number_writes():
 
 def test_training_step_never_reads_back_from_the_device(dataset32, tmp_path):
     """The step (sampling, DiffAugment, losses, R1, EMA, the running sums) makes no host read:
-    on CUDA each one would stall the GPU. Reads happen only at log and checkpoint steps."""
+    on CUDA each one would stall the GPU. Reads happen only at log and checkpoint steps. Nor does
+    it write a Python number into a tensor (a host-to-device copy that CUDA graph capture refuses)."""
     cfg = tiny_config(dataset32, str(tmp_path / "s"), steps=6, log_every=3, ckpt_every=6,
                       augment="color,translation,cutout", r1_gamma=1.0, r1_every=2)
     with HostReads() as reads:
