@@ -171,7 +171,7 @@ class Watchdog:
         alarm = None
         if self.real is not None and self.cfg.watchdog_diversity:
             share = diversity(sampler, self.real)
-            self.log(f"step {step}: watchdog: sample diversity {share:.3f} of the real images'")
+            self.log(f"step {step}: watchdog: fixed-sample diversity {share:.3f} (the real images': 1)")
             at, peak = self.peak
             if share > peak:
                 self.peak = (step, share)
