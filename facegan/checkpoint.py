@@ -18,8 +18,9 @@ are pruned to the newest `keep_last` plus the best.
 Every load verifies the file: its sha256 must equal the one the pointer (or, for a `.pt` named
 directly, the run's checkpoint list) recorded, so a flipped byte is refused naming the file, and
 the step must be a plain non-negative integer. Resume (`load_for_resume`) falls back to the newest
-intact checkpoint of the list when latest.json is missing, unreadable or names a damaged file, and
-says which it skipped; a run folder that holds checkpoints is never taken for a new run.
+intact checkpoint of the list when latest.json is missing, unreadable or names a damaged file, says
+which it skipped, and the trainer points latest.json at it (`point_latest_at`); a run folder that
+holds checkpoints is never taken for a new run.
 
 `CheckpointWriter` serialises and uploads on a background thread so training never waits for
 storage; `save()` only queues copies of the live tensors (`to_host`) and returns. On CUDA the
@@ -335,11 +336,13 @@ def read_index(run: Store) -> list[dict]:
     return sorted(good, key=lambda e: e["step"])
 
 
-def load_for_resume(run: Store, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """The checkpoint a run resumes from: latest.json's, verified; when it is missing, unreadable or
-    damaged, the newest intact one of the checkpoint list (each one skipped is logged). None for a
-    new run: a folder without checkpoints. A folder that holds checkpoints of which none is intact
-    is a CheckpointError naming them: it is never started afresh over them."""
+def load_for_resume(run: Store, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict | None]:
+    """(the checkpoint a run resumes from, the list entry it fell back to or None). The checkpoint
+    is latest.json's, verified; when that is missing, unreadable or damaged, the newest intact one
+    of the checkpoint list (each one skipped is logged), whose entry `point_latest_at` then writes
+    into latest.json. (None, None) for a new run: a folder without checkpoints. A folder that holds
+    checkpoints of which none is intact is a CheckpointError naming them: it is never started
+    afresh over them."""
     skipped = []
     try:
         pointer = read_pointer(run)
@@ -347,9 +350,9 @@ def load_for_resume(run: Store, log: Callable[[str], None]) -> dict[str, Any] | 
             state = _load_record(run, pointer, LATEST)
             if not pointer.get("sha256"):
                 log(f"{run.uri(LATEST)}: written before facegan recorded checksums; not verified")
-            return state
+            return state, None
         if not list_checkpoints(run):
-            return None  # a new run
+            return None, None  # a new run
         reason = f"{LATEST} is missing"
     except CheckpointError as exc:
         reason = str(exc)
@@ -363,14 +366,22 @@ def load_for_resume(run: Store, log: Callable[[str], None]) -> dict[str, Any] | 
             continue
         log(f"resuming from {entry['key']}, the newest intact checkpoint (sha256 verified)"
             + (f"; skipped {', '.join(skipped)}" if skipped else ""))
-        return state
+        return state, entry
     present = [key for _, key in list_checkpoints(run)]
     if not present:
-        return None
+        return None, None
     raise CheckpointError(
         f"{run.root} holds {len(present)} checkpoint(s) ({present[0]} .. {present[-1]}) but none that can be "
         f"verified intact ({reason}; {CHECKPOINTS} lists {'only damaged ones' if skipped else 'none of them'}); "
         "refusing to start a new run over them: move them away or train into another run")
+
+
+def point_latest_at(run: Store, entry: dict) -> None:
+    """Write latest.json naming `entry`, an intact checkpoint of the run's list that resume fell
+    back to: the run's other readers (sample, the gallery, export, a finished run's next session)
+    find it too, and a latest.json that cannot be written is refused before any step trains."""
+    record = {k: entry[k] for k in ("step", "key", "sha256", "bytes") if k in entry}
+    run.put_json(LATEST, {**record, "uri": run.uri(entry["key"]), "written_at": time.time()})
 
 
 def load(uri: str) -> dict[str, Any]:

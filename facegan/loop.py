@@ -158,6 +158,7 @@ class Resumed:
     training: dict = field(default_factory=dict)
     init_origin: dict | None = None
     watchdog: object = None
+    fell_back_to: dict | None = None  # the list entry resumed from when latest.json was missing or damaged
 
 
 def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callable[[str], None]) -> Resumed:
@@ -165,7 +166,7 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
     its newest intact checkpoint, `checkpoint.load_for_resume`); a new run is `Resumed()`. The
     checkpoint must be of the config's model family, trained with the same settings
     (`RunConfig.differences`) on the same dataset, or a ConfigError names what differs."""
-    state = ckpt.load_for_resume(run, log)
+    state, fell_back_to = ckpt.load_for_resume(run, log)
     if state is None:
         return Resumed()
     held = families.name_of_state(state)
@@ -189,7 +190,7 @@ def resume(cfg: RunConfig, run: Store, manifest: dict, parts: dict, log: Callabl
         ckpt.restore(obj, state, key, run.uri(runfolder.checkpoint_key(state["step"])))
     ckpt.set_rng_state(state["rng"])
     log(f"resuming {cfg.run} from {ckpt.describe(state)}")
-    return Resumed(state["step"], ckpt.training_record(state), saved.init_origin, state.get("watchdog"))
+    return Resumed(state["step"], ckpt.training_record(state), saved.init_origin, state.get("watchdog"), fell_back_to)
 
 
 def start_from(cfg: RunConfig, family: families.Family, parts: dict, log: Callable[[str], None]) -> RunConfig:
@@ -278,6 +279,8 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         # --- resume from latest.json (parts restored as they are saved), or start anew ---------
         resumed = resume(cfg, run, manifest, recipe.parts, log)
         start, trained = resumed.step, resumed.training
+        if resumed.fell_back_to and world.is_main:  # latest.json names what this run resumes from again
+            ckpt.point_latest_at(run, resumed.fell_back_to)
         if start and resumed.init_origin:  # a fine-tuned run keeps the record of where it started
             cfg = cfg.replace(init_origin=resumed.init_origin)
         if start == 0:

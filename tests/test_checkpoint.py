@@ -257,7 +257,8 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, damage):
     else:
         run.delete("checkpoints/step-0000003.pt")
     said = []
-    state = ckpt.load_for_resume(run, said.append)
+    state, entry = ckpt.load_for_resume(run, said.append)
+    assert entry["step"] == state["step"] and entry["key"] == f"checkpoints/step-000000{state['step']}.pt"
     expected = 2 if damage in ("flipped byte", "latest.json names a missing file") else 3
     assert state["step"] == expected
     assert said[0].startswith("cannot resume from latest.json")
@@ -268,7 +269,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, damage):
 
 def test_a_folder_of_unverifiable_checkpoints_is_never_started_afresh(tmp_path):
     run = open_store(str(tmp_path / "run"))
-    assert ckpt.load_for_resume(run, print) is None  # an empty folder is a new run
+    assert ckpt.load_for_resume(run, print) == (None, None)  # an empty folder is a new run
     _written(run)
     run.delete("latest.json")
     run.delete("checkpoints.json")

@@ -4,6 +4,7 @@ latest.json, a flipped byte in a checkpoint on resume and on sample, a killed pr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, assert_states_equal, tiny_config
+from helpers import ROOT, assert_states_equal, tiny_config, train_argv
 
 from facegan import checkpoint as ckpt
 from facegan import data
@@ -107,8 +108,6 @@ def trained(dataset32, tmp_path):
 
 
 def _resume_by_cli(cfg) -> tuple[int, str, str]:
-    from helpers import train_argv
-
     return finish(facegan(*train_argv(cfg)), timeout=300)
 
 
@@ -123,7 +122,9 @@ def test_a_run_without_latest_json_resumes_from_its_newest_intact_checkpoint(tra
     assert_states_equal(ckpt.load(str(run)), ckpt.load(straight.run))  # as if nothing had happened
 
 
-def test_a_folder_in_place_of_latest_json_loses_no_checkpoint(trained, tmp_path):
+def test_a_folder_in_place_of_latest_json_loses_no_checkpoint_and_trains_no_step(trained, tmp_path):
+    """Resume points latest.json at the checkpoint it fell back to before training: a latest.json
+    that cannot be written is refused then, not after steps whose checkpoints nothing could name."""
     run = tmp_path / "run"
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     (run / "latest.json").unlink()
@@ -131,8 +132,30 @@ def test_a_folder_in_place_of_latest_json_loses_no_checkpoint(trained, tmp_path)
     code, out, err = _resume_by_cli(trained)
     assert "resuming from checkpoints/step-0000008.pt, the newest intact checkpoint (sha256 verified)" in out
     assert code == 2 and err.strip().count("\n") == 0 and f"{run / 'latest.json'}: cannot write (Is a directory)" in err
-    after = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    assert {k: after[k] for k in before} == before and "step-0000012.pt" in after
+    assert "step 9" not in out and {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "not JSON", "names no checkpoint"])
+def test_a_finished_run_with_a_damaged_latest_json_is_repaired_by_its_next_session(damage, trained, tmp_path,
+                                                                                 capsys):
+    """A run already at its steps (a scheduled flow's next night) whose latest.json is gone or
+    damaged: the session says there is nothing to train and exits 0 (it raised on the damaged
+    pointer after saying so), and latest.json names the newest intact checkpoint again, so
+    `facegan sample` (and the gallery, export) read the run (they refused it before)."""
+    from facegan.cli import main
+
+    run = tmp_path / "run"
+    pointer = (run / "latest.json").read_text()
+    {"missing": lambda: (run / "latest.json").unlink(), "not JSON": lambda: (run / "latest.json").write_text("{"),
+     "names no checkpoint": lambda: (run / "latest.json").write_text("[]")}[damage]()
+    capsys.readouterr()
+    assert main(train_argv(trained.replace(steps=8))) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "the run is already at step 8" in out and f"checkpoint {run / 'checkpoints' / 'step-0000008.pt'}" in out
+    repaired = ckpt.read_pointer(open_store(str(run)))
+    assert {k: v for k, v in repaired.items() if k != "written_at"} == \
+        {k: v for k, v in json.loads(pointer).items() if k != "written_at"}
+    assert main(["sample", str(run), str(tmp_path / "faces"), "--count", "2"]) == 0, capsys.readouterr().err
 
 
 def test_a_flipped_byte_in_the_latest_checkpoint_is_skipped_on_resume_and_refused_by_sample(trained, tmp_path):
