@@ -14,10 +14,12 @@ recipe exactly as `facegan.loop.fit` does and times, side by side in one process
   compiled  the networks under torch.compile(mode="reduce-overhead"), the rest of the step eager
 Every timed step, eager or captured, is step 2 (a captured step's number is fixed), so lazy R1 (every
 16 steps in the presets) is in no figure: a preset with R1 says so.
-Each prints img/s (median of the timed windows), the step's counted FLOPs as TFLOP/s, the mean
-losses over the timed steps (eager's and the graph's: the same networks from the same seed, on
-different batches) and whether the graph's replays changed the generator's weights. A case whose
-capture fails prints the error and the probe goes on. On a machine without CUDA only `eager` runs.
+Each prints img/s (median of the timed windows), the step's counted FLOPs as TFLOP/s, the means of
+the family's scalars (losses, D's outputs) over the timed steps (eager's and the graph's: the same
+networks from the same seed, on different batches) and whether the graph's replays changed the
+first network's weights. Any family's preset can be a case: the optimizers made capturable are the
+recipe's parts that are optimizers. A case whose capture fails prints the error and the probe goes
+on. On a machine without CUDA only `eager` runs.
 """
 
 from __future__ import annotations
@@ -70,7 +72,13 @@ def build(cfg, capture: bool):
 
 
 def weights_sum(recipe) -> float:
-    return float(sum(p.detach().double().sum() for p in recipe.calls["G"].parameters()))
+    """A digest of the first network the step calls (a generator): whether replays changed it."""
+    return float(sum(p.detach().double().sum() for p in next(iter(recipe.calls.values())).parameters()))
+
+
+def scalar_sums(cfg, device) -> torch.Tensor:
+    """Running sums of the family's named scalars (what its step returns)."""
+    return torch.zeros(len(families.of_config(cfg).scalars), device=device)
 
 
 def timed(run_window, windows: int, steps: int, images_per_step: int, rt) -> float:
@@ -90,7 +98,7 @@ def eager(cfg, a) -> dict:
     with FlopCounterMode(display=False) as counter:
         recipe.step(STEP, recipe.calls)
     flops = counter.get_total_flops()
-    sums = torch.zeros(4, device=rt.device)
+    sums = scalar_sums(cfg, rt.device)
 
     def window():
         for _ in range(a.window_steps):
@@ -110,7 +118,7 @@ def compiled(cfg, a) -> dict:
     kernels replayed through its own CUDA graphs), the optimizers and the rest of the step eager."""
     recipe, rt = build(cfg, capture=False)
     calls = {name: torch.compile(net, mode="reduce-overhead") for name, net in recipe.calls.items()}
-    sums = torch.zeros(4, device=rt.device)
+    sums = scalar_sums(cfg, rt.device)
 
     def window():
         for _ in range(a.window_steps):
@@ -131,7 +139,7 @@ def compiled(cfg, a) -> dict:
 
 def graph(cfg, a) -> dict:
     recipe, rt = build(cfg, capture=True)
-    for opt in (recipe.opt_g, recipe.opt_d):
+    for opt in (part for part in recipe.parts.values() if isinstance(part, torch.optim.Optimizer)):
         for group in opt.param_groups:
             group["capturable"] = True
     side = torch.cuda.Stream()
@@ -140,7 +148,7 @@ def graph(cfg, a) -> dict:
         for _ in range(3):
             recipe.step(STEP, recipe.calls)
     torch.cuda.current_stream().wait_stream(side)
-    sums = torch.zeros(4, device=rt.device)
+    sums = scalar_sums(cfg, rt.device)
     g = torch.cuda.CUDAGraph()
     t0 = time.perf_counter()
     with torch.cuda.graph(g):
@@ -173,8 +181,8 @@ def report(row: dict) -> None:
             print(f"  {name:8} {m.get('error') or m.get('skipped')}", flush=True)
             continue
         ratio = f" ({m['img_per_s'] / base:.2f}x eager)" if base and name != "eager" else ""
-        print(f"  {name:8} {m['img_per_s']:9.0f} img/s{ratio}; {m['note']}; mean (loss_d, loss_g, D(x), D(G(z))) "
-              + ", ".join(f"{v:.3f}" for v in m["mean_scalars"]), flush=True)
+        print(f"  {name:8} {m['img_per_s']:9.0f} img/s{ratio}; {m['note']}; mean "
+              + ", ".join(f"{k} {v:.3f}" for k, v in zip(row["scalars"], m["mean_scalars"], strict=True)), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
             prepare(raw, datasets[res], resolution=res, attributes=str(raw.parent / TABLE_NAME), log=lambda *_: None)
         cfg = preset_config(preset, datasets[res], str(tmp / "runs" / preset), a, ["--precision", precision, *extra])
         row = {"preset": preset, "precision": precision, "batch_size": cfg.batch_size,
-               "r1_left_out": bool(getattr(cfg, "r1_gamma", 0))}
+               "r1_left_out": bool(getattr(cfg, "r1_gamma", 0)),
+               "scalars": [sc.label for sc in families.of_config(cfg).scalars]}
         for name in MEASURES:
             measure = {"eager": eager, "graph": graph, "compiled": compiled}[name]
             if name not in measures:
