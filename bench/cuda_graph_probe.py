@@ -7,8 +7,8 @@ the CUDA-graph issue (#28), measured before any product code is written for it.
 For each case (a preset at its own networks and batch, and a precision) it builds the family's
 recipe exactly as `facegan.loop.fit` does and times, side by side in one process:
   eager  the recipe's `step` called in a loop, the device synchronised only at each window's end
-  graph  the same `step` captured once with `torch.cuda.graph` after three warm-up steps on a side
-         stream, then replayed: Adam made capturable (its step count and the learning rates are
+  graph  the same `step` captured once with `torch.cuda.graph` after `--capture-after` warm-up
+         steps on a side stream, then replayed: Adam made capturable (its step count and the learning rates are
          already device tensors), autocast's weight-cast cache off (a cached cast would outlive the
          capture).
   compiled  the networks under torch.compile(mode="reduce-overhead"), the rest of the step eager
@@ -145,7 +145,7 @@ def graph(cfg, a) -> dict:
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):
+        for _ in range(a.capture_after):
             recipe.step(STEP, recipe.calls)
     torch.cuda.current_stream().wait_stream(side)
     sums = scalar_sums(cfg, rt.device)
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--window-steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=1, help="untimed windows first")
+    p.add_argument("--capture-after", type=int, default=10,
+                   help="eager warm-up steps before the capture: a step's host-side state (CycleGAN's pool fill "
+                        "level) is frozen into the graph as it is then, so the presets' pools must be full")
     p.add_argument("--measures", default=",".join(MEASURES), help="comma-separated, of " + ", ".join(MEASURES))
     p.add_argument("--results", default=None, help="folder for the JSON record (default bench/results)")
     a, extra = p.parse_known_args(argv)  # anything else goes to every preset's command (e.g. --ngf 8)
