@@ -376,12 +376,38 @@ def load_for_resume(run: Store, log: Callable[[str], None]) -> tuple[dict[str, A
         "refusing to start a new run over them: move them away or train into another run")
 
 
+def _pointer_to(run: Store, entry: dict, **more) -> dict:
+    """A pointer (latest.json / best.json) naming a checkpoint list entry."""
+    record = {k: entry[k] for k in ("step", "key", "sha256", "bytes") if k in entry}
+    return {**record, "uri": run.uri(entry["key"]), "written_at": time.time(), **more}
+
+
 def point_latest_at(run: Store, entry: dict) -> None:
     """Write latest.json naming `entry`, an intact checkpoint of the run's list that resume fell
     back to: the run's other readers (sample, the gallery, export, a finished run's next session)
     find it too, and a latest.json that cannot be written is refused before any step trains."""
-    record = {k: entry[k] for k in ("step", "key", "sha256", "bytes") if k in entry}
-    run.put_json(LATEST, {**record, "uri": run.uri(entry["key"]), "written_at": time.time()})
+    run.put_json(LATEST, _pointer_to(run, entry))
+
+
+def repair_best(run: Store, name: str, rows: list[dict], lower_is_better: bool, log: Callable[[str], None]) -> None:
+    """A damaged best.json names the best checkpoint again: the best finite `name` score of `rows`
+    (the metric's rows, `runfolder.read_metrics`) whose checkpoint the list still holds. A missing
+    best.json is left missing (no score chose one yet), and so is a damaged one when no listed
+    checkpoint has a score (`write_checkpoint` then prunes none until one does)."""
+    try:
+        read_pointer(run, BEST)
+        return
+    except CheckpointError as exc:
+        reason = str(exc)
+    listed = {e["step"]: e for e in read_index(run)}
+    scores = [(r[name], r["step"]) for r in rows if r.get("step") in listed
+              and isinstance(r.get(name), int | float) and math.isfinite(r[name])]
+    if not scores:
+        log(f"{reason}; no listed checkpoint has a {name} score to name instead: none is pruned until one has")
+        return
+    value, step = (min if lower_is_better else max)(scores)
+    run.put_json(BEST, _pointer_to(run, listed[step], metric={"name": name, "value": value}))
+    log(f"{reason}; rebuilt from the run's {name} scores: step {step} ({name} {value:.4g})")
 
 
 def load(uri: str) -> dict[str, Any]:
@@ -472,7 +498,8 @@ def write_checkpoint(
 
     The order makes every visible pointer valid at every moment, and every pointer and list entry
     carries the file's sha256: a file is listed before anything points at it, and deleted only
-    after nothing does.
+    after nothing does. While best.json is damaged (which checkpoint it named is unknown) nothing
+    is pruned, until a checkpoint with a score replaces it.
     """
     step = state["step"]
     key = checkpoint_key(step)
@@ -483,9 +510,9 @@ def write_checkpoint(
     if metric is not None:
         pointer["metric"] = {"name": metric[0], "value": metric[1]}
     try:
-        best = read_pointer(run, BEST)
-    except CheckpointError:
-        best = None  # a damaged best.json is replaced by this checkpoint's when it has a metric
+        best, best_unknown = read_pointer(run, BEST), False
+    except CheckpointError:  # a damaged best.json is replaced by this checkpoint's when it has a metric
+        best, best_unknown = None, True
     if metric is not None and math.isfinite(metric[1]):  # a NaN or infinite score is never the best
         old = best.get("metric", {}).get("value") if best else None
         if not isinstance(old, int | float) or not math.isfinite(old) \
@@ -495,6 +522,8 @@ def write_checkpoint(
     keep = {k for _, k in existing[-keep_last:]} | {key} | {k for s, k in existing if s in protect}
     if best:
         keep.add(best["key"])
+    if best_unknown and best is not pointer:  # which one it named is unknown: nothing is pruned until a score names one
+        keep |= {k for _, k in existing}
     listed = {e["key"]: e for e in read_index(run) if e["key"] in keep and e["key"] != key}
     run.put_json(CHECKPOINTS, {"checkpoints": sorted([*listed.values(), record], key=lambda e: e["step"])})
     run.put_json(LATEST, pointer)

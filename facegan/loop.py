@@ -293,6 +293,9 @@ def fit(cfg: RunConfig, hooks: Hooks | None = None) -> TrainResult:
         # rows already written up to the resume point (later ones are made again); rank 0 alone writes them
         rows_at = runfolder.read_metrics(run, upto=start) if world.is_main else ([], {})
         metrics, scored = rows_at[0], {name: rows_at[1].get(name, []) for name in metric_names(cfg.metrics)}
+        if start and world.is_main and scored:  # a damaged best.json names the best scored checkpoint again
+            lead = next(iter(scored))
+            ckpt.repair_best(run, lead, scored[lead], metric_registry.get(lead).lower_is_better, log)
         if cfg.tensorboard and world.is_main:  # event files past the resume point are from a lost session
             tensorboard.purge_after(run, start)
         events = tensorboard.Events(metrics, scored)  # the rows already in event files

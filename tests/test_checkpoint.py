@@ -85,6 +85,24 @@ def test_keep_newest_k_plus_best(store_uri):
     assert ckpt.load_run(run, ckpt.BEST)["step"] == 2
 
 
+def test_a_damaged_best_json_prunes_nothing_until_a_score_replaces_it(tmp_path):
+    """best.json unreadable within a session: which checkpoint it named is unknown, so the
+    checkpoints without a score that follow prune none (the best one was deleted before); the next
+    scored one becomes best.json and pruning resumes. (A resumed run first rebuilds best.json from
+    its metric rows: test_metrics.)"""
+    run = open_store(str(tmp_path / "run"))
+    ckpt.write_checkpoint(run, ckpt.to_host(_state(1))[0], keep_last=1, metric=("fid", 20.0))
+    ckpt.write_checkpoint(run, ckpt.to_host(_state(2))[0], keep_last=1, metric=("fid", 30.0))
+    run.put_bytes(ckpt.BEST, b"{damaged")
+    for step in (3, 4):
+        ckpt.write_checkpoint(run, ckpt.to_host(_state(step))[0], keep_last=1)
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [1, 2, 3, 4]
+    assert [e["step"] for e in ckpt.read_index(run)] == [1, 2, 3, 4]
+    assert ckpt.load_run(run)["step"] == 4 and ckpt.load(str(tmp_path / "run" / "checkpoints" / "step-0000001.pt"))
+    ckpt.write_checkpoint(run, ckpt.to_host(_state(5))[0], keep_last=1, metric=("fid", 25.0))
+    assert ckpt.read_pointer(run, ckpt.BEST)["step"] == 5 and [s for s, _ in ckpt.list_checkpoints(run)] == [5]
+
+
 def test_a_score_that_is_not_a_number_is_never_the_best(tmp_path):
     """A NaN or infinite score (a metric that failed on degenerate images) is recorded but never
     becomes best.json, and a best.json holding one gives way to the next real score: it would

@@ -116,6 +116,14 @@ def test_fid_during_training_writes_metrics_and_best(fid_weights, dataset32, tmp
     assert best["step"] == best_step and best["metric"]["name"] == "fid"
     kept = [s for s, _ in ckpt.list_checkpoints(run)]
     assert kept == sorted({6, best_step})  # newest one plus the best
+    # a damaged best.json is rebuilt from the run's scores by its next session (here one with nothing to train)
+    run.put_bytes(ckpt.BEST, b"[]")
+    said = []
+    fit(cfg, Hooks(log=said.append))
+    assert {k: v for k, v in ckpt.read_pointer(run, ckpt.BEST).items() if k != "written_at"} == \
+        {k: v for k, v in best.items() if k != "written_at"}
+    assert any("damaged pointer" in line and f"rebuilt from the run's fid scores: step {best_step}" in line
+               for line in said), said
     # FID evaluation does not disturb training: same weights as a run without it
     plain = tiny_config(dataset32, str(tmp_path / "plain"), steps=6, ckpt_every=2)
     fit(plain, Hooks(log=lambda *_: None))
