@@ -506,7 +506,7 @@ def write_checkpoint(
     data = to_bytes(state)
     record = {"step": step, "key": key, "sha256": sha256(data), "bytes": len(data)}
     run.put_bytes(key, data)
-    pointer = {**record, "uri": run.uri(key), "written_at": time.time()}
+    pointer = _pointer_to(run, record)
     if metric is not None:
         pointer["metric"] = {"name": metric[0], "value": metric[1]}
     try:
