@@ -284,12 +284,15 @@ def _record_problem(record: Any) -> str | None:
 
 
 def read_pointer(run: Store, name: str = LATEST) -> dict | None:
-    """The parsed, checked pointer (`latest.json` / `best.json`), or None when the run has none."""
+    """The parsed, checked pointer (`latest.json` / `best.json`), or None when the run has none. A
+    damaged one is a CheckpointError; an unreachable store a transient StorageError."""
     if not run.exists(name):
         return None
     try:
         pointer = run.get_json(name)
     except StorageError as exc:
+        if exc.transient:  # the store is away, the file may be fine: raised as it is (a retry may read it)
+            raise
         raise CheckpointError(str(exc)) from None
     problem = _record_problem(pointer)
     if problem:
@@ -303,6 +306,8 @@ def _load_record(run: Store, record: dict, by: str) -> dict[str, Any]:
     try:
         data = run.get_bytes(record["key"])
     except StorageError as exc:
+        if exc.transient:  # not missing: the store is away (resume must not fall back to an older one)
+            raise
         raise CheckpointError(f"{run.uri(by)} points at a missing checkpoint: {exc}") from None
     if record.get("sha256"):
         verify(data, record, where, by)

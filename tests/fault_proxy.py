@@ -1,6 +1,8 @@
 """A fault-injecting TCP proxy for tests: put it between boto3 and moto's server, then `outage(s)`
-cuts every open connection and refuses new ones for `s` seconds, as a network or S3 outage does.
-Bounded: it serves at most `max_connections` connections and stops with `close()`."""
+cuts every open connection and refuses new ones for `s` seconds, as a network or S3 outage does;
+`cut(pattern)` cuts the connection of every request whose bytes hold `pattern` (one object's
+download failing while the rest of the store answers). Bounded: it serves at most
+`max_connections` connections and stops with `close()`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ class FaultProxy:
         self.max_connections = max_connections
         self.down_until = 0.0
         self.refused = 0  # connections refused during outages (proof that the outage was felt)
+        self.cutting: bytes | None = None  # `cut`'s pattern
+        self.cuts = 0  # requests cut for holding it
         self._served = 0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -35,6 +39,11 @@ class FaultProxy:
                 _close(s)
             self._open.clear()
 
+    def cut(self, pattern: bytes | None) -> None:
+        """From now on, a request holding `pattern` (an HTTP request line, say) is answered by a reset
+        connection; None stops cutting."""
+        self.cutting = pattern
+
     def _accept(self) -> None:
         while not self._closed and self._served < self.max_connections:
             try:
@@ -54,15 +63,19 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, request in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, request), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if request and self.cutting is not None and self.cutting in data:
+                    self.cuts += 1
+                    src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    break  # both sides closed below: the client sees its request's connection reset
                 dst.sendall(data)
         except OSError:
             pass

@@ -285,6 +285,33 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, damage):
         assert "skipped checkpoints/step-0000003.pt" in said[-1]
 
 
+def test_a_checkpoint_the_store_cannot_serve_now_is_not_taken_for_a_damaged_one(bucket, moto_endpoint, monkeypatch):
+    """The newest checkpoint's download cut (the store away, not the file damaged): resume raises the
+    transient StorageError, for the flow's retry, instead of falling back to an older checkpoint and
+    pointing latest.json at it (its steps trained again, their files overwritten)."""
+    from urllib.parse import urlparse
+
+    from fault_proxy import FaultProxy
+
+    from facegan.errors import StorageError
+
+    _written(open_store(f"{bucket}/run"))  # steps 1, 2, 3; latest.json names 3
+    target = urlparse(moto_endpoint)
+    proxy = FaultProxy((target.hostname, target.port))
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        run, said = open_store(f"{bucket}/run"), []
+        proxy.cut(f"GET /{bucket.removeprefix('s3://')}/run/checkpoints/step-0000003.pt".encode())
+        with pytest.raises(StorageError) as raised:
+            ckpt.load_for_resume(run, said.append)
+        assert raised.value.transient and proxy.cuts >= 1 and said == [], (raised.value, said)
+        proxy.cut(None)
+        assert ckpt.load_for_resume(run, said.append)[0]["step"] == 3 and said == []  # once the store serves it
+    finally:
+        proxy.close()
+
+
 def test_a_folder_of_unverifiable_checkpoints_is_never_started_afresh(tmp_path):
     run = open_store(str(tmp_path / "run"))
     assert ckpt.load_for_resume(run, print) == (None, None)  # an empty folder is a new run
