@@ -25,6 +25,7 @@ gallery does not write (a user's note beside the pages) stays.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import json
@@ -61,43 +62,61 @@ class Source:
     step: int
     pointer: str  # "best.json", "latest.json" or "watchdog.json" (the best before a collapse)
     stopped: dict | None = None  # the watchdog's verdict when it stopped the run (facegan.watchdog)
+    passed_over: tuple[str, ...] = ()  # "URI: why" of each run that could not be read (none when one is named)
 
     @property
     def uri(self) -> str:
         return f"{self.run_uri.rstrip('/')}/{self.key}"
 
 
+def run_names(store: Store) -> list[str]:
+    """The runs under `runs/` that have a latest.json (a checkpoint), by name."""
+    return sorted({k.split("/", 1)[0] for k in store.child("runs").list() if k.endswith("/" + ckpt.LATEST)})
+
+
+def unreadable(error: Exception) -> bool:
+    """Whether `error` says a run's files cannot be read (damaged, or written by hand), as opposed
+    to a store that is away for now: the night goes on without such a run, while a store that is
+    away fails the publish (a retry may publish)."""
+    return isinstance(error, INPUT_ERRORS) and not getattr(error, "transient", False)
+
+
 def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
     """The newest checkpoint across `runs/*` (or in `runs/<run_name>`), preferring best.json; of
-    a run the collapse watchdog stopped, the best checkpoint before the collapse (its verdict's)."""
+    a run the collapse watchdog stopped, the best checkpoint before the collapse (its verdict's).
+    Across `runs/*`, a run whose config or pointers cannot be read is passed over (named in the
+    Source, and in the error when no run is left): one damaged run does not stop every night."""
     runs = store.child("runs")
-    if run_name:
-        names = [run_name]
-    else:
-        names = sorted({k.split("/", 1)[0] for k in runs.list() if k.endswith("/" + ckpt.LATEST)})
-    candidates = []
-    for name in names:
+    candidates, passed = [], []
+    for name in [run_name] if run_name else run_names(store):
         run = runs.child(name)
-        latest = ckpt.read_pointer(run, ckpt.LATEST)
-        family = families.of_saved(runfolder.read_config(run) or {})
-        if latest is not None and not family.noise and run_name:
-            raise GalleryError(f"{run.uri()}: a {family.name} run draws no faces from noise (the gallery shows "
-                               "finished attribute swaps in their own section); name a run that does")
-        if latest is None or not family.noise:
-            continue  # families that do not draw from noise (attribute swaps) have their own sections
-        best = ckpt.read_pointer(run, ckpt.BEST)
+        try:
+            latest = ckpt.read_pointer(run, ckpt.LATEST)
+            family = families.of_saved(runfolder.read_config(run) or {})
+            if latest is not None and not family.noise and run_name:
+                raise GalleryError(f"{run.uri()}: a {family.name} run draws no faces from noise (the gallery "
+                                   "shows finished attribute swaps in their own section); name a run that does")
+            if latest is None or not family.noise:
+                continue  # families that do not draw from noise (attribute swaps) have their own sections
+            best = ckpt.read_pointer(run, ckpt.BEST)
+        except Exception as exc:
+            if run_name or not unreadable(exc):
+                raise
+            passed.append(f"{run.uri()}: {str(exc).splitlines()[0]}")
+            continue
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
         verdict = watchdog.read_verdict(run)
         verdict = verdict if verdict and verdict.get("stopped") else None
         before = verdict and verdict.get("best")
         if before and run.exists(before):  # the collapse's checkpoint is the dead generator
             chosen, which = {"key": before, "step": verdict["best_step"]}, runfolder.WATCHDOG
-        source = Source(run.root, chosen["key"], chosen["step"], which, verdict)
-        candidates.append((latest.get("written_at", 0), source))
+        candidates.append((latest.get("written_at", 0), Source(run.root, chosen["key"], chosen["step"], which,
+                                                               verdict)))
     if not candidates:
         where = runs.uri(run_name) if run_name else runs.uri()
-        raise GalleryError(f"no checkpoint found under {where}; train a run first")
-    return max(candidates, key=lambda c: c[0])[1]
+        raise GalleryError(f"no checkpoint found under {where}; train a run first"
+                           + (f" (passed over: {'; '.join(passed)})" if passed else ""))
+    return dataclasses.replace(max(candidates, key=lambda c: c[0])[1], passed_over=tuple(passed))
 
 
 def night_seeds(date: dt.date, count: int) -> list[int]:
@@ -128,10 +147,15 @@ def translation_sections(store: Store, device: str = "cpu") -> tuple[list[dict],
     that says why, instead of failing the night. Computed on `device`. Returns (sections, files)."""
     runs = store.child("runs")
     sections, files = [], {}
-    for name in sorted({k.split("/", 1)[0] for k in runs.list() if k.endswith("/" + ckpt.LATEST)}):
+    for name in run_names(store):
         run = runs.child(name)
-        config = runfolder.read_config(run) or {}
-        latest = ckpt.read_pointer(run, ckpt.LATEST)
+        try:
+            config = runfolder.read_config(run) or {}
+            latest = ckpt.read_pointer(run, ckpt.LATEST)
+        except Exception as exc:
+            if not unreadable(exc):
+                raise
+            continue  # its family cannot be told: `find_checkpoint` names it among the runs passed over
         family = families.of_saved(config)
         if family.noise or latest is None or latest["step"] < config.get("steps", 0):
             continue  # runs that draw from noise have the page's main sections; unfinished runs wait
@@ -207,6 +231,7 @@ def publish(store_uri: str, date: dt.date | None = None, run_name: str | None = 
         "faces": faces,
         "metrics": summary,
         "stopped": source.stopped and {k: source.stopped[k] for k in ("signal", "step", "line")},
+        "passed_over": list(source.passed_over),
         "published_at": time.time(),
     }
     translations, translation_files = translation_sections(store, device)
@@ -331,7 +356,8 @@ def night_page(m: dict) -> str:
         f"<h1>Faces of {e(m['date'])}</h1>"
         f'<p class="meta">Generator {e(m["generator"])} at step {m["step"]} of run '
         f"<code>{e(m['run'])}</code> ({e(label(m))})<br>checkpoint <code>{e(m['checkpoint'])}</code> "
-        f"(from {e(m['pointer'])})<br>{e(truncation_note(m))}</p>{stopped_note(m)}{export_links(m.get('export'))}"
+        f"(from {e(m['pointer'])})<br>{e(truncation_note(m))}</p>{stopped_note(m)}{passed_note(m)}"
+        f"{export_links(m.get('export'))}"
         '<h2>Fixed seeds</h2><p class="meta">The same latents every night, to compare nights.</p>'
         '<img class="wide" src="grid.png" alt="grid of faces from fixed seeds">'
         "<h2>Tonight's seeds</h2>"
@@ -353,6 +379,15 @@ def stopped_note(m: dict) -> str:
              else "its last checkpoint (none from before the collapse is kept)")
     return (f'<p class="note">stopped: collapsed at step {s["step"]} ({html.escape(s["signal"])}); these faces '
             f'are from {which}, step {m["step"]}.<br>{html.escape(s["line"])}</p>')
+
+
+def passed_note(m: dict) -> str:
+    """The note naming the runs the night passed over because their files could not be read."""
+    passed = m.get("passed_over") or []
+    if not passed:
+        return ""
+    return ('<p class="note">passed over (their files cannot be read): '
+            + "<br>".join(html.escape(p) for p in passed) + "</p>")
 
 
 def truncation_note(m: dict) -> str:

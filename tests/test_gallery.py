@@ -99,6 +99,28 @@ def test_a_damaged_night_is_named_in_the_index_and_stops_no_other_night(trained_
         assert store.get_json("galleries/latest/manifest.json")["date"] == m["date"] == "2026-06-10"
 
 
+@pytest.mark.parametrize("damage", ["latest.json", "config.json", "best.json"])
+def test_a_run_whose_files_cannot_be_read_is_passed_over_not_the_night(damage, trained_store, tmp_path):
+    """One damaged run among runs/*: the night is made from the newest readable run and names the
+    one it passed over (manifest and page); named, that run is still refused in one line."""
+    import shutil
+
+    root = tmp_path / "store"
+    shutil.copytree(trained_store, root, ignore=shutil.ignore_patterns("galleries"))
+    (root / "runs" / "newer<script>" / damage).write_text("[]")
+    m = gallery.publish(str(root), dt.date(2026, 3, 1), fixed=2, fresh=1)
+    assert m["run"].endswith("runs/older") and len(m["passed_over"]) == 1, m["passed_over"]
+    assert m["passed_over"][0].startswith(str(root / "runs" / "newer<script>") + ": ")
+    page = (root / "galleries" / "2026-03-01" / "index.html").read_text()
+    assert "passed over (their files cannot be read): " in page and "newer&lt;script&gt;" in page
+    with pytest.raises(gallery.INPUT_ERRORS) as named:
+        gallery.publish(str(root), dt.date(2026, 3, 2), run_name="newer<script>", fixed=2, fresh=1)
+    assert damage in str(named.value) and "\n" not in str(named.value)
+    shutil.rmtree(root / "runs" / "older")
+    with pytest.raises(gallery.GalleryError, match=r"no checkpoint found under .*; train a run first \(passed over: "):
+        gallery.publish(str(root), dt.date(2026, 3, 3), fixed=2, fresh=1)
+
+
 def test_a_night_is_no_source_of_faces_for_prepare(trained_store, tmp_path):
     gallery.publish(trained_store, dt.date(2026, 5, 1), fixed=2, fresh=1)
     night = Path(trained_store) / "galleries" / "2026-05-01"
