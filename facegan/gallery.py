@@ -299,7 +299,8 @@ body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-seri
 main { max-width: 1100px; margin: 0 auto; padding: 16px; }
 h1 { font-size: 1.6rem; margin: 0.4em 0; } h2 { font-size: 1.2rem; margin-top: 1.6em; }
 .meta { color: var(--muted); font-size: 0.9rem; word-break: break-all; }
-.note { border-left: 4px solid #c0392b; padding: 0.4rem 0.8rem; background: #fdecea; color: #1d1d1f; }
+.note { border-left: 4px solid #c0392b; padding: 0.4rem 0.8rem; background: #fdecea; color: #1d1d1f;
+        overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; image-rendering: pixelated; border-radius: 6px; display: block; }
 .wide { width: 100%; max-width: 640px; }
 .faces img { width: 100%; }
