@@ -99,16 +99,17 @@ def find_checkpoint(store: Store, run_name: str | None = None) -> Source:
             if latest is None or not family.noise:
                 continue  # families that do not draw from noise (attribute swaps) have their own sections
             best = ckpt.read_pointer(run, ckpt.BEST)
+            verdict = watchdog.read_verdict(run)
         except Exception as exc:
             if run_name or not unreadable(exc):
                 raise
             passed.append(f"{run.uri()}: {str(exc).splitlines()[0]}")
             continue
         chosen, which = (best, ckpt.BEST) if best else (latest, ckpt.LATEST)
-        verdict = watchdog.read_verdict(run)
-        verdict = verdict if verdict and verdict.get("stopped") else None
-        before = verdict and verdict.get("best")
-        if before and run.exists(before):  # the collapse's checkpoint is the dead generator
+        verdict = verdict if isinstance(verdict, dict) and verdict.get("stopped") else None
+        before = verdict and verdict.get("best")  # the best checkpoint before a collapse, when one is kept
+        if isinstance(before, str) and runfolder.CHECKPOINT_KEY.fullmatch(before) \
+                and type(verdict.get("best_step")) is int and run.exists(before):  # (the latest is the dead one)
             chosen, which = {"key": before, "step": verdict["best_step"]}, runfolder.WATCHDOG
         candidates.append((latest.get("written_at", 0), Source(run.root, chosen["key"], chosen["step"], which,
                                                                verdict)))

@@ -99,15 +99,18 @@ def test_a_damaged_night_is_named_in_the_index_and_stops_no_other_night(trained_
         assert store.get_json("galleries/latest/manifest.json")["date"] == m["date"] == "2026-06-10"
 
 
-@pytest.mark.parametrize("damage", ["latest.json", "config.json", "best.json"])
+@pytest.mark.parametrize("damage", ["latest.json", "config.json", "best.json", "watchdog.json"])
 def test_a_run_whose_files_cannot_be_read_is_passed_over_not_the_night(damage, trained_store, tmp_path):
     """One damaged run among runs/*: the night is made from the newest readable run and names the
-    one it passed over (manifest and page); named, that run is still refused in one line."""
+    one it passed over (manifest and page); named, that run is still refused in one line. A
+    watchdog verdict that is JSON but not a verdict's shape is ignored (the run is shown)."""
     import shutil
 
     root = tmp_path / "store"
     shutil.copytree(trained_store, root, ignore=shutil.ignore_patterns("galleries"))
-    (root / "runs" / "newer<script>" / damage).write_text("[]")
+    (root / "runs" / "newer<script>" / "watchdog.json").write_text('["not", "a verdict"]')
+    assert gallery.publish(str(root), dt.date(2026, 2, 28), fixed=2, fresh=1)["run"].endswith("newer<script>")
+    (root / "runs" / "newer<script>" / damage).write_text("[]" if damage != "watchdog.json" else "{")
     m = gallery.publish(str(root), dt.date(2026, 3, 1), fixed=2, fresh=1)
     assert m["run"].endswith("runs/older") and len(m["passed_over"]) == 1, m["passed_over"]
     assert m["passed_over"][0].startswith(str(root / "runs" / "newer<script>") + ": ")
