@@ -34,14 +34,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import machine, work_folder, write_record
-from bench.preset_speed import ALL, preset_config
-from facegan import data, families
-from facegan import distributed as dist
+from bench.preset_speed import ALL, built_recipe, preset_config
+from facegan import families
 from facegan.attributes import TABLE_NAME
-from facegan.loop import Setup
 from facegan.prepare import prepare
-from facegan.runtime import Runtime, seed_everything
-from facegan.storage import open_store
+from facegan.runtime import Runtime
 from facegan.synthetic import make_faces
 
 CASES = "dcgan64:bf16,dcgan64:fp32,dcgan64-plus:bf16,resnet64:bf16"
@@ -59,16 +56,12 @@ class CaptureRuntime(Runtime):
 
 
 def build(cfg, capture: bool):
-    """The family's recipe for `cfg`, as `fit` builds it (same seed: same initial weights)."""
+    """(the family's recipe for `cfg`, as `fit` builds it, its runtime): `preset_speed.built_recipe`,
+    on the capture runtime when `capture`."""
     rt = Runtime.create(cfg.device, cfg.precision)
     if capture:
         rt = CaptureRuntime(rt.device, rt.amp)
-    manifest = data.read_manifest(open_store(cfg.dataset))
-    images, _ = data.load(cfg.dataset, device=rt.device, manifest=manifest)
-    seed_everything(cfg.seed)
-    recipe = families.of_config(cfg).recipes().build(Setup(cfg, rt, dist.World(), images, manifest, lambda *_: None))
-    recipe.learning_rates(1)
-    return recipe, rt
+    return built_recipe(cfg, rt), rt
 
 
 def weights_sum(recipe) -> float:

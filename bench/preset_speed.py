@@ -45,16 +45,23 @@ def preset_config(preset: str, dataset: str, run: str, a: argparse.Namespace, ex
     return config_for_run(parsed.dataset, parsed.run, parsed.preset, given_options(parsed), parsed.family)
 
 
-def step_flops(cfg) -> tuple[int, int]:
-    """FLOPs of one training step of `cfg`'s recipe (forward and backward of every network it
-    updates), counted by torch.utils.flop_counter, and the images that step trains on (what
-    img/s counts: a swap's step counts both domains' batches)."""
-    rt = Runtime.create(cfg.device, cfg.precision)
+def built_recipe(cfg, rt: Runtime | None = None):
+    """`cfg`'s family recipe as `facegan.loop.fit` builds it for one process (same seed: same
+    initial weights), on `rt` (default: the config's device and precision), its rates at step 1."""
+    rt = rt or Runtime.create(cfg.device, cfg.precision)
     manifest = data.read_manifest(open_store(cfg.dataset))
     images, _ = data.load(cfg.dataset, device=rt.device, manifest=manifest)
     seed_everything(cfg.seed)
     recipe = families.of_config(cfg).recipes().build(Setup(cfg, rt, dist.World(), images, manifest, lambda *_: None))
     recipe.learning_rates(1)
+    return recipe
+
+
+def step_flops(cfg) -> tuple[int, int]:
+    """FLOPs of one training step of `cfg`'s recipe (forward and backward of every network it
+    updates), counted by torch.utils.flop_counter, and the images that step trains on (what
+    img/s counts: a swap's step counts both domains' batches)."""
+    recipe = built_recipe(cfg)
     with FlopCounterMode(display=False) as counter:
         recipe.step(1, recipe.calls)
     return counter.get_total_flops(), recipe.images_per_step
